@@ -1,0 +1,98 @@
+"""Parameters and multiply-accumulates, measured, beside the published figures.
+
+This is the reproduction check the seed asks for: count what the code builds and
+compare it with torchvision's published numbers and with the seed's table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .model import ARCH_DEPTHS, build_model
+from .weights import weights_spec
+
+__all__ = ["SEED_TABLE", "ArchReport", "arch_report", "macs_by_module", "parameter_count"]
+
+# The seed's table: parameters (millions), "FLOPs" (billions; really multiply-accumulates)
+# and ImageNet top-1 (%).
+SEED_TABLE: dict[str, dict[str, float]] = {
+    "resnet50": {"params_m": 25.6, "gmacs": 4.1, "top1": 76.5},
+    "resnet101": {"params_m": 44.5, "gmacs": 7.8, "top1": 77.8},
+    "resnet152": {"params_m": 60.2, "gmacs": 11.6, "top1": 78.3},
+}
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@lru_cache(maxsize=16)
+def macs_by_module(arch: str, *, image_size: int = 224, num_classes: int = 1000) -> dict[str, int]:
+    """Multiply-accumulates of one image, per module path ("" is the whole model).
+
+    Counted by ``FlopCounterMode`` (convolutions and the fc layer; BN, ReLU, pooling
+    and additions are not multiply-accumulates) on the meta device, so nothing is
+    computed and it takes milliseconds.
+    """
+    with torch.device("meta"):
+        model = build_model(arch, num_classes=num_classes).eval()
+        x = torch.empty(1, 3, image_size, image_size)
+    counter = FlopCounterMode(display=False, depth=None)
+    with counter, torch.no_grad():
+        model(x)
+    # FlopCounterMode counts 2 FLOPs per multiply-accumulate and names modules
+    # "ResNet.layer1.0"; "Global" is the whole model.
+    return {
+        "" if name == "Global" else name.partition(".")[2]: sum(per_op.values()) // 2
+        for name, per_op in counter.get_flop_counts().items()
+    }
+
+
+@dataclass(frozen=True)
+class ArchReport:
+    """Measured figures of one architecture beside torchvision's and the seed's."""
+
+    arch: str
+    depths: tuple[int, int, int, int]
+    params: int
+    gmacs: float
+    tv_params: int
+    tv_gmacs: float
+    tv_acc1_v1: float
+    tv_acc1_v2: float
+    seed_params_m: float
+    seed_gmacs: float
+    seed_top1: float
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["params_diff_vs_tv"] = self.params - self.tv_params
+        d["gmacs_diff_vs_seed"] = round(self.gmacs - self.seed_gmacs, 3)
+        d["params_m_diff_vs_seed"] = round(self.params / 1e6 - self.seed_params_m, 2)
+        return d
+
+
+@lru_cache(maxsize=8)
+def arch_report(arch: str, *, image_size: int = 224) -> ArchReport:
+    with torch.device("meta"):
+        params = parameter_count(build_model(arch))
+    v1 = weights_spec(arch=arch, weights="imagenet-v1").published
+    v2 = weights_spec(arch=arch, weights="imagenet-v2").published
+    seed = SEED_TABLE[arch]
+    return ArchReport(
+        arch=arch,
+        depths=ARCH_DEPTHS[arch],
+        params=params,
+        gmacs=macs_by_module(arch, image_size=image_size)[""] / 1e9,
+        tv_params=int(v2["params"]),
+        tv_gmacs=v2["gmacs"],
+        tv_acc1_v1=v1["acc@1"],
+        tv_acc1_v2=v2["acc@1"],
+        seed_params_m=seed["params_m"],
+        seed_gmacs=seed["gmacs"],
+        seed_top1=seed["top1"],
+    )

@@ -1,0 +1,13 @@
+"""The one exception type for mistakes a user can make (bad file, bad weights, bad option).
+
+The CLI prints its message as one line and exits non-zero; the app shows it as a
+``gr.Error``. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["UserError"]
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message says what was wrong and what to do."""

@@ -1,0 +1,248 @@
+"""ResNet-50/101/152 from "Deep Residual Learning for Image Recognition" (He et al., 2015).
+
+The module and parameter names are torchvision's, key for key, so torchvision's
+published ImageNet weights load with ``strict=True``. Two things differ from
+torchvision's file, and neither changes the state_dict:
+
+* every ReLU is its own, non-in-place module (``relu1``, ``relu2``, ``relu3``), so
+  hooks, Guided Grad-CAM and other attribution methods see each activation once;
+* :meth:`ResNet.forward_intermediates` returns, from one forward pass, the logits
+  together with the output of the stem and of each stage and, on request, the
+  residual branch F(x) and the shortcut x of every bottleneck block. The explanation
+  engine reads those tensors instead of registering hooks on a shared model.
+
+Like torchvision ("ResNet v1.5"), the stride of a downsampling block sits on the
+3x3 convolution, not on the first 1x1 convolution as in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ARCH_DEPTHS",
+    "STAGES",
+    "Bottleneck",
+    "BlockOutput",
+    "Intermediates",
+    "ResNet",
+    "build_model",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+]
+
+# Number of bottleneck blocks in layer1..layer4, from Table 1 of the paper.
+ARCH_DEPTHS: dict[str, tuple[int, int, int, int]] = {
+    "resnet50": (3, 4, 6, 3),
+    "resnet101": (3, 4, 23, 3),
+    "resnet152": (3, 8, 36, 3),
+}
+
+# Points in the network whose outputs forward_intermediates can return.
+STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1; no bias, since a BatchNorm always follows."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution; no bias, since a BatchNorm always follows."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce -> 3x3 (carries the stride) -> 1x1 expand, added to the shortcut.
+
+    ``planes`` is the width of the 3x3 convolution; the block outputs
+    ``planes * expansion`` channels.
+    """
+
+    expansion: int = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU()
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU()
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu3 = nn.ReLU()
+        self.downsample = downsample
+        self.stride = stride
+
+    def residual(self, x: Tensor) -> Tensor:
+        """The residual branch F(x), before the addition."""
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        return self.bn3(self.conv3(out))
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        """The shortcut: x itself, or a strided 1x1 projection where the shape changes."""
+        return x if self.downsample is None else self.downsample(x)
+
+    def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Return ``(output, F(x), shortcut(x))`` of one block, from one pass."""
+        f = self.residual(x)
+        identity = self.shortcut(x)
+        # Out of place: an in-place add would overwrite f or identity, which callers keep.
+        return self.relu3(f + identity), f, identity
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu3(self.residual(x) + self.shortcut(x))
+
+
+@dataclass(frozen=True)
+class BlockOutput:
+    """What one bottleneck block computed, for the block statistics."""
+
+    name: str  # e.g. "layer3.0"
+    output: Tensor  # (B, C_out, H, W)
+    residual: Tensor  # F(x): (B, C_out, H, W)
+    shortcut: Tensor  # x, or its projection: (B, C_out, H, W)
+
+
+@dataclass(frozen=True)
+class Intermediates:
+    """Everything one forward pass of :meth:`ResNet.forward_intermediates` returns."""
+
+    logits: Tensor  # (B, num_classes)
+    stages: dict[str, Tensor]  # stage name -> (B, C, H, W)
+    blocks: list[BlockOutput] = field(default_factory=list)
+
+
+class ResNet(nn.Module):
+    """A ResNet of bottleneck blocks, with torchvision's module names."""
+
+    def __init__(
+        self,
+        layers: tuple[int, int, int, int] | list[int],
+        num_classes: int = 1000,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        self.inplanes = 64  # a cursor: the channel count entering the next block
+
+        # The stem: 7x7/2 convolution then 3x3/2 max pool, 224 -> 56.
+        self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+        self.layer1 = self._make_layer(64, layers[0])
+        self.layer2 = self._make_layer(128, layers[1], stride=2)
+        self.layer3 = self._make_layer(256, layers[2], stride=2)
+        self.layer4 = self._make_layer(512, layers[3], stride=2)
+
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
+
+        # One description of the network for every consumer (UI, Grad-CAM, diagram),
+        # in the manner of timm's feature_info.
+        self.feature_info: list[dict[str, int | str]] = [
+            {"module": "stem", "num_chs": 64, "reduction": 4},
+            {"module": "layer1", "num_chs": 256, "reduction": 4},
+            {"module": "layer2", "num_chs": 512, "reduction": 8},
+            {"module": "layer3", "num_chs": 1024, "reduction": 16},
+            {"module": "layer4", "num_chs": 2048, "reduction": 32},
+        ]
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                # He et al. (2015b): keeps the variance of activations steady through ReLUs.
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+        if zero_init_residual:
+            # With the last BN of each residual branch at zero, every block starts as the
+            # identity, which improves training by 0.2~0.3% (Goyal et al., 2017).
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.constant_(m.bn3.weight, 0)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
+            # Only the first block of a stage changes the shape, so only it needs a projection.
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * Bottleneck.expansion, stride),
+                nn.BatchNorm2d(planes * Bottleneck.expansion),
+            )
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    @property
+    def stages(self) -> dict[str, nn.Sequential]:
+        """layer1..layer4 by name."""
+        return {"layer1": self.layer1, "layer2": self.layer2, "layer3": self.layer3, "layer4": self.layer4}
+
+    def forward_stem(self, x: Tensor) -> Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.avgpool(x), 1))  # (B, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.forward_stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.forward_head(x)
+
+    def forward_intermediates(self, x: Tensor, *, blocks: bool = False) -> Intermediates:
+        """One forward pass returning the logits and the output of every stage.
+
+        With ``blocks=True`` it also returns, for every bottleneck block, its output,
+        its residual branch F(x) and its shortcut. Nothing is hooked, so concurrent
+        callers can share one model.
+        """
+        x = self.forward_stem(x)
+        stages = {"stem": x}
+        block_outputs: list[BlockOutput] = []
+        for stage_name, stage in self.stages.items():
+            for i, block in enumerate(stage):
+                if blocks:
+                    x, f, identity = block.forward_parts(x)
+                    block_outputs.append(BlockOutput(f"{stage_name}.{i}", x, f, identity))
+                else:
+                    x = block(x)
+            stages[stage_name] = x
+        return Intermediates(logits=self.forward_head(x), stages=stages, blocks=block_outputs)
+
+
+def build_model(arch: str, *, num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:
+    """Build ``resnet50``, ``resnet101`` or ``resnet152`` with random (Kaiming) weights."""
+    if arch not in ARCH_DEPTHS:
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_DEPTHS)}.")
+    return ResNet(ARCH_DEPTHS[arch], num_classes=num_classes, zero_init_residual=zero_init_residual)
+
+
+def resnet50(*, num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:
+    """ResNet-50: [3, 4, 6, 3] bottleneck blocks, 25.6M parameters."""
+    return build_model("resnet50", num_classes=num_classes, zero_init_residual=zero_init_residual)
+
+
+def resnet101(*, num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:
+    """ResNet-101: [3, 4, 23, 3] bottleneck blocks, 44.5M parameters."""
+    return build_model("resnet101", num_classes=num_classes, zero_init_residual=zero_init_residual)
+
+
+def resnet152(*, num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:
+    """ResNet-152: [3, 8, 36, 3] bottleneck blocks, 60.2M parameters."""
+    return build_model("resnet152", num_classes=num_classes, zero_init_residual=zero_init_residual)

@@ -1,0 +1,110 @@
+"""Shared fixtures. No test may reach the network: downloads are switched off for the
+whole run, torch.hub's downloader raises, and sockets may connect to loopback only."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+# Before anything imports resnet_demo or gradio.
+os.environ["RESNET_DEMO_OFFLINE"] = "1"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torchvision.models as tvm  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _check_address(sock: socket.socket, address: object) -> None:
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    host = str(address[0]) if isinstance(address, tuple) else str(address)  # type: ignore[index]
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise OSError(f"network access is blocked in tests (tried to connect to {host})")
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    _check_address(self, address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    _check_address(self, address)
+    return _real_connect_ex(self, address)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(url: str, *args: object, **kwargs: object) -> None:
+        raise OSError(f"downloads are blocked in tests ({url})")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torchvision cache; returns its checkpoints folder."""
+    from resnet_demo.weights import clear_model_cache
+
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    clear_model_cache()
+    yield home / "hub" / "checkpoints"
+    clear_model_cache()
+
+
+TV_BUILDERS: dict[str, Callable[..., torch.nn.Module]] = {
+    "resnet50": tvm.resnet50,
+    "resnet101": tvm.resnet101,
+    "resnet152": tvm.resnet152,
+}
+
+
+def random_state_dict(arch: str, *, seed: int = 0, num_classes: int = 1000) -> dict[str, torch.Tensor]:
+    """torchvision's state_dict for ``arch`` with every tensor random, BN statistics included,
+    so that equal outputs mean equal wiring, not lucky defaults."""
+    torch.manual_seed(seed)
+    sd = TV_BUILDERS[arch](num_classes=num_classes).state_dict()
+    g = torch.Generator().manual_seed(seed + 1)
+    for k, v in sd.items():
+        if k.endswith("running_var"):
+            sd[k] = torch.rand(v.shape, generator=g) + 0.5
+        elif k.endswith("running_mean") or (k.endswith(".bias") and "bn" in k) or "downsample.1.bias" in k:
+            sd[k] = torch.randn(v.shape, generator=g) * 0.1
+        elif (k.endswith(".weight") and ("bn" in k or "downsample.1" in k)):
+            sd[k] = torch.rand(v.shape, generator=g) * 0.5 + 0.75
+    return sd
+
+
+@pytest.fixture
+def fake_pretrained(torch_home: Path) -> Callable[..., Path]:
+    """Write a generated state_dict under torchvision's official file name for a weights entry."""
+    from resnet_demo.weights import cache_path, weights_spec
+
+    def write(arch: str = "resnet50", weights: str = "imagenet-v2", *, seed: int = 0, state_dict=None) -> Path:
+        path = cache_path(weights_spec(arch=arch, weights=weights))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(random_state_dict(arch, seed=seed) if state_dict is None else state_dict, path)
+        return path
+
+    return write

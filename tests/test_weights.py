@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision.models as tvm
+
+from resnet_demo.weights import (
+    CHECKPOINT_FORMAT,
+    WeightsError,
+    cache_path,
+    get_model,
+    load_model,
+    weights_spec,
+)
+
+from .conftest import random_state_dict
+
+TV_WEIGHTS = {
+    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights),
+    "resnet101": (tvm.resnet101, tvm.ResNet101_Weights),
+    "resnet152": (tvm.resnet152, tvm.ResNet152_Weights),
+}
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "resnet101", "resnet152"])
+def test_pretrained_loads_like_torchvision_offline(arch: str, fake_pretrained, torch_home: Path) -> None:
+    path = fake_pretrained(arch, "imagenet-v2", seed=11)
+    builder, enum = TV_WEIGHTS[arch]
+    assert path == torch_home / enum.IMAGENET1K_V2.url.rsplit("/", 1)[-1]
+
+    loaded = load_model(arch=arch, weights="imagenet-v2")
+    # torchvision's own loader reads the same cache file (its download is blocked).
+    reference = builder(weights=enum.IMAGENET1K_V2).eval()
+
+    assert not loaded.untrained and loaded.warning is None
+    ours = loaded.model.state_dict()
+    theirs = reference.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (loaded.model(x) - reference(x)).abs().max().item() < 1e-4
+    assert loaded.spec.categories == tuple(enum.IMAGENET1K_V2.meta["categories"])
+    assert loaded.spec.published["acc@1"] == enum.IMAGENET1K_V2.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+
+
+def test_v1_and_v2_specs_come_from_torchvision() -> None:
+    v1 = weights_spec(arch="resnet50", weights="imagenet-v1")
+    v2 = weights_spec(arch="resnet50", weights="imagenet-v2")
+    assert v1.file_name == "resnet50-0676ba61.pth" and v2.file_name == "resnet50-11ad3fa6.pth"
+    assert (v1.preprocessing.resize_size, v2.preprocessing.resize_size) == (256, 232)
+    assert v1.preprocessing.crop_size == v2.preprocessing.crop_size == 224
+    assert v2.preprocessing.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert len(v1.categories) == 1000 and v1.categories[281] == "tabby"
+    assert v1.published["acc@1"] == pytest.approx(76.13) and v2.published["acc@1"] == pytest.approx(80.858)
+
+
+def test_imagenet_v1_loads_from_its_own_file(fake_pretrained) -> None:
+    fake_pretrained("resnet50", "imagenet-v1", seed=2)
+    loaded = load_model(arch="resnet50", weights="imagenet-v1")
+    assert torch.equal(loaded.model.fc.weight, random_state_dict("resnet50", seed=2)["fc.weight"])
+    with pytest.raises(WeightsError):  # V2's file is a different one, and it is absent
+        load_model(arch="resnet50", weights="imagenet-v2")
+
+
+def test_missing_file_offline_gives_clear_error(torch_home: Path) -> None:
+    with pytest.raises(WeightsError) as e:
+        load_model(arch="resnet50", weights="imagenet-v2")
+    msg = str(e.value)
+    assert str(torch_home / "resnet50-11ad3fa6.pth") in msg
+    assert "https://download.pytorch.org/models/resnet50-11ad3fa6.pth" in msg
+    assert "--weights PATH" in msg and "downloads are off" in msg
+
+
+def test_failed_download_gives_clear_error(torch_home: Path) -> None:
+    with pytest.raises(WeightsError, match=r"could not be downloaded \(OSError: downloads are blocked") as e:
+        load_model(arch="resnet101", weights="imagenet-v1", download=True)
+    assert "resnet101-63fe2227.pth" in str(e.value)
+    assert not (torch_home / "resnet101-63fe2227.pth").exists()
+
+
+def test_fallback_to_random_is_explicit_and_labelled(torch_home: Path) -> None:
+    loaded = load_model(arch="resnet50", weights="imagenet-v2", fallback_to_random=True)
+    assert loaded.untrained
+    assert "UNTRAINED" in loaded.status and "UNTRAINED" in (loaded.warning or "")
+    assert "resnet50-11ad3fa6.pth" in (loaded.warning or "")
+    assert load_model(arch="resnet50", weights="random").warning is None
+
+
+def test_wrong_shape_gives_clear_error(fake_pretrained) -> None:
+    sd = random_state_dict("resnet50")
+    sd["fc.weight"] = sd["fc.weight"][:10]
+    path = fake_pretrained("resnet50", "imagenet-v2", state_dict=sd)
+    with pytest.raises(WeightsError, match="does not fit resnet50") as e:
+        load_model(arch="resnet50", weights="imagenet-v2")
+    assert str(path) in str(e.value) and "fc.weight" in str(e.value)
+
+
+def test_wrong_key_gives_clear_error(fake_pretrained) -> None:
+    sd = random_state_dict("resnet50")
+    sd["layer1.0.conv_one.weight"] = sd.pop("layer1.0.conv1.weight")
+    fake_pretrained("resnet50", "imagenet-v2", state_dict=sd)
+    with pytest.raises(WeightsError, match="wrong key names or shapes") as e:
+        load_model(arch="resnet50", weights="imagenet-v2")
+    assert "layer1.0.conv1.weight" in str(e.value)
+
+
+def test_other_arch_file_gives_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "r101.pth"
+    torch.save(random_state_dict("resnet101"), path)
+    with pytest.raises(WeightsError, match="does not fit resnet50"):
+        load_model(arch="resnet50", weights=str(path))
+
+
+def test_corrupt_file_gives_clear_error(torch_home: Path) -> None:
+    path = cache_path(weights_spec(arch="resnet50", weights="imagenet-v2"))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    with pytest.raises(WeightsError, match="corrupt or not a PyTorch checkpoint") as e:
+        load_model(arch="resnet50", weights="imagenet-v2")
+    assert str(path) in str(e.value)
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "marker.txt"
+    path = tmp_path / "evil.pth"
+    torch.save({"fc.weight": torch.zeros(1), "payload": _RunsCode(marker)}, path)
+    with pytest.raises(WeightsError, match="Refused to load"):
+        load_model(arch="resnet50", weights=str(path))
+    assert not marker.exists()
+
+
+def test_local_state_dict_file(tmp_path: Path) -> None:
+    sd = random_state_dict("resnet50", seed=4)
+    path = tmp_path / "mine.pth"
+    torch.save(sd, path)
+    loaded = load_model(arch="resnet50", weights=str(path))
+    assert torch.equal(loaded.model.layer4[2].conv3.weight, sd["layer4.2.conv3.weight"])
+    assert loaded.spec.num_classes == 1000 and not loaded.untrained
+    assert "mine.pth" in loaded.status
+
+
+def test_finetune_checkpoint_carries_class_names(tmp_path: Path) -> None:
+    sd = random_state_dict("resnet50", num_classes=3)
+    path = tmp_path / "ft.pth"
+    pre = {"resize_size": 128, "crop_size": 112, "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bilinear"}
+    torch.save({"format": CHECKPOINT_FORMAT, "arch": "resnet50", "class_names": ["a", "b", "c"], "model": sd, "preprocessing": pre}, path)
+    loaded = load_model(arch="resnet50", weights=str(path))
+    assert loaded.spec.categories == ("a", "b", "c")
+    assert loaded.model.fc.out_features == 3
+    assert loaded.spec.preprocessing.crop_size == 112
+    with pytest.raises(WeightsError, match="fine-tuned resnet50 checkpoint, not resnet101"):
+        load_model(arch="resnet101", weights=str(path))
+
+
+def test_unknown_name_and_arch() -> None:
+    with pytest.raises(WeightsError, match="Unknown weights 'imagenet-v3'"):
+        weights_spec(arch="resnet50", weights="imagenet-v3")
+    with pytest.raises(WeightsError, match="Unknown architecture 'resnet18'"):
+        weights_spec(arch="resnet18", weights="imagenet-v2")
+
+
+def test_get_model_is_cached_and_frozen(torch_home: Path) -> None:
+    a = get_model(arch="resnet50", weights="random")
+    b = get_model(arch="resnet50", weights="random")
+    assert a is b
+    assert not any(p.requires_grad for p in a.model.parameters())
+    assert not a.model.training
