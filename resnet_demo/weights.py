@@ -349,21 +349,38 @@ def load_model(
     return LoadedModel(model.eval(), spec)
 
 
-_CACHE: dict[tuple[str, str, bool], LoadedModel] = {}
+_CACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def get_model(*, arch: str, weights: str = DEFAULT_WEIGHTS, fallback_to_random: bool = False) -> LoadedModel:
-    """:func:`load_model`, loaded once per (arch, weights) and shared read-only.
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (CUDA when there is one) as a torch device, or a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} was asked for, but PyTorch sees no CUDA GPU here. Use --device cpu.")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise UserError(f"Unknown device {device!r}: use cpu, cuda or auto.") from e
+
+
+def get_model(
+    *, arch: str, weights: str = DEFAULT_WEIGHTS, fallback_to_random: bool = False, device: str = "cpu"
+) -> LoadedModel:
+    """:func:`load_model`, loaded once per (arch, weights, device) and shared read-only.
 
     Callers must not modify the returned model: every user of the process shares it.
     """
-    key = (arch, weights, fallback_to_random)
+    target = resolve_device(device)
+    key = (arch, weights, fallback_to_random, str(target))
     with _CACHE_LOCK:  # one lock: two users asking for the same model load it once
         if key not in _CACHE:
-            _CACHE[key] = load_model(arch=arch, weights=weights, fallback_to_random=fallback_to_random)
-            for p in _CACHE[key].model.parameters():
+            loaded = load_model(arch=arch, weights=weights, fallback_to_random=fallback_to_random)
+            for p in loaded.model.parameters():
                 p.requires_grad_(False)
+            loaded.model.to(target)
+            _CACHE[key] = loaded
         return _CACHE[key]
 
 

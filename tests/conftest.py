@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Before anything imports resnet_demo or gradio.
@@ -108,3 +108,36 @@ def fake_pretrained(torch_home: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The whole app on an empty, offline weights cache: it must start and serve random weights."""
+    home = tmp_path_factory.mktemp("torch_home")
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    from resnet_demo.ui import build_demo
+    from resnet_demo.ui.blocks import CSS, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, THEME
+    from resnet_demo.weights import clear_model_cache
+
+    clear_model_cache()
+    demo = build_demo()
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=INFERENCE_LIMIT)
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=None,
+        prevent_thread_lock=True,
+        quiet=True,
+        max_file_size=MAX_UPLOAD,
+        theme=THEME,
+        css=CSS,
+    )
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+        clear_model_cache()
+        if old is None:
+            os.environ.pop("TORCH_HOME", None)
+        else:
+            os.environ["TORCH_HOME"] = old

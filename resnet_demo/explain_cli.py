@@ -1,0 +1,141 @@
+"""``python -m resnet_demo explain IMAGE``: predictions, explanation maps and feature maps as files.
+
+Writes into ``--out`` (default ``explain-<image name>``): the crop the model saw,
+overlays of each map on that crop and on the whole image, the raw maps as ``.npy``,
+the feature-map grid of every stage, and ``summary.json`` (predictions, target,
+stages, map statistics, block statistics, timings). Prints a short summary, or the
+JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+from .explain import METHODS, STAGES, Analysis, Attribution, analyze, overlay, overlay_on_full, resolve_class
+from .images import load_image
+from .weights import ARCHES, DEFAULT_WEIGHTS, get_model
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="photo to explain (JPEG, PNG, GIF, WebP, TIFF, ...)")
+    parser.add_argument("--arch", choices=ARCHES, default="resnet50", help="network depth (default resnet50)")
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="imagenet-v2 (default), imagenet-v1, random, or a .pth path")
+    parser.add_argument("--fallback-random", action="store_true", help="use random weights if the weights are unavailable")
+    parser.add_argument("--target", help="class to explain: an index or (part of) a name (default: the top class)")
+    parser.add_argument("--stage", choices=[*STAGES, "all"], default="layer4", help="stage to explain (default layer4)")
+    parser.add_argument("--method", choices=list(METHODS), default="gradcam", help="attribution method (default gradcam)")
+    parser.add_argument("--noise-tunnel", type=int, default=0, metavar="N", help="smooth IG over N noisy copies")
+    parser.add_argument("--topk", type=int, default=5, help="how many predictions to list (default 5)")
+    parser.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity in the overlays (default 0.5)")
+    parser.add_argument("--out", help="folder for the files (default explain-<image name>)")
+    parser.add_argument("--json", action="store_true", help="print the JSON summary instead of text")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the forward (a minute to start)")
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None  # JSON has no Infinity
+
+
+def _map_stats(att: Attribution) -> dict[str, Any]:
+    raw = att.raw
+    return {
+        "raw_shape": list(raw.shape),
+        "raw_min": float(raw.min()),
+        "raw_max": float(raw.max()),
+        "raw_mean": float(raw.mean()),
+        "heatmap_mean": float(att.heatmap.mean()),
+        "all_zero": att.all_zero,
+        "seconds": att.seconds,
+    }
+
+
+def _write_maps(analysis: Analysis, atts: list[Attribution], out: Path, opacity: float) -> dict[str, dict[str, Any]]:
+    maps: dict[str, dict[str, Any]] = {}
+    for att in atts:
+        stem = f"{att.method}_{att.stage}"
+        files = {
+            "overlay": f"overlay_{stem}.png",
+            "overlay_full": f"overlay_full_{stem}.png",
+            "raw": f"map_{stem}.npy",
+        }
+        overlay(image=analysis.crop, heatmap=att.heatmap, opacity=opacity).save(out / files["overlay"])
+        overlay_on_full(analysis=analysis, attribution=att, opacity=opacity).save(out / files["overlay_full"])
+        np.save(out / files["raw"], att.raw)
+        maps[att.stage] = {**_map_stats(att), "files": files}
+    return maps
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.topk < 1:
+        raise UserError("--topk must be at least 1.")
+    if not 0.0 <= args.opacity <= 1.0:
+        raise UserError("--opacity must be between 0 and 1.")
+    if args.noise_tunnel < 0:
+        raise UserError("--noise-tunnel must be 0 or more.")
+    image = load_image(args.image)  # a bad file is reported before 100 MB of weights load
+    loaded = get_model(arch=args.arch, weights=args.weights, fallback_to_random=args.fallback_random)
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
+    # Grad-CAM for the top class at several stages comes from the one pass; see analyze().
+    one_pass = stages if args.method == "gradcam" and args.target is None and len(stages) > 1 else ()
+    analysis = analyze(image=image, loaded=loaded, topk=args.topk, gradcam_stages=one_pass, compile=args.compile)
+    target = None if args.target is None else resolve_class(categories=analysis.categories, query=args.target)
+
+    if args.method == "gradcam":
+        atts = list(analysis.attributions(stages=stages, target=target).values())
+    elif args.method in ("ig", "occlusion"):
+        atts = [analysis.attribution(method=args.method, target=target, noise_tunnel_samples=args.noise_tunnel)]
+    else:
+        atts = [analysis.attribution(method=args.method, stage=s, target=target) for s in stages]
+
+    out = Path(args.out) if args.out else Path(f"explain-{Path(args.image).stem}")
+    out.mkdir(parents=True, exist_ok=True)
+    analysis.crop.save(out / "crop.png")
+    features = {}
+    for stage in STAGES:
+        grid = analysis.feature_maps(stage)
+        grid.image.save(out / f"features_{stage}.png")
+        features[stage] = {"shape": list(grid.shape), "channels": grid.channels, "file": f"features_{stage}.png"}
+    maps = _write_maps(analysis, atts, out, args.opacity)
+
+    first = atts[0]
+    summary = {
+        "image": str(args.image),
+        "arch": analysis.arch,
+        "weights": analysis.weights.name,
+        "untrained": analysis.untrained,
+        "warning": analysis.warning,
+        "crop_box": vars(analysis.crop_box),
+        "predictions": [vars(p) for p in analysis.predictions],
+        "target": {"index": first.target, "label": first.target_label, "prob": first.target_prob},
+        "method": args.method,
+        "stages": [a.stage for a in atts],
+        "maps": maps,
+        "features": features,
+        "blocks": [{**vars(b), "residual_ratio": _finite(b.residual_ratio)} for b in analysis.blocks],
+        "timings": analysis.timings,
+        "out": str(out),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    if analysis.untrained:
+        print(f"WARNING: {analysis.status}")
+    if analysis.warning:
+        print(f"WARNING: {analysis.warning}")
+    print(f"{analysis.arch}, {analysis.weights.label}: top {len(analysis.predictions)}")
+    for p in analysis.predictions:
+        print(f"  {p.prob:7.2%}  {p.index:4d}  {p.label}")
+    print(f"{METHODS[args.method]} for class {first.target} ({first.target_label}, {first.target_prob:.2%}):")
+    for att in atts:
+        note = "  all zero: no positive evidence here" if att.all_zero else ""
+        print(f"  {att.stage:<7} raw {tuple(att.raw.shape)}  {att.seconds * 1000:7.1f} ms{note}")
+    print(f"Forward {analysis.timings['forward'] * 1000:.0f} ms. Files in {out}/")
+    return 0

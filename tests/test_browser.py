@@ -1,0 +1,79 @@
+"""A real browser: Debian's Chromium, headless, driven by Playwright, against the app in-process.
+
+Screenshots land in test-artifacts/ for people to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import EXAMPLES, ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        pytest.fail("CI must install Debian's chromium for the browser test (see .ci/run)", pytrace=False)
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+# Flags from the guide: no sandbox as root, no GPU, and no background calls to the closed network.
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def page(app_url: str):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            pg = context.new_page()
+            pg.set_default_timeout(120_000)
+            pg.goto(app_url)
+            yield pg
+        finally:
+            browser.close()
+
+
+def test_upload_explain_and_architecture(page) -> None:
+    page.get_by_text("ResNet Explorer").first.wait_for()
+    banner = page.locator("#weights-status")
+    banner.get_by_text("Pretrained weights unavailable").wait_for()
+    page.screenshot(path=ARTIFACTS / "01-start.png", full_page=True)
+
+    page.locator("#photo input[type=file]").set_input_files(str(EXAMPLES / "cat.jpg"))
+    # The label fills in with five classes and percentages; the heat map appears.
+    page.locator("#top5").get_by_text("%").first.wait_for()
+    page.locator("#heatmap img").wait_for()
+    page.locator("#strip img").nth(4).wait_for()
+    page.locator("#caption").get_by_text("Grad-CAM").wait_for()
+    assert "UNTRAINED" in page.locator("#caption").inner_text()
+    page.screenshot(path=ARTIFACTS / "02-explain.png", full_page=True)
+
+    page.get_by_role("tab", name="Architecture").click()
+    plot = page.locator("#diagram .js-plotly-plot")
+    plot.wait_for()
+    box = plot.bounding_box()
+    assert box is not None and box["height"] > 200, "the diagram rendered at (almost) zero height"
+    page.locator("#diagram .colorbar").first.wait_for()  # coloured by the cat's block statistics
+    page.screenshot(path=ARTIFACTS / "03-architecture.png", full_page=True)
+
+    page.get_by_role("tab", name="Compare depths").click()
+    page.locator("#compare-run").wait_for()
+    page.screenshot(path=ARTIFACTS / "04-compare.png", full_page=False)

@@ -1,0 +1,240 @@
+"""Image sets for fine-tuning: layouts, the seeded stratified split, errors, transforms,
+the sample generator, and zip extraction that hostile archives cannot abuse."""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from resnet_demo.datasets import (
+    SAMPLE_CLASSES,
+    ZipLimits,
+    load_image_set,
+    make_sample_dataset,
+    multi_view_transform,
+    safe_extract_zip,
+    stratified_split,
+    train_transform,
+)
+from resnet_demo.errors import UserError
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _jpeg(colour: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def test_sample_generator_writes_an_image_folder(tmp_path: Path) -> None:
+    root = make_sample_dataset(tmp_path / "flat", num_classes=4, images_per_class=5, image_size=48, seed=1)
+    assert sorted(p.name for p in root.iterdir()) == sorted(list(SAMPLE_CLASSES)[:4])
+    with Image.open(next((root / "circle").iterdir())) as im:
+        assert im.size == (48, 48) and im.mode == "RGB"
+    images = load_image_set(root, val_fraction=0.2, seed=0)
+    assert images.class_names == ("circle", "square", "star", "triangle")
+    assert images.counts("train") == dict.fromkeys(images.class_names, 4)
+    assert images.counts("val") == dict.fromkeys(images.class_names, 1)
+    # Same seed, same pictures: the generator is a fixture, not a lottery.
+    again = make_sample_dataset(tmp_path / "again", num_classes=4, images_per_class=5, image_size=48, seed=1)
+    assert (again / "star" / "star_003.jpg").read_bytes() == (root / "star" / "star_003.jpg").read_bytes()
+
+    split = make_sample_dataset(tmp_path / "split", num_classes=2, images_per_class=8, image_size=48, val_fraction=0.25)
+    images = load_image_set(split)
+    assert images.split == "train/ and val/ folders"
+    assert (len(images.train), len(images.val)) == (12, 4)
+    with pytest.raises(UserError, match="2 to 6 classes"):
+        make_sample_dataset(tmp_path / "one", num_classes=1)
+
+
+def test_stratified_split_is_seeded_and_keeps_every_class_on_both_sides() -> None:
+    samples = [(f"a{i}.jpg", 0) for i in range(10)] + [(f"b{i}.jpg", 1) for i in range(3)] + [("c0.jpg", 2)]
+    train, val = stratified_split(samples, val_fraction=0.2, seed=7)
+    assert stratified_split(list(reversed(samples)), val_fraction=0.2, seed=7) == (train, val)  # order-free
+    assert stratified_split(samples, val_fraction=0.2, seed=8) != (train, val)
+    assert sorted(train + val) == sorted(samples)
+    assert [sum(1 for _, c in val if c == k) for k in range(3)] == [2, 1, 0]  # a 1-image class keeps it to train
+    assert {c for _, c in train} == {0, 1, 2}
+
+
+def test_unreadable_images_are_skipped_and_counted_and_a_wrapping_folder_is_seen_through(tmp_path: Path) -> None:
+    root = tmp_path / "upload" / "my photos"  # what zipping a folder gives
+    for cls in ("cat", "dog"):
+        for i in range(3):
+            _write(root / cls / f"{i}.jpg", _jpeg())
+    _write(root / "cat" / "broken.jpg", b"not really a jpeg")
+    _write(root / "dog" / "truncated.jpg", _jpeg(size=(200, 200))[:300])
+    _write(root / "dog" / "notes.txt", b"ignored: not an image")
+    _write(root / ".DS_Store", b"ignored")
+    images = load_image_set(tmp_path / "upload")
+    assert images.root == root and images.class_names == ("cat", "dog")
+    assert len(images.train) + len(images.val) == 6
+    assert sorted(Path(p).name for p in images.skipped) == ["broken.jpg", "truncated.jpg"]
+    assert "Skipped 2 unreadable file(s)" in images.summary()
+
+
+def test_too_few_classes_or_an_empty_class_is_a_clear_error(tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    _write(one / "cat" / "0.jpg", _jpeg())
+    _write(one / "cat" / "1.jpg", _jpeg())
+    with pytest.raises(UserError, match="1 class folder.*at least 2"):
+        load_image_set(one)
+    empty = tmp_path / "empty"
+    _write(empty / "cat" / "0.jpg", _jpeg())
+    _write(empty / "cat" / "1.jpg", _jpeg())
+    (empty / "dog").mkdir()
+    _write(empty / "bird" / "0.jpg", b"broken")
+    with pytest.raises(UserError, match=r"without a readable image.*bird, dog.*1 unreadable"):
+        load_image_set(empty)
+    with pytest.raises(UserError, match="No folder"):
+        load_image_set(tmp_path / "missing")
+
+
+def test_val_folder_with_an_unknown_class_is_refused(tmp_path: Path) -> None:
+    for part, classes in (("train", ("a", "b")), ("val", ("a", "b", "c"))):
+        for cls in classes:
+            _write(tmp_path / part / cls / "0.jpg", _jpeg())
+    with pytest.raises(UserError, match="lacks: c"):
+        load_image_set(tmp_path)
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def test_train_transform_scales_the_short_side_then_crops() -> None:
+    image = Image.new("RGB", (120, 80), (10, 200, 10))
+    tf = train_transform(crop_size=32, scale_range=(36, 60), mean=MEAN, std=STD)
+    out = tf(image)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    assert train_transform(crop_size=32, scale_range=(36, 60), mean=MEAN, std=STD, random_resized_crop=True)(
+        image
+    ).shape == (3, 32, 32)
+    with pytest.raises(UserError, match="crop size"):
+        train_transform(crop_size=64, scale_range=(36, 60), mean=MEAN, std=STD)
+
+
+def test_multi_view_transform_gives_ten_crops_per_scale() -> None:
+    views = multi_view_transform(crop_size=32, resize_sizes=(36, 48), mean=MEAN, std=STD)(Image.new("RGB", (90, 60)))
+    assert views.shape == (20, 3, 32, 32)  # (V, C, H, W)
+
+
+# ----------------------------------------------------------------------------- zip files
+
+
+def _zip(path: Path, entries: dict[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_a_good_zip_extracts_its_images_only(tmp_path: Path) -> None:
+    z = _zip(
+        tmp_path / "set.zip",
+        {
+            "pets/cat/0.jpg": _jpeg(),
+            "pets/cat/1.JPG": _jpeg(),
+            "pets/dog/0.png": _jpeg(),
+            "pets/dog/readme.txt": b"text",
+            "pets/run.sh": b"rm -rf /",
+            "__MACOSX/pets/cat/._0.jpg": b"meta",
+            "pets/dog/.hidden.jpg": b"meta",
+        },
+    )
+    dest = safe_extract_zip(z, tmp_path / "work" / "data")
+    assert _files(dest) == {"pets", "pets/cat", "pets/dog", "pets/cat/0.jpg", "pets/cat/1.JPG", "pets/dog/0.png"}
+    assert load_image_set(dest).class_names == ("cat", "dog")
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ({"cat/0.jpg": b"x", "../../evil.jpg": b"x"}, "climbs out"),
+        ({"cat/0.jpg": b"x", "cat/../../../evil.jpg": b"x"}, "climbs out"),
+        ({"cat/0.jpg": b"x", "/tmp/evil.jpg": b"x"}, "absolute path"),
+        ({"cat/0.jpg": b"x", "C:/evil.jpg": b"x"}, "absolute path"),
+        ({"cat/0.jpg": b"x", "..\\evil.jpg": b"x"}, "climbs out"),
+    ],
+)
+def test_zip_slip_entries_are_refused_and_nothing_is_written(
+    tmp_path: Path, entries: dict[str, bytes], message: str
+) -> None:
+    z = _zip(tmp_path / "evil.zip", entries)
+    work = tmp_path / "work"
+    work.mkdir()
+    before = _files(tmp_path)
+    with pytest.raises(UserError, match=message):
+        safe_extract_zip(z, work / "data")
+    assert _files(tmp_path) == before  # not even the data folder
+    assert not Path("/tmp/evil.jpg").exists()
+
+
+def test_symlink_entries_are_refused(tmp_path: Path) -> None:
+    info = zipfile.ZipInfo("cat/link.jpg")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(tmp_path / "link.zip", "w") as zf:
+        zf.writestr(info, "/etc/passwd")
+        zf.writestr("cat/0.jpg", _jpeg())
+    with pytest.raises(UserError, match="symbolic link"):
+        safe_extract_zip(tmp_path / "link.zip", tmp_path / "work" / "data")
+    assert not (tmp_path / "work").exists()
+
+
+def test_zip_bombs_are_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    # 64 MiB of zeros deflates to ~64 KiB: a ratio of ~1000.
+    bomb = _zip(tmp_path / "bomb.zip", {"cat/0.jpg": _jpeg(), "cat/huge.bmp": bytes(64 * 1024**2)})
+    with pytest.raises(UserError, match="zip bomb"):
+        safe_extract_zip(bomb, tmp_path / "work" / "data")
+    assert not (tmp_path / "work").exists()
+
+    stored = _zip(tmp_path / "big.zip", {f"cat/{i}.jpg": _jpeg() for i in range(4)}, compression=zipfile.ZIP_STORED)
+    with pytest.raises(UserError, match="over the limit"):
+        safe_extract_zip(stored, tmp_path / "work" / "data", limits=ZipLimits(max_total_bytes=1000))
+    many = _zip(tmp_path / "many.zip", {f"cat/{i}.txt": b"" for i in range(30)})
+    with pytest.raises(UserError, match="30 entries"):
+        safe_extract_zip(many, tmp_path / "work" / "data", limits=ZipLimits(max_entries=20))
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_damaged_zip_is_refused_and_its_partial_output_removed(tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 16
+    good = _zip(tmp_path / "ok.zip", {"cat/0.jpg": _jpeg(), "cat/1.bmp": payload}, compression=zipfile.ZIP_STORED)
+    data = bytearray(good.read_bytes())
+    at = data.index(payload)
+    data[at : at + 64] = bytes(64)  # the second entry no longer matches its CRC
+    (tmp_path / "damaged.zip").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="damaged"):
+        safe_extract_zip(tmp_path / "damaged.zip", tmp_path / "work" / "data")  # after 0.jpg was written
+    assert not (tmp_path / "work").exists()
+
+
+def test_empty_or_imageless_or_broken_zips_are_clear_errors(tmp_path: Path) -> None:
+    empty = _zip(tmp_path / "empty.zip", {})
+    with pytest.raises(UserError, match="holds no images"):
+        safe_extract_zip(empty, tmp_path / "work" / "data")
+    text = _zip(tmp_path / "text.zip", {"cat/readme.txt": b"hello"})
+    with pytest.raises(UserError, match="holds no images"):
+        safe_extract_zip(text, tmp_path / "work" / "data")
+    (tmp_path / "fake.zip").write_bytes(b"PK\x03\x04 not a zip at all")
+    with pytest.raises(UserError, match="not a readable zip"):
+        safe_extract_zip(tmp_path / "fake.zip", tmp_path / "work" / "data")
+    assert not (tmp_path / "work").exists()

@@ -1,0 +1,169 @@
+"""The app's handlers, called directly: no server, no browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import pytest
+
+from resnet_demo.ui import handlers as h
+from resnet_demo.ui.components import SafeImage
+
+from .conftest import EXAMPLES
+
+CAT = str(EXAMPLES / "cat.jpg")
+EXPLAIN_DEFAULTS = ("layer4", "gradcam", 0.5, "crop")
+
+
+@pytest.fixture
+def offline(torch_home: Path) -> Path:
+    """An empty weights cache with downloads off: the app falls back to random weights."""
+    return torch_home
+
+
+def explain(image: str | None = CAT, arch: str = "resnet50", weights: str = "imagenet-v2", checkpoint=None, *rest):
+    return h.run_explain(image, arch, weights, checkpoint, *(rest or EXPLAIN_DEFAULTS))
+
+
+def test_explain_outputs_offline(offline: Path) -> None:
+    analysis, top5, status, picker, heat, caption, strip, features, raw = explain()
+    assert len(top5) == 5 and all(isinstance(v, float) for v in top5.values())
+    assert sum(top5.values()) <= 1.0 + 1e-6
+    assert "UNTRAINED" in status and "resnet50-11ad3fa6.pth" in status
+    assert "UNTRAINED" in caption
+    assert isinstance(heat, PIL.Image.Image) and heat.size == (224, 224)
+    assert [c for _img, c in strip][0].startswith("stem") and len(strip) == 5
+    assert len(features) == 5 and features[-1][1].startswith("layer4 · 2048×7×7")
+    choices = picker["choices"]
+    assert choices[0] == ("Top class", h.TOP_CLASS)
+    assert len(choices) == 1 + 1000  # "top class", then every class once
+    assert np.load(raw).ndim == 2
+
+
+def test_rerender_other_class_stage_and_full_view(offline: Path) -> None:
+    analysis = explain()[0]
+    second = analysis.predictions[1]
+    heat, caption, strip, raw = h.rerender(analysis, "layer3", second.index, "gradcam", 0.3, "full")
+    assert heat.size == analysis.image.size  # mapped back onto the whole photo
+    assert second.label in caption and "layer3" in caption
+    assert np.load(raw).shape == (14, 14)  # layer3's map before upsampling, at 224
+    heat_top, caption_top, *_ = h.rerender(analysis, "layer3", h.TOP_CLASS, "gradcam", 0.3, "crop")
+    assert analysis.predictions[0].label in caption_top
+
+
+def test_pretrained_status(fake_pretrained) -> None:
+    fake_pretrained("resnet50", "imagenet-v2")
+    status = h.weights_status("resnet50", "imagenet-v2", None)
+    assert "ImageNet V2" in status and "80.9%" in status and "UNTRAINED" not in status
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: None, "Upload a photo first"),
+        (lambda d: _write(d / "notes.jpg", b"this is text, not a photo"), "not an image"),
+        (lambda d: _truncated(d / "cut.jpg"), "truncated"),
+    ],
+)
+def test_bad_images_give_a_sentence(offline: Path, tmp_path: Path, make, message: str) -> None:
+    with pytest.raises(gr.Error, match=message):
+        explain(make(tmp_path))
+
+
+def test_decompression_bomb_is_refused(offline: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    PIL.Image.new("1", (20000, 20000)).save(path)  # 400 MPixel, a few kB on disk
+    with pytest.raises(gr.Error, match="pixels"):
+        explain(str(path))
+    with pytest.raises(gr.Error, match="pixels"):
+        SafeImage(type="filepath", image_mode=None).preprocess(_payload(path))
+
+
+def test_safe_image_rejects_non_images(tmp_path: Path) -> None:
+    path = _write(tmp_path / "x.png", b"\x89PNG but not really")
+    with pytest.raises(gr.Error, match="not an image"):
+        SafeImage(type="filepath", image_mode=None).preprocess(_payload(path))
+
+
+def test_bad_choices_give_a_sentence(offline: Path) -> None:
+    with pytest.raises(gr.Error, match="Upload a .pth checkpoint"):
+        explain(CAT, "resnet50", h.UPLOAD, None)
+    with pytest.raises(gr.Error, match="Unknown model"):
+        explain(CAT, "resnet18")
+    with pytest.raises(gr.Error, match="Unknown stage"):
+        explain(CAT, "resnet50", "imagenet-v2", None, "layer9", "gradcam", 0.5, "crop")
+    analysis = explain()[0]
+    with pytest.raises(gr.Error, match="Class 5000 does not exist"):
+        h.rerender(analysis, "layer4", 5000, "gradcam", 0.5, "crop")
+    with pytest.raises(gr.Error, match="Upload a photo first"):
+        h.rerender(None, "layer4", h.TOP_CLASS, "gradcam", 0.5, "crop")
+
+
+def test_corrupt_checkpoint_names_the_file(offline: Path, tmp_path: Path) -> None:
+    bad = _write(tmp_path / "mine.pth", b"garbage")
+    with pytest.raises(gr.Error, match="mine.pth"):
+        explain(CAT, "resnet50", h.UPLOAD, bad)
+
+
+def test_architecture_view_with_and_without_a_photo(offline: Path) -> None:
+    fig, inside, feats, caption = h.architecture_view(None, "resnet101", "residual_ratio", "layer3.22")
+    assert feats is None and "Run a photo" in caption
+    assert fig.layout.height and inside.layout.height
+    analysis = explain()[0]
+    fig, inside, feats, caption = h.architecture_view(analysis, "resnet50", "residual_ratio", "layer2.0")
+    assert isinstance(feats, PIL.Image.Image)
+    assert "layer2.0" in caption and "512×28×28" in caption and "residual ratio" in caption
+    ratios = {b.name: b.residual_ratio for b in analysis.blocks}
+    colored = [t for t in fig.data if getattr(t.marker, "color", None) is not None and not isinstance(t.marker.color, str)]
+    assert colored, "blocks should be coloured by the photo's statistics"
+    assert sorted(np.round(list(colored[0].marker.color), 6)) == sorted(np.round(list(ratios.values()), 6))
+
+
+def test_compare_three_depths(offline: Path) -> None:
+    out = h.compare(CAT, "random")
+    assert len(out) == 9
+    for i, arch in enumerate(("ResNet-50", "ResNet-101", "ResNet-152")):
+        label, heat, summary = out[3 * i : 3 * i + 3]
+        assert len(label) == 5 and heat.size == (224, 224)
+        assert arch in summary and "UNTRAINED" in summary and "GMACs" in summary
+
+
+def test_predict_api_handler(offline: Path) -> None:
+    top5 = h.predict(CAT, "resnet50", "random")
+    assert len(top5) == 5 and max(top5.values()) < 1.0
+
+
+def test_downloads_folder_is_bounded(tmp_path: Path) -> None:
+    d = h._Downloads(keep=5)
+    d.dir = tmp_path / "dl"
+    paths = [d.save_npy(np.zeros(2), stem=f"m{i}") for i in range(12)]
+    assert len(list(d.dir.glob("*.npy"))) == 5
+    assert Path(paths[-1]).exists() and not Path(paths[0]).exists()
+
+
+def test_use_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(gr.Error, match="No checkpoint yet"):
+        h.use_checkpoint(None)
+    weights, path, tabs = h.use_checkpoint("/x/ft.pth")
+    assert weights["value"] == h.UPLOAD and path == "/x/ft.pth"
+
+
+def _write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def _truncated(path: Path) -> str:
+    PIL.Image.open(CAT).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return str(path)
+
+
+def _payload(path: str | Path):
+    from gradio.data_classes import ImageData
+
+    return ImageData(path=str(path), orig_name=Path(path).name)
