@@ -534,13 +534,14 @@ def finetune(
         data_root, cleanup = _prepare_data(cfg.data, d)
         return _Run(cfg, d, data_root, callback, stop).run()
     finally:
-        if cleanup is not None:
-            if d.world > 1:
+        try:
+            if cleanup is not None and d.world > 1:
                 dist.barrier()  # every rank is done reading the unpacked zip
-            if d.local_rank == 0:
+        finally:
+            if cleanup is not None and d.local_rank == 0:
                 shutil.rmtree(cleanup, ignore_errors=True)
-        if d.owned:
-            dist.destroy_process_group()
+            if d.owned:
+                dist.destroy_process_group()
 
 
 def _validate(cfg: FinetuneConfig) -> None:

@@ -474,6 +474,7 @@ def test_tab_runs_one_fine_tune_at_a_time_and_its_owner_can_cancel(tab: Any, tin
     assert not tab._LOCK.locked() and tab.cancel_finetune(_request("a")) == "Nothing is running."
 
 
+@pytest.mark.slow
 def test_training_benchmark_runs_its_rows(capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 

@@ -146,9 +146,9 @@ def test_downloads_folder_is_bounded(tmp_path: Path) -> None:
 
 def test_use_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(gr.Error, match="No checkpoint yet"):
-        h.use_checkpoint(None)
-    weights, path, tabs = h.use_checkpoint("/x/ft.pth")
-    assert weights["value"] == h.UPLOAD and path == "/x/ft.pth"
+        h.use_checkpoint(None, "resnet50")
+    arch, weights, path, tabs = h.use_checkpoint("/x/ft.pth", "resnet101")
+    assert arch == "resnet101" and weights["value"] == h.UPLOAD and path == "/x/ft.pth"
 
 
 def _write(path: Path, data: bytes) -> str:

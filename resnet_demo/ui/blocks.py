@@ -20,7 +20,8 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 # Two requests at once keep both cores busy; more would only slow each one down.
 INFERENCE_LIMIT = 2
 QUEUE_SIZE = 32
-MAX_UPLOAD = "20mb"
+# Photos are limited by pixels (resnet_demo.images); this cap is for fine-tune zips and checkpoints.
+MAX_UPLOAD = "300mb"
 # Gradio's cache: every hour, delete files older than two hours, so a Space's disk stays small.
 DELETE_CACHE = (3600, 7200)
 # Per-user analyses are dropped after 20 minutes idle (each holds activations).
@@ -250,8 +251,8 @@ def build_demo(*, arch: str = "resnet50", weights: str = DEFAULT_WEIGHTS, device
 
         ft.use_button.click(
             h.use_checkpoint,
-            ft.checkpoint,
-            [weights_in, checkpoint, tabs],
+            [ft.checkpoint, ft.arch],
+            [arch_in, weights_in, checkpoint, tabs],
             api_visibility="private",
         )
     return demo

@@ -378,8 +378,10 @@ def compare(image: str | None, weights: str) -> tuple[Any, ...]:
     return tuple(outputs)
 
 
-def use_checkpoint(path: str | None) -> tuple[Any, ...]:
-    """Fine-tune tab's "use this model": switch the Explain tab to the new checkpoint."""
+def use_checkpoint(path: str | None, arch: str) -> tuple[Any, ...]:
+    """Fine-tune tab's "use this model": switch the Explain tab to the new checkpoint and its arch."""
     if not path:
         raise gr.Error("No checkpoint yet: run a fine-tune first.")
-    return gr.update(value=UPLOAD), path, gr.Tabs(selected="explain")
+    if arch not in ARCHES:
+        raise gr.Error(f"Unknown model {arch!r}.")
+    return arch, gr.update(value=UPLOAD), path, gr.Tabs(selected="explain")
