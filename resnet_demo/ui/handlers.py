@@ -148,12 +148,17 @@ def _target(target: int | float | str | None) -> int | None:
     return None if t == TOP_CLASS else t
 
 
+def _ms(seconds: float) -> str:
+    # layer4 Grad-CAM is a closed form (CAM) and takes well under a millisecond.
+    return "<1 ms" if seconds < 1e-3 else f"{seconds * 1000:.0f} ms"
+
+
 def _caption(analysis: Analysis, att: Attribution) -> str:
     prob = next((p.prob for p in analysis.predictions if p.index == att.target), None)
     prob_text = f" ({prob:.1%})" if prob is not None else ""
     parts = [
         f"**{METHODS[att.method]}** at **{att.stage}** for class **{att.target_label}**{prob_text}, "
-        f"computed in {att.seconds * 1000:.0f} ms."
+        f"computed in {_ms(att.seconds)}."
     ]
     if att.all_zero:
         parts.append(
