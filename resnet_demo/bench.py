@@ -56,8 +56,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="weights name or path (random if unavailable)")
     parser.add_argument("--image", default=str(DEFAULT_IMAGE), help="photo to explain (default examples/cat.jpg)")
     parser.add_argument("--size", type=int, default=None, help="crop size in pixels (default: the weights' 224)")
-    parser.add_argument("--repeats", type=int, default=15, help="timed runs per row (default 15); medians reported")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per row first (default 2)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed runs per row (default 15, with --train 5); medians reported"
+    )
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs per row first (default 2, --train 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the usable cores)")
     parser.add_argument("--batch-size", type=int, default=8, help="batch size (the --train benchmark)")
     parser.add_argument("--no-reference", action="store_true", help="skip the naive and pytorch-grad-cam rows")
@@ -207,11 +209,21 @@ def _fresh(analysis: Any) -> Any:
     return clone
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _environment() -> dict[str, Any]:
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": f"{_cpu_name()}, {torch.backends.cpu.get_cpu_capability()}",
         "python": platform.python_version(),
     }
 
@@ -243,6 +255,8 @@ def markdown(results: dict[str, list[Row]], env: dict[str, Any], *, size: int, r
 
 def main(args: argparse.Namespace) -> int:
     args.arch = args.arch or ["resnet50"]
+    args.repeats = (5 if args.train else 15) if args.repeats is None else args.repeats
+    args.warmup = (1 if args.train else 2) if args.warmup is None else args.warmup
     if args.train:
         return int(importlib.import_module("resnet_demo.bench_train").main(args) or 0)
     if args.repeats < 1:

@@ -985,21 +985,22 @@ def resolve_class(*, categories: Sequence[str], query: str | int) -> int:
 
 # --------------------------------------------------------------------------- costs
 
-# Seconds per method in units of one forward pass of the same network at the same size,
-# measured on a 2-core AMD EPYC at 224 px (scripts in `python -m resnet_demo bench --methods`).
+# Seconds per method in units of one forward pass of the same network at the same size:
+# `python -m resnet_demo bench --methods` on a quiet 2-core AMD EPYC at 224 px (ResNet-50).
 # Grad-CAM's cost depends on how deep its backward goes, so it is priced per stage.
 _RELATIVE_COST: dict[tuple[str, str], float] = {
-    ("gradcam", "layer4"): 0.02,
-    ("gradcam", "layer3"): 0.5,
-    ("gradcam", "layer2"): 1.1,
-    ("gradcam", "layer1"): 1.4,
+    ("gradcam", "layer4"): 0.02,  # CAM: no backward
+    ("gradcam", "layer3"): 0.6,
+    ("gradcam", "layer2"): 1.25,
+    ("gradcam", "layer1"): 1.6,
     ("gradcam", "stem"): 1.8,
-    ("guided-gradcam", ""): 3.3,
-    ("ig", ""): 31.0 / IG_STEPS,  # per step
-    ("occlusion", ""): 21.0,
+    ("guided-gradcam", ""): 3.2,
+    ("ig", ""): 47.0 / 32,  # per step (32 steps measured)
+    ("occlusion", ""): 36.0,  # 49 window positions, in batches of 7
 }
-# A forward pass takes this many times (GMACs x the probe's seconds per GMAC): measured here.
-_FORWARD_PER_PROBE_GMAC = 2.0
+# A forward pass takes this many times (GMACs x the probe's seconds per GMAC): measured
+# on the same machine (0.116 s for ResNet-50 against a probe of 0.0137 s per GMAC).
+_FORWARD_PER_PROBE_GMAC = 2.06
 
 _cost_lock = threading.Lock()
 _probe_s_per_gmac: float | None = None

@@ -83,4 +83,6 @@ def test_bench_train_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "resnet_demo.bench_train", fake)
     assert main(["bench", "--train", "--repeats", "2"]) == 0
     assert seen["arch"] == ["resnet50"] and seen["batch_size"] == 8 and seen["repeats"] == 2
-    assert seen["json"] is False
+    assert seen["json"] is False and seen["warmup"] == 1
+    assert main(["bench", "--train", "--arch", "resnet101", "--json"]) == 0
+    assert seen["arch"] == ["resnet101"] and seen["repeats"] == 5 and seen["json"] is True
