@@ -167,3 +167,32 @@ def _payload(path: str | Path):
     from gradio.data_classes import ImageData
 
     return ImageData(path=str(path), orig_name=Path(path).name)
+
+
+def test_command_line_defaults_and_spaces_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resnet_demo.ui import parse_args
+
+    args = parse_args([])
+    assert (args.host, args.port, args.arch, args.weights, args.device) == (
+        "127.0.0.1",
+        7860,
+        "resnet50",
+        "imagenet-v2",
+        "cpu",
+    )
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    args = parse_args(["--share"])
+    assert (args.host, args.port, args.share) == ("0.0.0.0", 7999, True)
+
+
+def test_app_refuses_a_missing_gpu_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from resnet_demo.ui import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "no CUDA GPU" in err and "\n" not in err
