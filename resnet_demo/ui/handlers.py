@@ -6,6 +6,7 @@ Gradio they use is ``gr.Error`` (through :func:`user_errors`) and ``gr.update``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import threading
@@ -115,7 +116,10 @@ class _Downloads:
             files = sorted(self.dir.glob("*.npy"), key=lambda p: p.stat().st_mtime)
             for old in files[: max(0, len(files) - self.keep + 1)]:
                 old.unlink(missing_ok=True)
-            path = self.dir / f"{stem}-{time.time_ns()}.npy"
+            # Named by content: the same map gives the same file, which Gradio's cache
+            # (keyed by content and name) then stores once instead of once per request.
+            digest = hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()[:12]
+            path = self.dir / f"{stem}-{digest}.npy"
             np.save(path, array)
             return str(path)
 
