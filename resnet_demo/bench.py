@@ -31,8 +31,9 @@ import torch
 import torchvision.models as tvm
 from PIL import Image
 
-from .explain import STAGES, analyze, configure_threads, predict, prepare
-from .weights import ARCHES, DEFAULT_WEIGHTS, LoadedModel, get_model
+from .devices import configure_threads
+from .explain import STAGES, analyze, predict, prepare
+from .weights import ARCHES, DEFAULT_WEIGHTS, LoadedModel, shared_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = ROOT / "examples" / "cat.jpg"
@@ -73,7 +74,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _loaded(arch: str, weights: str, size: int | None) -> LoadedModel:
-    lm = get_model(arch=arch, weights=weights, fallback_to_random=True)
+    lm = shared_model(arch=arch, weights=weights, fallback_to_random=True)
     if size is None:
         return lm
     pre = dataclasses.replace(

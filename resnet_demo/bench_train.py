@@ -34,6 +34,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from .devices import resolve_device
 from .finetune import accuracy, apply_step, build_finetune_model, clip_gradients, forward_backward
 from .weights import ARCHES
 
@@ -220,9 +221,7 @@ def main(args: argparse.Namespace) -> int:
     size = getattr(args, "size", None) or 224
     warmup = max(0, int(getattr(args, "warmup", 1)))
     wanted = getattr(args, "device", "auto")
-    device = torch.device(
-        "cuda" if wanted == "auto" and torch.cuda.is_available() else ("cpu" if wanted == "auto" else wanted)
-    )
+    device = resolve_device(wanted)
     env = _environment(device)
     results = {
         arch: bench_arch(

@@ -1,7 +1,7 @@
 """Parameters and multiply-accumulates, measured, beside the published figures.
 
-This is the reproduction check the seed asks for: count what the code builds and
-compare it with torchvision's published numbers and with the seed's table.
+This is the check the reproduction guide asks for: count what the code builds and
+compare it with torchvision's published numbers and with the reproduction guide's table.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from .model import ARCH_DEPTHS, build_model
 from .weights import weights_spec
 
-__all__ = ["SEED_TABLE", "ArchReport", "arch_report", "macs_by_module", "parameter_count"]
+__all__ = ["GUIDE_TABLE", "ArchReport", "arch_report", "macs_by_module", "parameter_count"]
 
-# The seed's table: parameters (millions), "FLOPs" (billions; really multiply-accumulates)
+# The reproduction guide's table: parameters (millions), "FLOPs" (billions; really multiply-accumulates)
 # and ImageNet top-1 (%).
-SEED_TABLE: dict[str, dict[str, float]] = {
+GUIDE_TABLE: dict[str, dict[str, float]] = {
     "resnet50": {"params_m": 25.6, "gmacs": 4.1, "top1": 76.5},
     "resnet101": {"params_m": 44.5, "gmacs": 7.8, "top1": 77.8},
     "resnet152": {"params_m": 60.2, "gmacs": 11.6, "top1": 78.3},
@@ -54,7 +54,7 @@ def macs_by_module(arch: str, *, image_size: int = 224, num_classes: int = 1000)
 
 @dataclass(frozen=True)
 class ArchReport:
-    """Measured figures of one architecture beside torchvision's and the seed's."""
+    """Measured figures of one architecture beside torchvision's and the reproduction guide's."""
 
     arch: str
     depths: tuple[int, int, int, int]
@@ -64,15 +64,15 @@ class ArchReport:
     tv_gmacs: float
     tv_acc1_v1: float
     tv_acc1_v2: float
-    seed_params_m: float
-    seed_gmacs: float
-    seed_top1: float
+    guide_params_m: float
+    guide_gmacs: float
+    guide_top1: float
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["params_diff_vs_tv"] = self.params - self.tv_params
-        d["gmacs_diff_vs_seed"] = round(self.gmacs - self.seed_gmacs, 3)
-        d["params_m_diff_vs_seed"] = round(self.params / 1e6 - self.seed_params_m, 2)
+        d["gmacs_diff_vs_guide"] = round(self.gmacs - self.guide_gmacs, 3)
+        d["params_m_diff_vs_guide"] = round(self.params / 1e6 - self.guide_params_m, 2)
         return d
 
 
@@ -82,7 +82,7 @@ def arch_report(arch: str, *, image_size: int = 224) -> ArchReport:
         params = parameter_count(build_model(arch))
     v1 = weights_spec(arch=arch, weights="imagenet-v1").published
     v2 = weights_spec(arch=arch, weights="imagenet-v2").published
-    seed = SEED_TABLE[arch]
+    guide = GUIDE_TABLE[arch]
     return ArchReport(
         arch=arch,
         depths=ARCH_DEPTHS[arch],
@@ -92,7 +92,7 @@ def arch_report(arch: str, *, image_size: int = 224) -> ArchReport:
         tv_gmacs=v2["gmacs"],
         tv_acc1_v1=v1["acc@1"],
         tv_acc1_v2=v2["acc@1"],
-        seed_params_m=seed["params_m"],
-        seed_gmacs=seed["gmacs"],
-        seed_top1=seed["top1"],
+        guide_params_m=guide["params_m"],
+        guide_gmacs=guide["gmacs"],
+        guide_top1=guide["top1"],
     )

@@ -1001,7 +1001,7 @@ def stage_table(*, arch: str, image_size: int = 224) -> list[dict[str, object]]:
 
 
 def comparison_table() -> list[dict[str, object]]:
-    """Per architecture: measured parameters and GMACs beside the seed's table and torchvision's published figures."""
+    """Per architecture: measured parameters and GMACs beside the reproduction guide's table and torchvision's published figures."""
     out = []
     for arch in ARCH_DEPTHS:
         r = arch_report(arch)
@@ -1011,13 +1011,13 @@ def comparison_table() -> list[dict[str, object]]:
                 "blocks": "-".join(str(d) for d in r.depths),
                 "params": r.params,
                 "params_torchvision": r.tv_params,
-                "params_m_seed": r.seed_params_m,
+                "params_m_guide": r.guide_params_m,
                 "gmacs": round(r.gmacs, 3),
                 "gmacs_torchvision": r.tv_gmacs,
-                "gmacs_seed": r.seed_gmacs,
+                "gmacs_guide": r.guide_gmacs,
                 "top1_torchvision_v1": r.tv_acc1_v1,
                 "top1_torchvision_v2": r.tv_acc1_v2,
-                "top1_seed": r.seed_top1,
+                "top1_guide": r.guide_top1,
             }
         )
     return out

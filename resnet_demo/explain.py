@@ -33,14 +33,12 @@ import copy
 import functools
 import itertools
 import math
-import os
 import threading
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,12 +47,13 @@ from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, No
 from PIL import Image
 from torch import Tensor, nn
 
+from .devices import configure_threads
 from .errors import UserError
 from .fold import inference_copy
 from .images import CropBox, ImageSource, load_image, preprocess
-from .model import ARCH_DEPTHS, STAGES, Bottleneck, ResNet
+from .model import ARCH_DEPTHS, STAGES, ResNet
 from .render import grid, overlay, overlay_box
-from .weights import DEFAULT_WEIGHTS, LoadedModel, Preprocessing, WeightsSpec, get_model, weights_spec
+from .weights import DEFAULT_WEIGHTS, LoadedModel, Preprocessing, WeightsSpec, shared_model, weights_spec
 
 __all__ = [
     "METHODS",
@@ -66,8 +65,6 @@ __all__ = [
     "Prediction",
     "Prepared",
     "analyze",
-    "available_cores",
-    "configure_threads",
     "find_class",
     "inference_model",
     "method_cost",
@@ -173,44 +170,6 @@ class Prepared:
     timings: dict[str, float]
 
 
-# --------------------------------------------------------------------------- threads
-
-
-def available_cores() -> int:
-    """CPU cores this process may really use: its affinity mask, capped by a cgroup CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:  # containers often allow fewer CPUs than they show
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.floor(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores)
-
-
-_THREADS_LOCK = threading.Lock()
-_threads_done = False
-
-
-def configure_threads() -> int:
-    """Lower torch's intra-op threads to the usable cores, once per process; returns the count.
-
-    More threads than cores makes every convolution wait for descheduled threads. A
-    count set lower on purpose (e.g. by a server running several workers) is kept.
-    """
-    global _threads_done
-    with _THREADS_LOCK:
-        if not _threads_done:
-            cores = available_cores()
-            if torch.get_num_threads() > cores:
-                torch.set_num_threads(cores)
-            _threads_done = True
-    return torch.get_num_threads()
-
-
 # --------------------------------------------------------------------------- the network
 
 # One inference copy per shared model, made on first use. Keyed weakly, so a model that
@@ -240,73 +199,11 @@ def inference_model(model: ResNet) -> ResNet:
 _POSITION = {name: i for i, name in enumerate(("input", *STAGES))}
 
 
-def _block(block: Bottleneck, x: Tensor, stats: list[Tensor] | None) -> Tensor:
-    """One bottleneck block; appends ||F(x)||, ||x|| and mean(output) to ``stats`` if given.
-
-    The statistics are taken as the block runs, so F(x) and the shortcut of every block
-    are never kept (they would triple the memory and slow the pass). The ReLUs and the
-    addition work in place, which autograd allows here: a convolution (or an eval-mode
-    BatchNorm) keeps its input for the backward pass, never its output.
-    """
-    out = block.bn1(block.conv1(x)).relu_()
-    out = block.bn2(block.conv2(out)).relu_()
-    f = block.bn3(block.conv3(out))  # F(x), (B, C, H, W)
-    shortcut = block.shortcut(x)
-    if stats is not None:
-        with torch.no_grad():
-            stats += [torch.linalg.vector_norm(f), torch.linalg.vector_norm(shortcut)]
-    out = f.add_(shortcut).relu_()
-    if stats is not None:
-        with torch.no_grad():
-            stats.append(out.mean())
-    return out
-
-
-def _run(
-    model: ResNet,
-    x: Tensor,
-    *,
-    start: str = "input",
-    stop: str | None = None,
-    stats: list[Tensor] | None = None,
-    block_names: list[str] | None = None,
-) -> tuple[Tensor | None, dict[str, Tensor]]:
-    """Run ``model`` from the output of ``start`` ("input": the image) through ``stop``.
-
-    Returns ``(logits or None, stage outputs)``; the logits only when ``stop`` is None.
-    Starting later than the input is what lets Grad-CAM of an early stage reuse the
-    stored activations instead of a second full forward. With ``stats`` (and
-    ``block_names``), every block appends its statistics (see :func:`_block`).
-    """
-    acts: dict[str, Tensor] = {}
-    if start == "input":
-        x = model.maxpool(model.bn1(model.conv1(x)).relu_())  # (B, 64, H/4, W/4)
-        start = "stem"
-    acts[start] = x
-    if stop == start:
-        return None, acts
-    for name, layer in model.stages.items():
-        if _POSITION[name] <= _POSITION[start]:
-            continue
-        for i, block in enumerate(layer):
-            x = _block(block, x, stats)
-            if block_names is not None:
-                block_names.append(f"{name}.{i}")
-        acts[name] = x  # (B, C, H, W)
-        if name == stop:
-            return None, acts
-    return model.forward_head(x), acts
-
-
-def _block_names(model: ResNet) -> list[str]:
-    return [f"{name}.{i}" for name, layer in model.stages.items() for i in range(len(layer))]
-
-
 def _infer(model: ResNet, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     """The inference pass (call under inference mode): logits, stage outputs, and the
     statistics of every block as a (blocks, 3) tensor. What ``compile=True`` compiles."""
     stats: list[Tensor] = []
-    logits, acts = _run(model, x, stats=stats)
+    logits, acts = model.forward_stages(x, stats=stats)
     assert logits is not None
     return logits, acts, torch.stack(stats).view(-1, 3)
 
@@ -368,7 +265,7 @@ def _load_then_prepare(
 
 
 def _loaded(*, arch: str, weights: str, fallback_to_random: bool, loaded: LoadedModel | None) -> LoadedModel:
-    return loaded if loaded is not None else get_model(arch=arch, weights=weights, fallback_to_random=fallback_to_random)
+    return loaded if loaded is not None else shared_model(arch=arch, weights=weights, fallback_to_random=fallback_to_random)
 
 
 def _predictions(probs: np.ndarray, categories: Sequence[str], k: int) -> list[Prediction]:
@@ -399,8 +296,7 @@ def predict(
     model = inference_model(lm.model)
     with torch.inference_mode():
         x = prepared.tensor.to(_device(model)).contiguous(memory_format=torch.channels_last)
-        logits = _inference_pass(model, x, compile=True)[0] if compile else _run(model, x)[0]
-        assert logits is not None
+        logits = _inference_pass(model, x, compile=True)[0] if compile else model(x)
         probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
     return _predictions(probs, lm.spec.categories, topk)
 
@@ -430,14 +326,13 @@ def _grad_segment(
     stages: Sequence[str],
     target: int | None,
     stats: list[Tensor] | None = None,
-    block_names: list[str] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], int]:
     """Forward from ``start``'s activation with autograd, then ONE backward down to the
     earliest requested stage. Returns logits, activations, raw Grad-CAM maps (1, 1, h, w)
     of ``stages``, and the target (the top-1 class if ``target`` is None)."""
     leaf = act.detach().clone().requires_grad_(True)  # a normal tensor even if ``act`` is an inference tensor
     with torch.enable_grad(), torch.autocast(device_type=leaf.device.type, enabled=False):
-        logits, acts = _run(model, leaf, start=start, stats=stats, block_names=block_names)
+        logits, acts = model.forward_stages(leaf, start=start, stats=stats)
         assert logits is not None
         if target is None:
             target = int(logits[0].argmax())
@@ -534,7 +429,7 @@ class Analysis:
 
     def __repr__(self) -> str:
         top = self._predictions[0]
-        return f"Analysis({self.arch}, {self.weights.name}, top-1 {top.label!r} {top.prob:.3f})"
+        return f"Analysis({self.arch}, {self.spec.name}, top-1 {top.label!r} {top.prob:.3f})"
 
     # --- what the forward pass gave
     @property
@@ -542,11 +437,8 @@ class Analysis:
         return self._loaded.spec.arch
 
     @property
-    def weights(self) -> WeightsSpec:
-        return self._loaded.spec
-
-    @property
     def spec(self) -> WeightsSpec:
+        """The weights entry the model was loaded from: name, label, class names, preprocessing."""
         return self._loaded.spec
 
     @property
@@ -644,7 +536,7 @@ class Analysis:
         with torch.inference_mode():
             x = self._acts[previous]
             for block in list(layer)[: int(index) + 1]:
-                x = _block(block, x, None)
+                x = block(x)
         with self._lock:
             return _remember(self._block_acts, name, x, limit=8)  # a few recent blocks, not all fifty
 
@@ -762,18 +654,19 @@ class Analysis:
 
         def forward(inp: Tensor) -> Tensor:
             # captum builds its batches (scaled or occluded copies) in the default layout.
-            return _run(model, inp.contiguous(memory_format=torch.channels_last))[0]  # type: ignore[return-value]
+            return model(inp.contiguous(memory_format=torch.channels_last))
 
         with torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
             if method == "guided-gradcam":
-                shell = _shell(model)  # guided backprop hooks every ReLU: only the shell's
+                # Guided backprop hooks every ReLU, and needs them out of place: only the shell's.
+                shell = _shell(model).set_inplace(False)
                 layer = shell.maxpool if stage == "stem" else getattr(shell, stage)
                 return GuidedGradCam(shell, layer).attribute(
                     x.clone().requires_grad_(True), target=target, interpolate_mode="bilinear"
                 )
             if method == "ig":
-                mean = torch.tensor(self.weights.preprocessing.mean, device=x.device).view(1, 3, 1, 1)
-                std = torch.tensor(self.weights.preprocessing.std, device=x.device).view(1, 3, 1, 1)
+                mean = torch.tensor(self.spec.preprocessing.mean, device=x.device).view(1, 3, 1, 1)
+                std = torch.tensor(self.spec.preprocessing.std, device=x.device).view(1, 3, 1, 1)
                 black = ((0.0 - mean) / std).expand_as(x).contiguous()  # a black image, normalised
                 ig = IntegratedGradients(forward)
                 kwargs = {"baselines": black, "target": target, "n_steps": ig_steps, "internal_batch_size": IG_BATCH}
@@ -819,7 +712,7 @@ def _check_stage(stage: str) -> str:
 
 
 def _block_stats(model: ResNet, names: list[str], numbers: Tensor, acts: dict[str, Tensor]) -> list[BlockStat]:
-    """BlockStat per block from the (blocks, 3) numbers :func:`_block` collected: one copy to the host.
+    """BlockStat per block from the (blocks, 3) numbers the forward collected: one copy to the host.
 
     Every block of a stage outputs the stage's shape, so the stage outputs give the shapes.
     """
@@ -879,22 +772,21 @@ def analyze(
     maps: dict[str, Tensor] | None = None
     target: int | None = None
     stats: list[Tensor] = []
-    names: list[str] = []
+    names = model.block_names()
     grad_stages = [s for s in stages if s != "layer4"]
     if grad_stages:
         start = min(grad_stages, key=_POSITION.__getitem__)
         with torch.inference_mode():  # nothing before ``start`` needs a gradient
-            _, early = _run(model, x, stop=start, stats=stats, block_names=names)
+            _, early = model.forward_stages(x, stop=start, stats=stats)
         on_the_way = [s for s in STAGES if _POSITION[s] >= _POSITION[start]]  # their maps come free
         logits, late, maps, target = _grad_segment(
-            model, early[start], start=start, stages=on_the_way, target=None, stats=stats, block_names=names
+            model, early[start], start=start, stages=on_the_way, target=None, stats=stats
         )
         acts = {**early, **late}
         numbers = torch.stack(stats).detach().view(-1, 3)
     else:
         with torch.inference_mode():
             logits, acts, numbers = _inference_pass(model, x, compile=compile)
-        names = _block_names(model)
         if stages:
             target = int(logits[0].argmax())
             maps = {"layer4": _cam_layer4(model, acts["layer4"], target)}

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import UserError
 from .explain import METHODS, STAGES, Analysis, Attribution, analyze, overlay, overlay_on_full, resolve_class
 from .images import load_image
-from .weights import ARCHES, DEFAULT_WEIGHTS, get_model
+from .weights import ARCHES, DEFAULT_WEIGHTS, shared_model
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
     if args.noise_tunnel < 0:
         raise UserError("--noise-tunnel must be 0 or more.")
     image = load_image(args.image)  # a bad file is reported before 100 MB of weights load
-    loaded = get_model(arch=args.arch, weights=args.weights, fallback_to_random=args.fallback_random)
+    loaded = shared_model(arch=args.arch, weights=args.weights, fallback_to_random=args.fallback_random)
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     # Grad-CAM for the top class at several stages comes from the one pass; see analyze().
     one_pass = stages if args.method == "gradcam" and args.target is None and len(stages) > 1 else ()
@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
     summary = {
         "image": str(args.image),
         "arch": analysis.arch,
-        "weights": analysis.weights.name,
+        "weights": analysis.spec.name,
         "untrained": analysis.untrained,
         "warning": analysis.warning,
         "crop_box": vars(analysis.crop_box),
@@ -130,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"WARNING: {analysis.status}")
     if analysis.warning:
         print(f"WARNING: {analysis.warning}")
-    print(f"{analysis.arch}, {analysis.weights.label}: top {len(analysis.predictions)}")
+    print(f"{analysis.arch}, {analysis.spec.label}: top {len(analysis.predictions)}")
     for p in analysis.predictions:
         print(f"  {p.prob:7.2%}  {p.index:4d}  {p.label}")
     print(f"{METHODS[args.method]} for class {first.target} ({first.target_label}, {first.target_prob:.2%}):")

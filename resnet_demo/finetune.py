@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +53,9 @@ from .datasets import (
     safe_extract_zip,
     train_transform,
 )
+from .devices import available_cores, resolve_device
 from .errors import UserError
-from .model import Bottleneck, ResNet
+from .model import ResNet
 from .weights import ARCHES, CHECKPOINT_FORMAT, Preprocessing, _safe_load, load_model
 
 __all__ = [
@@ -290,12 +290,6 @@ def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" else None  # auto on CPU: fp32, CPU autocast rarely pays
 
 
-def _train_forward(block: Bottleneck, x: Tensor) -> Tensor:
-    out = block.residual(x)
-    out += block.shortcut(x)  # autograd refuses this loudly if anything needed the old value
-    return block.relu3(out)
-
-
 def build_finetune_model(*, arch: str, weights: str, num_classes: int, freeze: str) -> tuple[ResNet, Preprocessing]:
     """Pretrained backbone, a new ``fc`` for ``num_classes``, frozen parts set."""
     loaded = load_model(arch=arch, weights=weights)
@@ -304,11 +298,7 @@ def build_finetune_model(*, arch: str, weights: str, num_classes: int, freeze: s
     # The explanation side needs every activation and sum intact; training does not. In
     # place, as in torchvision, each block saves two fresh activation-sized tensors, which
     # is what kept this loop behind the reference loop on CPU (see docs/bench-train.md).
-    for m in model.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = True
-        elif isinstance(m, Bottleneck):
-            m.forward = types.MethodType(_train_forward, m)  # type: ignore[method-assign]
+    model.set_inplace(True)
     trainable = _TRAINABLE[freeze]
     for name, p in model.named_parameters():
         p.requires_grad_(trainable is None or name.split(".")[0] in trainable)
@@ -392,7 +382,7 @@ def _setup_distributed(device_pref: str) -> _Dist:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if dist.is_initialized():
         return _Dist(rank, world, local_rank, owned=False)
-    use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
+    use_cuda = resolve_device(device_pref).type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
@@ -458,11 +448,7 @@ def _prepare_data(data: str, d: _Dist) -> tuple[Path, Path | None]:
 def _workers(cfg: FinetuneConfig, d: _Dist) -> int:
     if cfg.workers is not None:
         return cfg.workers
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(0, min(8, cpus // d.world - 1))
+    return max(0, min(8, available_cores() // d.world - 1))
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -585,10 +571,7 @@ class _Run:
         self.best_top1 = -1.0
         self.best_state: dict[str, Tensor] | None = None
         self.epoch = self.batches_done = self.global_step = 0
-        if cfg.device == "auto":
-            self.device = torch.device(f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device, local_rank=d.local_rank)
         self.amp_dtype = _resolve_amp(cfg.amp, self.device)
         self.images = load_image_set(data_root, val_fraction=cfg.val_fraction, seed=cfg.seed)
 

@@ -49,12 +49,13 @@ def fold_batchnorm(model: ResNet) -> ResNet:
 
 
 def inference_copy(model: ResNet, *, channels_last: bool = True) -> ResNet:
-    """A folded, frozen copy of ``model`` for inference and attribution (never for training).
+    """A folded, frozen, in-place copy of ``model`` for inference and attribution (never for training).
 
     Parameters do not require gradients; attribution takes gradients with respect to
     activations only, so weight gradients would be wasted work.
     """
-    folded = fold_batchnorm(model)
+    # In place: inference keeps no activation for later, and each block saves two tensors.
+    folded = fold_batchnorm(model).set_inplace(True)
     if channels_last:
         folded = folded.to(memory_format=torch.channels_last)
     for p in folded.parameters():

@@ -1,4 +1,4 @@
-"""``python -m resnet_demo info``: the seed's params/FLOPs table, measured and compared."""
+"""``python -m resnet_demo info``: the reproduction guide's params/FLOPs table, measured and compared."""
 
 from __future__ import annotations
 
@@ -25,15 +25,15 @@ def main(args: argparse.Namespace) -> int:
         return 0
     print(f"Measured at {args.image_size}x{args.image_size}; MACs = multiply-accumulates (FlopCounterMode / 2).")
     header = (
-        f"{'arch':<10} {'blocks':<12} {'params':>12} {'torchvision':>12} {'seed':>6} "
-        f"{'GMACs':>7} {'torchvision':>11} {'seed':>5} {'diff vs seed':>12} {'top-1 V1/V2 (tv)':>17} {'seed':>5}"
+        f"{'arch':<10} {'blocks':<12} {'params':>12} {'torchvision':>12} {'guide':>6} "
+        f"{'GMACs':>7} {'torchvision':>11} {'guide':>5} {'diff vs guide':>13} {'top-1 V1/V2 (tv)':>17} {'guide':>5}"
     )
     print(header)
     print("-" * len(header))
     for r in reports:
         print(
-            f"{r.arch:<10} {str(list(r.depths)):<12} {r.params:>12,} {r.tv_params:>12,} {r.seed_params_m:>5}M "
-            f"{r.gmacs:>7.3f} {r.tv_gmacs:>11.3f} {r.seed_gmacs:>5} {r.gmacs - r.seed_gmacs:>+12.3f} "
-            f"{r.tv_acc1_v1:>8.2f}/{r.tv_acc1_v2:<8.2f} {r.seed_top1:>5}"
+            f"{r.arch:<10} {str(list(r.depths)):<12} {r.params:>12,} {r.tv_params:>12,} {r.guide_params_m:>5}M "
+            f"{r.gmacs:>7.3f} {r.tv_gmacs:>11.3f} {r.guide_gmacs:>5} {r.gmacs - r.guide_gmacs:>+13.3f} "
+            f"{r.tv_acc1_v1:>8.2f}/{r.tv_acc1_v2:<8.2f} {r.guide_top1:>5}"
         )
     return 0

@@ -4,12 +4,21 @@ The module and parameter names are torchvision's, key for key, so torchvision's
 published ImageNet weights load with ``strict=True``. Two things differ from
 torchvision's file, and neither changes the state_dict:
 
-* every ReLU is its own, non-in-place module (``relu1``, ``relu2``, ``relu3``), so
-  hooks, Guided Grad-CAM and other attribution methods see each activation once;
+* every ReLU is its own module (``relu1``, ``relu2``, ``relu3``), out of place by
+  default, so hooks, Guided Grad-CAM and other attribution methods see each
+  activation once, and the residual branch F(x) and the shortcut survive the sum;
+* the one forward of a block, :meth:`Bottleneck.forward_parts`, serves every caller.
+  :meth:`ResNet.set_inplace` switches its ReLUs and sum to in-place operations (the
+  trainer's and the inference copy's choice: fewer activation-sized tensors); its
+  ``stats`` argument collects ||F(x)||, ||shortcut|| and the mean output of every
+  block as the block runs (the explanation engine's block statistics);
+* :meth:`ResNet.forward_stages` runs the network from the input or from any stage's
+  stored output up to any stage, returning the output of each stage on the way: the
+  explanation engine reruns only the part after a stage for Grad-CAM. Nothing is
+  hooked, so concurrent callers can share one model.
 * :meth:`ResNet.forward_intermediates` returns, from one forward pass, the logits
   together with the output of the stem and of each stage and, on request, the
-  residual branch F(x) and the shortcut x of every bottleneck block. The explanation
-  engine reads those tensors instead of registering hooks on a shared model.
+  residual branch F(x) and the shortcut x of every bottleneck block.
 
 Like torchvision ("ResNet v1.5"), the stride of a downsampling block sits on the
 3x3 convolution, not on the first 1x1 convolution as in the paper.
@@ -71,19 +80,22 @@ class Bottleneck(nn.Module):
         planes: int,
         stride: int = 1,
         downsample: nn.Module | None = None,
+        *,
+        inplace: bool = False,
     ) -> None:
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU()
+        self.relu1 = nn.ReLU(inplace=inplace)
         self.conv2 = conv3x3(planes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU()
+        self.relu2 = nn.ReLU(inplace=inplace)
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu3 = nn.ReLU()
+        self.relu3 = nn.ReLU(inplace=inplace)
         self.downsample = downsample
         self.stride = stride
+        self.inplace = inplace  # see ResNet.set_inplace
 
     def residual(self, x: Tensor) -> Tensor:
         """The residual branch F(x), before the addition."""
@@ -95,15 +107,29 @@ class Bottleneck(nn.Module):
         """The shortcut: x itself, or a strided 1x1 projection where the shape changes."""
         return x if self.downsample is None else self.downsample(x)
 
-    def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Return ``(output, F(x), shortcut(x))`` of one block, from one pass."""
-        f = self.residual(x)
-        identity = self.shortcut(x)
-        # Out of place: an in-place add would overwrite f or identity, which callers keep.
-        return self.relu3(f + identity), f, identity
+    def forward_parts(self, x: Tensor, stats: list[Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The block's forward: ``(output, F(x), shortcut(x))`` from one pass.
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu3(self.residual(x) + self.shortcut(x))
+        With ``stats``, appends ||F(x)||, ||shortcut(x)|| and the mean of the output,
+        taken as the block runs, so neither tensor has to be kept for them. In an
+        in-place block the sum is written into F(x)'s storage, so the F(x) returned
+        holds the output; only out-of-place blocks return F(x) itself.
+        """
+        f = self.residual(x)  # F(x): (B, C_out, H, W)
+        identity = self.shortcut(x)  # (B, C_out, H, W)
+        if stats is not None:
+            with torch.no_grad():
+                stats += [torch.linalg.vector_norm(f), torch.linalg.vector_norm(identity)]
+        # In place saves one activation-sized tensor per block; autograd allows it because a
+        # convolution or BatchNorm keeps its input for the backward pass, never its output.
+        out = self.relu3(f.add_(identity) if self.inplace else f + identity)
+        if stats is not None:
+            with torch.no_grad():
+                stats.append(out.mean())
+        return out, f, identity
+
+    def forward(self, x: Tensor, stats: list[Tensor] | None = None) -> Tensor:
+        return self.forward_parts(x, stats)[0]
 
 
 @dataclass(frozen=True)
@@ -133,6 +159,8 @@ class ResNet(nn.Module):
         layers: tuple[int, int, int, int] | list[int],
         num_classes: int = 1000,
         zero_init_residual: bool = False,
+        *,
+        inplace: bool = False,
     ) -> None:
         super().__init__()
         self.inplanes = 64  # a cursor: the channel count entering the next block
@@ -175,6 +203,7 @@ class ResNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, Bottleneck):
                     nn.init.constant_(m.bn3.weight, 0)
+        self.set_inplace(inplace)
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
@@ -194,43 +223,102 @@ class ResNet(nn.Module):
         """layer1..layer4 by name."""
         return {"layer1": self.layer1, "layer2": self.layer2, "layer3": self.layer3, "layer4": self.layer4}
 
+    def set_inplace(self, inplace: bool) -> ResNet:
+        """Make every ReLU and every block's sum work in place (or not); returns ``self``.
+
+        In place is what training and plain inference want: each block then keeps two
+        activation-sized tensors fewer. Out of place (the default) keeps every
+        activation intact, which hooks (Guided Grad-CAM) and
+        :meth:`forward_intermediates` with ``blocks=True`` need. Set it on a model
+        that is yours: a shared model is shared with this flag.
+        """
+        for m in self.modules():
+            if isinstance(m, (nn.ReLU, Bottleneck)):
+                m.inplace = inplace
+        return self
+
+    def block_names(self, *, start: str = "input") -> list[str]:
+        """Names of the blocks after ``start`` ("input" or a stage), in order: "layer1.0", ...
+
+        The order in which :meth:`forward_stages` appends block statistics.
+        """
+        first = STAGES.index(start) if start != "input" else 0
+        return [f"{name}.{i}" for name, layer in self.stages.items() if STAGES.index(name) > first for i in range(len(layer))]
+
     def forward_stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
 
     def forward_head(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))  # (B, num_classes)
 
+    def forward_stages(
+        self,
+        x: Tensor,
+        *,
+        start: str = "input",
+        stop: str | None = None,
+        stats: list[Tensor] | None = None,
+        blocks: list[BlockOutput] | None = None,
+    ) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """Run from the output of ``start`` ("input": ``x`` is the image) through ``stop``.
+
+        Returns ``(logits, outputs)``: the logits when ``stop`` is None (else None), and
+        the output of ``start`` and of every stage after it. Starting later than the
+        input is what lets Grad-CAM of an early stage reuse stored activations instead
+        of a second full forward. ``stats`` collects the statistics of every block run
+        (see :meth:`Bottleneck.forward_parts`, three per block, in :meth:`block_names`
+        order); ``blocks`` collects each block's output, F(x) and shortcut.
+        """
+        if start == "input":
+            x = self.forward_stem(x)  # (B, 64, H/4, W/4)
+            start = "stem"
+        outputs = {start: x}
+        if stop == start:
+            return None, outputs
+        for name, layer in self.stages.items():
+            if STAGES.index(name) <= STAGES.index(start):
+                continue
+            if stats is None and blocks is None:
+                x = layer(x)  # the module call, so that hooks on a stage (captum's layer methods) fire
+            elif blocks is None:
+                for block in layer:
+                    x = block(x, stats)
+            else:
+                for i, block in enumerate(layer):
+                    x, f, identity = block.forward_parts(x, stats)
+                    blocks.append(BlockOutput(f"{name}.{i}", x, f, identity))
+            outputs[name] = x  # (B, C, H, W)
+            if name == stop:
+                return None, outputs
+        return self.forward_head(x), outputs
+
     def forward(self, x: Tensor) -> Tensor:
-        x = self.forward_stem(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.forward_head(x)
+        logits, _ = self.forward_stages(x)
+        assert logits is not None
+        return logits
 
     def forward_intermediates(self, x: Tensor, *, blocks: bool = False) -> Intermediates:
         """One forward pass returning the logits and the output of every stage.
 
         With ``blocks=True`` it also returns, for every bottleneck block, its output,
-        its residual branch F(x) and its shortcut. Nothing is hooked, so concurrent
-        callers can share one model.
+        its residual branch F(x) and its shortcut (out-of-place models only: an
+        in-place sum overwrites F(x)).
         """
-        x = self.forward_stem(x)
-        stages = {"stem": x}
-        block_outputs: list[BlockOutput] = []
-        for stage_name, stage in self.stages.items():
-            for i, block in enumerate(stage):
-                if blocks:
-                    x, f, identity = block.forward_parts(x)
-                    block_outputs.append(BlockOutput(f"{stage_name}.{i}", x, f, identity))
-                else:
-                    x = block(x)
-            stages[stage_name] = x
-        return Intermediates(logits=self.forward_head(x), stages=stages, blocks=block_outputs)
+        if blocks and any(isinstance(m, Bottleneck) and m.inplace for m in self.modules()):
+            raise ValueError("forward_intermediates(blocks=True) needs an out-of-place model: call set_inplace(False).")
+        parts: list[BlockOutput] = []
+        logits, stages = self.forward_stages(x, blocks=parts if blocks else None)
+        assert logits is not None
+        return Intermediates(logits=logits, stages=stages, blocks=parts)
 
 
-def build_model(arch: str, *, num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:
+def build_model(
+    arch: str, *, num_classes: int = 1000, zero_init_residual: bool = False, inplace: bool = False
+) -> ResNet:
     """Build ``resnet50``, ``resnet101`` or ``resnet152`` with random (Kaiming) weights."""
     if arch not in ARCH_DEPTHS:
         raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_DEPTHS)}.")
-    return ResNet(ARCH_DEPTHS[arch], num_classes=num_classes, zero_init_residual=zero_init_residual)
+    return ResNet(ARCH_DEPTHS[arch], num_classes=num_classes, zero_init_residual=zero_init_residual, inplace=inplace)
 
 
 def resnet50(*, num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:

@@ -31,6 +31,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from .devices import resolve_device
 from .errors import UserError
 from .model import ARCH_DEPTHS, ResNet, build_model
 
@@ -44,7 +45,7 @@ __all__ = [
     "WeightsError",
     "WeightsSpec",
     "cache_path",
-    "get_model",
+    "shared_model",
     "load_model",
     "offline",
     "weights_spec",
@@ -353,19 +354,7 @@ _CACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``auto`` (CUDA when there is one) as a torch device, or a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device} was asked for, but PyTorch sees no CUDA GPU here. Use --device cpu.")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise UserError(f"Unknown device {device!r}: use cpu, cuda or auto.") from e
-
-
-def get_model(
+def shared_model(
     *, arch: str, weights: str = DEFAULT_WEIGHTS, fallback_to_random: bool = False, device: str = "cpu"
 ) -> LoadedModel:
     """:func:`load_model`, loaded once per (arch, weights, device) and shared read-only.

@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from resnet_demo.explain import analyze
-from resnet_demo.weights import get_model
+from resnet_demo.weights import shared_model
 
 from .conftest import EXAMPLES
 
@@ -52,7 +52,7 @@ def test_named_endpoints(app_url: str, tmp_path: Path) -> None:
 def test_explain_each_arch_over_http(app_url: str, tmp_path: Path, arch: str) -> None:
     client = _client(app_url, tmp_path)
     top5, status, _target, heatmap, caption, strip, features, raw = _explain(client, PHOTOS["cat"], arch)
-    expected = analyze(image=PHOTOS["cat"], arch=arch, loaded=get_model(arch=arch, weights="imagenet-v2", fallback_to_random=True))
+    expected = analyze(image=PHOTOS["cat"], arch=arch, loaded=shared_model(arch=arch, weights="imagenet-v2", fallback_to_random=True))
     assert _top_labels(top5) == [p.label for p in expected.predictions]
     assert "UNTRAINED" in status and "UNTRAINED" in caption
     assert Path(heatmap).exists() and Path(raw).suffix == ".npy"
@@ -75,7 +75,7 @@ def test_bad_upload_is_a_sentence_and_server_keeps_serving(app_url: str, tmp_pat
 
 
 def test_concurrent_clients_get_their_own_answers(app_url: str, tmp_path: Path) -> None:
-    loaded = get_model(arch="resnet50", weights="imagenet-v2", fallback_to_random=True)
+    loaded = shared_model(arch="resnet50", weights="imagenet-v2", fallback_to_random=True)
     expected = {name: [p.label for p in analyze(image=p, loaded=loaded).predictions] for name, p in PHOTOS.items()}
 
     def one(name: str) -> tuple[str, list[str]]:

@@ -278,7 +278,7 @@ def test_comparison_table() -> None:
     assert list(rows) == ARCHES
     r50 = rows["resnet50"]
     assert r50["params"] == r50["params_torchvision"] == 25_557_032
-    assert r50["blocks"] == "3-4-6-3" and r50["gmacs_seed"] == 4.1
+    assert r50["blocks"] == "3-4-6-3" and r50["gmacs_guide"] == 4.1
     assert rows["resnet152"]["gmacs"] == pytest.approx(rows["resnet152"]["gmacs_torchvision"], rel=0.005)
 
 

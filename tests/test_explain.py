@@ -33,7 +33,7 @@ from resnet_demo.explain import (
 )
 from resnet_demo.fold import fold_batchnorm
 from resnet_demo.model import ResNet, build_model
-from resnet_demo.weights import LoadedModel, Preprocessing, WeightsSpec, get_model, weights_spec
+from resnet_demo.weights import LoadedModel, Preprocessing, WeightsSpec, shared_model, weights_spec
 
 from .conftest import EXAMPLES, random_state_dict
 
@@ -464,7 +464,7 @@ def test_bad_requests_are_user_errors(r50: LoadedModel) -> None:
 
 def test_whole_path_on_the_example_photos(fake_pretrained) -> None:
     fake_pretrained("resnet50", "imagenet-v2")
-    loaded = get_model(arch="resnet50", weights="imagenet-v2")
+    loaded = shared_model(arch="resnet50", weights="imagenet-v2")
     assert not loaded.untrained
     shapes = {"stem": (64, 56, 56), "layer1": (256, 56, 56), "layer2": (512, 28, 28), "layer3": (1024, 14, 14),
               "layer4": (2048, 7, 7)}

@@ -32,8 +32,8 @@ def test_info_json_cli(capsys: pytest.CaptureFixture[str]) -> None:
     rows = json.loads(capsys.readouterr().out)
     assert [r["arch"] for r in rows] == ["resnet50", "resnet101", "resnet152"]
     r152 = rows[2]
-    assert r152["seed_gmacs"] == 11.6 and round(r152["gmacs"], 2) == 11.51
-    assert r152["gmacs_diff_vs_seed"] == pytest.approx(-0.086, abs=0.001)
+    assert r152["guide_gmacs"] == 11.6 and round(r152["gmacs"], 2) == 11.51
+    assert r152["gmacs_diff_vs_guide"] == pytest.approx(-0.086, abs=0.001)
 
 
 def test_info_table_cli(capsys: pytest.CaptureFixture[str]) -> None:

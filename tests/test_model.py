@@ -134,3 +134,32 @@ def test_feature_info_matches_stage_outputs() -> None:
     for info in model.feature_info:
         t = out.stages[info["module"]]
         assert t.shape == (1, info["num_chs"], 64 // info["reduction"], 64 // info["reduction"])
+
+
+def test_one_block_forward_in_place_or_not_with_statistics() -> None:
+    """set_inplace changes memory use only; the statistics are those of F(x), the shortcut and the output."""
+    model = resnet50().eval()
+    model.load_state_dict(random_state_dict("resnet50", seed=7))
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        parts = model.forward_intermediates(x, blocks=True)
+        stats: list[torch.Tensor] = []
+        model.set_inplace(True)
+        logits, stages = model.forward_stages(x, stats=stats)
+        late_stats: list[torch.Tensor] = []
+        _, late = model.forward_stages(stages["layer2"], start="layer2", stats=late_stats)
+    assert all(m.inplace for m in model.modules() if isinstance(m, (nn.ReLU, Bottleneck)))
+    assert torch.allclose(logits, parts.logits, atol=1e-5)
+    assert torch.allclose(late["layer4"], parts.stages["layer4"], atol=1e-5)
+    assert model.block_names() == [b.name for b in parts.blocks]
+    assert model.block_names(start="layer2") == [b.name for b in parts.blocks if b.name >= "layer3"]
+    numbers = torch.stack(stats).view(-1, 3)
+    expected = torch.tensor(
+        [[b.residual.norm(), b.shortcut.norm(), b.output.mean()] for b in parts.blocks]
+    )
+    assert torch.allclose(numbers, expected, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(torch.stack(late_stats).view(-1, 3), expected[-(len(late_stats) // 3) :], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="out-of-place"):
+        model.forward_intermediates(x, blocks=True)
+    model.set_inplace(False)
+    assert not any(m.inplace for m in model.modules() if isinstance(m, (nn.ReLU, Bottleneck)))

@@ -10,7 +10,7 @@ from resnet_demo.weights import (
     CHECKPOINT_FORMAT,
     WeightsError,
     cache_path,
-    get_model,
+    shared_model,
     load_model,
     weights_spec,
 )
@@ -171,8 +171,8 @@ def test_unknown_name_and_arch() -> None:
 
 
 def test_get_model_is_cached_and_frozen(torch_home: Path) -> None:
-    a = get_model(arch="resnet50", weights="random")
-    b = get_model(arch="resnet50", weights="random")
+    a = shared_model(arch="resnet50", weights="random")
+    b = shared_model(arch="resnet50", weights="random")
     assert a is b
     assert not any(p.requires_grad for p in a.model.parameters())
     assert not a.model.training

@@ -10,8 +10,9 @@ from pathlib import Path
 import gradio as gr
 
 from .. import diagram
+from ..devices import resolve_device
 from ..errors import UserError
-from ..weights import ARCHES, DEFAULT_WEIGHTS, resolve_device
+from ..weights import ARCHES, DEFAULT_WEIGHTS
 from . import handlers as h
 from .components import SafeImage
 
@@ -134,7 +135,7 @@ def build_demo(*, arch: str = "resnet50", weights: str = DEFAULT_WEIGHTS, device
                 gr.Dataframe(
                     compare_rows,
                     headers=compare_headers,
-                    label="Measured vs the seed vs torchvision",
+                    label="Measured vs the reproduction guide vs torchvision",
                     interactive=False,
                 )
                 gr.Code(

@@ -26,6 +26,7 @@ import gradio as gr
 import torch
 
 from ..datasets import ImageSet, load_image_set, make_sample_dataset, safe_extract_zip
+from ..devices import resolve_device
 from ..errors import UserError
 from ..finetune import (
     FREEZE_MODES,
@@ -159,7 +160,7 @@ def generate_sample(request: gr.Request | None = None) -> tuple[str, str]:
 
 
 def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device("auto"))
 
 
 def _check_settings(arch: str, epochs: float, lr: float, batch_size: float, freeze: str, image_size: float) -> None:

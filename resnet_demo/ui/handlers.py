@@ -21,7 +21,7 @@ import PIL.Image
 from .. import diagram
 from ..complexity import arch_report
 from ..explain import METHODS, STAGES, Analysis, Attribution, analyze, method_cost, overlay, overlay_on_full
-from ..weights import ARCHES, LoadedModel, get_model
+from ..weights import ARCHES, LoadedModel, shared_model
 from .components import user_errors
 
 ARCH_LABELS: dict[str, str] = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "resnet152": "ResNet-152"}
@@ -66,10 +66,10 @@ def resolve_model(*, arch: str, weights: str, checkpoint: str | None) -> LoadedM
     if weights == UPLOAD:
         if not checkpoint:
             raise gr.Error("Upload a .pth checkpoint first, or pick ImageNet weights.")
-        return get_model(arch=arch, weights=str(checkpoint), device=SETTINGS["device"])
+        return shared_model(arch=arch, weights=str(checkpoint), device=SETTINGS["device"])
     if weights not in dict((v, k) for k, v in WEIGHT_CHOICES):
         raise gr.Error(f"Unknown weights {weights!r}. Pick ImageNet V2, ImageNet V1 or Random.")
-    return get_model(arch=arch, weights=weights, fallback_to_random=True, device=SETTINGS["device"])
+    return shared_model(arch=arch, weights=weights, fallback_to_random=True, device=SETTINGS["device"])
 
 
 def status_markdown(loaded: LoadedModel) -> str:
@@ -336,12 +336,12 @@ _HEADERS = {
     "params_share": "params %",
     "macs_share": "MACs %",
     "params_torchvision": "params (torchvision)",
-    "params_m_seed": "params M (seed)",
+    "params_m_guide": "params M (guide)",
     "gmacs_torchvision": "GMACs (torchvision)",
-    "gmacs_seed": "GMACs (seed)",
+    "gmacs_guide": "GMACs (guide)",
     "top1_torchvision_v1": "top-1 % V1 (torchvision)",
     "top1_torchvision_v2": "top-1 % V2 (torchvision)",
-    "top1_seed": "top-1 % (seed)",
+    "top1_guide": "top-1 % (guide)",
 }
 
 
@@ -354,7 +354,7 @@ def _table(rows: list[dict[str, Any]]) -> tuple[list[list[Any]], list[str]]:
 
 
 def table_rows(*, arch: str) -> tuple[list[list[Any]], list[str], list[list[Any]], list[str]]:
-    """The per-stage table of ``arch`` and the comparison with the seed and torchvision, as rows."""
+    """The per-stage table of ``arch`` and the comparison with the reproduction guide and torchvision, as rows."""
     return (*_table(diagram.stage_table(arch=arch)), *_table(diagram.comparison_table()))
 
 
