@@ -10,8 +10,8 @@ from resnet_demo.weights import (
     CHECKPOINT_FORMAT,
     WeightsError,
     cache_path,
-    shared_model,
     load_model,
+    shared_model,
     weights_spec,
 )
 
