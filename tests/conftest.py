@@ -141,3 +141,52 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ.pop("TORCH_HOME", None)
         else:
             os.environ["TORCH_HOME"] = old
+
+
+# ----------------------------------------------------------------------------- fine-tune data
+
+@pytest.fixture(scope="module")
+def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes x 30 images of 72 px: 72 training and 18 validation images."""
+    from resnet_demo.datasets import make_sample_dataset
+
+    return make_sample_dataset(tmp_path_factory.mktemp("shapes"), num_classes=3, images_per_class=30, image_size=72)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes x 8 images, with train/ and val/ folders: 18 training images."""
+    from resnet_demo.datasets import make_sample_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    return make_sample_dataset(root, num_classes=3, images_per_class=8, image_size=72, val_fraction=0.25, seed=3)
+
+
+@pytest.fixture(scope="module")
+def pretrained_state(sample_data: Path) -> dict[str, torch.Tensor]:
+    """A stand-in for ImageNet weights whose features are usable without downloading any.
+
+    Fully random ResNet-50 features drown the colour signal in 16 random blocks. With
+    every residual branch zeroed (zero_init_residual) each block passes its shortcut,
+    so the features are a few random projections of the input, and BatchNorm statistics
+    measured on real images keep them normalised, like trained weights would.
+    """
+    from resnet_demo.datasets import eval_transform, load_image_set, open_rgb
+
+    torch.manual_seed(0)
+    model = tvm.resnet50(zero_init_residual=True)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batch
+    tf = eval_transform(crop_size=64, resize_size=73, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    images = load_image_set(sample_data)
+    x = torch.stack([tf(open_rgb(p)) for p, _ in images.train[:32]])  # (32, 3, 64, 64)
+    model.train()
+    with torch.no_grad():
+        model(x)
+    return model.state_dict()
+
+
+@pytest.fixture
+def pretrained(fake_pretrained: Callable[..., Path], pretrained_state: dict[str, torch.Tensor]) -> Path:
+    return fake_pretrained("resnet50", "imagenet-v2", state_dict=pretrained_state)

@@ -1,9 +1,9 @@
 """Fine-tuning: learning, LR schedule, exact resume, accumulation, AMP, DDP, NaN stop,
-cancel, CLI, and the app tab's handlers.
+cancel and CLI.
 
 Everything runs on CPU at 64 px on a few dozen generated images. The "pretrained"
-weights are generated too (see ``_pretrained_like``), written under torchvision's
-file name so the real loading path runs offline.
+weights are generated too (the ``pretrained`` fixture in conftest.py), written under
+torchvision's file name so the real loading path runs offline.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import pytest
 import torch
 import torchvision
 
-from resnet_demo.datasets import eval_transform, load_image_set, make_sample_dataset, open_rgb
 from resnet_demo.errors import UserError
 from resnet_demo.finetune import (
     FinetuneConfig,
@@ -41,47 +40,6 @@ from resnet_demo.weights import CHECKPOINT_FORMAT, load_model
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"image_size": 64, "workers": 0, "progress": False}  # learning runs: 64 px crops, no worker processes
 TINY = {**SMALL, "image_size": 32}  # runs that check mechanics, not learning: 32 px, the smallest ResNet input
-
-
-@pytest.fixture(scope="module")
-def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 classes x 30 images of 72 px: 72 training and 18 validation images."""
-    return make_sample_dataset(tmp_path_factory.mktemp("shapes"), num_classes=3, images_per_class=30, image_size=72)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 classes x 8 images, with train/ and val/ folders: 18 training images."""
-    root = tmp_path_factory.mktemp("tiny")
-    return make_sample_dataset(root, num_classes=3, images_per_class=8, image_size=72, val_fraction=0.25, seed=3)
-
-
-@pytest.fixture(scope="module")
-def pretrained_state(sample_data: Path) -> dict[str, torch.Tensor]:
-    """A stand-in for ImageNet weights whose features are usable without downloading any.
-
-    Fully random ResNet-50 features drown the colour signal in 16 random blocks. With
-    every residual branch zeroed (zero_init_residual) each block passes its shortcut,
-    so the features are a few random projections of the input, and BatchNorm statistics
-    measured on real images keep them normalised, like trained weights would.
-    """
-    torch.manual_seed(0)
-    model = torchvision.models.resnet50(zero_init_residual=True)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # cumulative average over the calibration batch
-    tf = eval_transform(crop_size=64, resize_size=73, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    images = load_image_set(sample_data)
-    x = torch.stack([tf(open_rgb(p)) for p, _ in images.train[:32]])  # (32, 3, 64, 64)
-    model.train()
-    with torch.no_grad():
-        model(x)
-    return model.state_dict()
-
-
-@pytest.fixture
-def pretrained(fake_pretrained: Callable[..., Path], pretrained_state: dict[str, torch.Tensor]) -> Path:
-    return fake_pretrained("resnet50", "imagenet-v2", state_dict=pretrained_state)
 
 
 def _record(events: list[TrainEvent]) -> Callable[[TrainEvent], None]:
@@ -365,125 +323,3 @@ def test_ddp_two_processes_on_cpu_with_gloo(tiny_data: Path, pretrained_state: d
     assert loaded.spec.categories == ("circle", "square", "triangle")
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
     assert set(Path(tempfile.gettempdir()).glob("resnet_demo_data_*")) == unpacked_before  # the unpacked zip went
-
-
-# ----------------------------------------------------------------------------- the app's tab
-
-
-@pytest.fixture
-def tab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    from resnet_demo.ui import finetune_tab
-
-    monkeypatch.setattr(finetune_tab, "WORK_ROOT", tmp_path / "work")
-    finetune_tab._TIMINGS.clear()
-    return finetune_tab
-
-
-def _request(session: str) -> Any:
-    import gradio as gr
-
-    return gr.Request(session_hash=session)
-
-
-def test_tab_builds_inside_blocks(tab: Any) -> None:
-    import gradio as gr
-
-    with gr.Blocks(), gr.Tab("Fine-tune"):
-        built = tab.build_finetune_tab()
-    assert isinstance(built.checkpoint, gr.File) and isinstance(built.use_button, gr.Button)
-    assert isinstance(built.arch, gr.Radio) and isinstance(built.curves, gr.Plot)
-
-
-def test_tab_prepares_data_safely_and_estimates_time(tab: Any, tmp_path: Path, tiny_data: Path) -> None:
-    import gradio as gr
-
-    with pytest.raises(gr.Error, match="Upload a .zip"):
-        tab.prepare_upload(None, _request("a"))
-    evil = tmp_path / "evil.zip"
-    with zipfile.ZipFile(evil, "w") as zf:
-        zf.writestr("cat/0.jpg", b"x")
-        zf.writestr("../../escaped.jpg", b"x")
-    with pytest.raises(gr.Error, match="climbs out"):
-        tab.prepare_upload(str(evil), _request("a"))
-    assert not list((tmp_path / "work" / "a").glob("data-*")) and not (tmp_path / "escaped.jpg").exists()
-
-    good = tmp_path / "good.zip"
-    with zipfile.ZipFile(good, "w") as zf:
-        for f in sorted(tiny_data.rglob("*.jpg")):
-            zf.write(f, f"shapes/{f.relative_to(tiny_data)}")
-    folder, summary = tab.prepare_upload(str(good), _request("a"))
-    assert Path(folder).parent == tmp_path / "work" / "a"
-    assert "3 classes, 18 training and 6 validation images" in summary
-
-    sample, summary = tab.generate_sample(_request("a"))
-    assert "circle (32), square (32), triangle (32)" in summary
-    assert not Path(folder).exists()  # the session's earlier data went
-
-    with pytest.raises(gr.Error, match="Prepare the data first"):
-        tab.estimate_time(None, "resnet50", 2, 4, "head", 64)
-    with pytest.raises(gr.Error, match="Epochs"):
-        tab.estimate_time(sample, "resnet50", 0, 4, "head", 64)
-    text = tab.estimate_time(sample, "resnet50", 2, 2, "head", 32)
-    assert text.startswith("**Estimated time: about ") and "2 epoch(s) of 96 training" in text
-
-
-def test_tab_streams_curves_and_offers_the_checkpoint(tab: Any, tiny_data: Path, pretrained: Path) -> None:
-    import gradio as gr
-
-    with pytest.raises(gr.Error, match="learning rate"):
-        next(tab.run_finetune(str(tiny_data), "resnet50", 1, 0, 6, "head", 32, request=_request("a"), progress=None))
-    ticks: list[tuple[int, int]] = []
-    outputs = list(
-        tab.run_finetune(
-            str(tiny_data),
-            "resnet50",
-            2,
-            0.01,
-            6,
-            "head",
-            32,
-            request=_request("a"),
-            progress=lambda p, **kw: ticks.append(p),
-        )
-    )
-    status, figure, checkpoint, use = outputs[-1]
-    assert status.startswith("**Done.** 2 epoch(s), 6 steps.")
-    assert figure.layout.height and len(figure.data[0].x) == 6  # loss of every step
-    assert ticks[-1] == (6, 6)
-    assert use["interactive"] is True
-    loaded = load_model(arch="resnet50", weights=checkpoint)
-    assert loaded.spec.categories == ("circle", "square", "triangle")
-    assert tab._JOB is None and not tab._LOCK.locked()
-
-
-def test_tab_runs_one_fine_tune_at_a_time_and_its_owner_can_cancel(tab: Any, tiny_data: Path, pretrained: Path) -> None:
-    import gradio as gr
-
-    first = tab.run_finetune(str(tiny_data), "resnet50", 3, 0.01, 6, "head", 32, request=_request("a"), progress=None)
-    next(first)  # started: the training thread runs
-    with pytest.raises(gr.Error, match="already running on this server"):
-        next(tab.run_finetune(str(tiny_data), "resnet50", 1, 0.01, 6, "head", 32, request=_request("b"), progress=None))
-    with pytest.raises(gr.Error, match="started by someone else"):
-        tab.cancel_finetune(_request("b"))
-    with pytest.raises(gr.Error, match="Your fine-tune is running"):
-        tab.generate_sample(_request("a"))
-    assert tab.cancel_finetune(_request("a")).startswith("Cancelling")
-    status, _figure, checkpoint, _use = list(first)[-1]
-    assert status.startswith("**Cancelled**")
-    assert load_model(arch="resnet50", weights=checkpoint).spec.num_classes == 3  # usable
-    assert not tab._LOCK.locked() and tab.cancel_finetune(_request("a")) == "Nothing is running."
-
-
-@pytest.mark.slow
-def test_training_benchmark_runs_its_rows(capsys: pytest.CaptureFixture[str]) -> None:
-    import argparse
-
-    from resnet_demo import bench_train
-
-    # The `bench --train` command passes its own namespace: a list of arches, no --device.
-    args = argparse.Namespace(arch=["resnet50"], json=True, repeats=1, batch_size=2, size=32, warmup=0)
-    assert bench_train.main(args) == 0
-    report = json.loads(capsys.readouterr().out)
-    rows = report["results"]["resnet50"]
-    assert [r["name"] for r in rows][0].startswith("reference") and len(rows) == 4
-    assert all(r["images_per_s"] > 0 for r in rows) and rows[0]["ratio"] == 1.0

@@ -1,0 +1,117 @@
+"""The Fine-tune tab's handlers, called directly: data preparation, estimates, the run, one job per server."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resnet_demo.weights import load_model
+
+
+@pytest.fixture
+def tab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    from resnet_demo.ui import finetune_tab
+
+    monkeypatch.setattr(finetune_tab, "WORK_ROOT", tmp_path / "work")
+    finetune_tab._TIMINGS.clear()
+    return finetune_tab
+
+
+def _request(session: str) -> Any:
+    import gradio as gr
+
+    return gr.Request(session_hash=session)
+
+
+def test_tab_builds_inside_blocks(tab: Any) -> None:
+    import gradio as gr
+
+    with gr.Blocks(), gr.Tab("Fine-tune"):
+        built = tab.build_finetune_tab()
+    assert isinstance(built.checkpoint, gr.File) and isinstance(built.use_button, gr.Button)
+    assert isinstance(built.arch, gr.Radio) and isinstance(built.curves, gr.Plot)
+
+
+def test_tab_prepares_data_safely_and_estimates_time(tab: Any, tmp_path: Path, tiny_data: Path) -> None:
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="Upload a .zip"):
+        tab.prepare_upload(None, _request("a"))
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("cat/0.jpg", b"x")
+        zf.writestr("../../escaped.jpg", b"x")
+    with pytest.raises(gr.Error, match="climbs out"):
+        tab.prepare_upload(str(evil), _request("a"))
+    assert not list((tmp_path / "work" / "a").glob("data-*")) and not (tmp_path / "escaped.jpg").exists()
+
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        for f in sorted(tiny_data.rglob("*.jpg")):
+            zf.write(f, f"shapes/{f.relative_to(tiny_data)}")
+    folder, summary = tab.prepare_upload(str(good), _request("a"))
+    assert Path(folder).parent == tmp_path / "work" / "a"
+    assert "3 classes, 18 training and 6 validation images" in summary
+
+    sample, summary = tab.generate_sample(_request("a"))
+    assert "circle (32), square (32), triangle (32)" in summary
+    assert not Path(folder).exists()  # the session's earlier data went
+
+    with pytest.raises(gr.Error, match="Prepare the data first"):
+        tab.estimate_time(None, "resnet50", 2, 4, "head", 64)
+    with pytest.raises(gr.Error, match="Epochs"):
+        tab.estimate_time(sample, "resnet50", 0, 4, "head", 64)
+    text = tab.estimate_time(sample, "resnet50", 2, 2, "head", 32)
+    assert text.startswith("**Estimated time: about ") and "2 epoch(s) of 96 training" in text
+
+
+def test_tab_streams_curves_and_offers_the_checkpoint(tab: Any, tiny_data: Path, pretrained: Path) -> None:
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="learning rate"):
+        next(tab.run_finetune(str(tiny_data), "resnet50", 1, 0, 6, "head", 32, request=_request("a"), progress=None))
+    ticks: list[tuple[int, int]] = []
+    outputs = list(
+        tab.run_finetune(
+            str(tiny_data),
+            "resnet50",
+            2,
+            0.01,
+            6,
+            "head",
+            32,
+            request=_request("a"),
+            progress=lambda p, **kw: ticks.append(p),
+        )
+    )
+    status, figure, checkpoint, use = outputs[-1]
+    assert status.startswith("**Done.** 2 epoch(s), 6 steps.")
+    assert figure.layout.height and len(figure.data[0].x) == 6  # loss of every step
+    assert ticks[-1] == (6, 6)
+    assert use["interactive"] is True
+    loaded = load_model(arch="resnet50", weights=checkpoint)
+    assert loaded.spec.categories == ("circle", "square", "triangle")
+    assert tab._JOB is None and not tab._LOCK.locked()
+
+
+def test_tab_runs_one_fine_tune_at_a_time_and_its_owner_can_cancel(tab: Any, tiny_data: Path, pretrained: Path) -> None:
+    import gradio as gr
+
+    first = tab.run_finetune(str(tiny_data), "resnet50", 3, 0.01, 6, "head", 32, request=_request("a"), progress=None)
+    next(first)  # started: the training thread runs
+    with pytest.raises(gr.Error, match="already running on this server"):
+        next(tab.run_finetune(str(tiny_data), "resnet50", 1, 0.01, 6, "head", 32, request=_request("b"), progress=None))
+    with pytest.raises(gr.Error, match="started by someone else"):
+        tab.cancel_finetune(_request("b"))
+    with pytest.raises(gr.Error, match="Your fine-tune is running"):
+        tab.generate_sample(_request("a"))
+    assert tab.cancel_finetune(_request("a")).startswith("Cancelling")
+    status, _figure, checkpoint, _use = list(first)[-1]
+    assert status.startswith("**Cancelled**")
+    assert load_model(arch="resnet50", weights=checkpoint).spec.num_classes == 3  # usable
+    assert not tab._LOCK.locked() and tab.cancel_finetune(_request("a")) == "Nothing is running."
+
+
