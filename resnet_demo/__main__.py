@@ -1,4 +1,4 @@
-"""Command line: ``python -m resnet_demo {info,explain,finetune,bench} ...``.
+"""Command line: ``python -m resnet_demo {info,explain,evaluate,finetune,bench} ...``.
 
 Each command lives in its own module, which defines ``configure_parser(parser)`` and
 ``main(args) -> int``; this file only dispatches. A :class:`UserError` (bad file, bad
@@ -17,9 +17,10 @@ from .errors import UserError
 # so `info` never pays for the imports of `finetune`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("resnet_demo.info", "parameters and multiply-accumulates, measured vs published"),
-    "explain": ("resnet_demo.explain_cli", "predictions, Grad-CAM and feature maps of one image"),
-    "finetune": ("resnet_demo.finetune", "fine-tune on a folder or zip of class sub-folders"),
-    "bench": ("resnet_demo.bench", "benchmark the explanation engine against references"),
+    "explain": ("resnet_demo.explain.cli", "predictions, Grad-CAM and feature maps of one image"),
+    "finetune": ("resnet_demo.finetune.cli", "fine-tune on a folder or zip of class sub-folders"),
+    "evaluate": ("resnet_demo.explain.evaluate_cli", "how far to trust a map: faithfulness curves, sanity check"),
+    "bench": ("resnet_demo.bench.cli", "benchmark the explanation engine against references"),
 }
 
 

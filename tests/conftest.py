@@ -116,8 +116,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("torch_home")
     old = os.environ.get("TORCH_HOME")
     os.environ["TORCH_HOME"] = str(home)
-    from resnet_demo.ui import build_demo
-    from resnet_demo.ui.blocks import CSS, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, THEME
+    from resnet_demo.ui import CSS, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, THEME, build_demo
     from resnet_demo.weights import clear_model_cache
 
     clear_model_cache()
@@ -148,7 +147,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 classes x 30 images of 72 px: 72 training and 18 validation images."""
-    from resnet_demo.datasets import make_sample_dataset
+    from resnet_demo.data import make_sample_dataset
 
     return make_sample_dataset(tmp_path_factory.mktemp("shapes"), num_classes=3, images_per_class=30, image_size=72)
 
@@ -156,7 +155,7 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 classes x 8 images, with train/ and val/ folders: 18 training images."""
-    from resnet_demo.datasets import make_sample_dataset
+    from resnet_demo.data import make_sample_dataset
 
     root = tmp_path_factory.mktemp("tiny")
     return make_sample_dataset(root, num_classes=3, images_per_class=8, image_size=72, val_fraction=0.25, seed=3)
@@ -171,7 +170,7 @@ def pretrained_state(sample_data: Path) -> dict[str, torch.Tensor]:
     so the features are a few random projections of the input, and BatchNorm statistics
     measured on real images keep them normalised, like trained weights would.
     """
-    from resnet_demo.datasets import eval_transform, load_image_set, open_rgb
+    from resnet_demo.data import eval_transform, load_image_set, open_rgb
 
     torch.manual_seed(0)
     model = tvm.resnet50(zero_init_residual=True)

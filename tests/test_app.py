@@ -52,7 +52,8 @@ def test_named_endpoints(app_url: str, tmp_path: Path) -> None:
 def test_explain_each_arch_over_http(app_url: str, tmp_path: Path, arch: str) -> None:
     client = _client(app_url, tmp_path)
     top5, status, _target, heatmap, caption, strip, features, raw = _explain(client, PHOTOS["cat"], arch)
-    expected = analyze(image=PHOTOS["cat"], arch=arch, loaded=shared_model(arch=arch, weights="imagenet-v2", fallback_to_random=True))
+    loaded = shared_model(arch=arch, weights="imagenet-v2", fallback_to_random=True)
+    expected = analyze(image=PHOTOS["cat"], arch=arch, loaded=loaded)
     assert _top_labels(top5) == [p.label for p in expected.predictions]
     assert "UNTRAINED" in status and "UNTRAINED" in caption
     assert Path(heatmap).exists() and Path(raw).suffix == ".npy"
@@ -97,7 +98,7 @@ def _rss_mb() -> float:
 
 def _temp_files() -> int:
     """Files the server keeps: Gradio's cache and the app's own downloads folder."""
-    from resnet_demo.ui.handlers import DOWNLOADS
+    from resnet_demo.ui.downloads import DOWNLOADS
 
     cache = Path(os.environ.get("GRADIO_TEMP_DIR", Path(tempfile.gettempdir()) / "gradio"))
     return sum(len(files) for d in (cache, DOWNLOADS.dir) for _root, _dirs, files in os.walk(d))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet_demo.datasets import (
+from resnet_demo.data import (
     SAMPLE_CLASSES,
     ZipLimits,
     load_image_set,

@@ -198,6 +198,8 @@ def test_selected_block_is_highlighted() -> None:
     assert list(ring.customdata) == ["layer3.17"]
     # A stale selection (another architecture's block) is ignored, not an error.
     assert not [t for t in architecture_figure(arch="resnet50", selected="layer3.17").data if t.name == "selected"]
+    # Only blocks can be selected: a stem node's name draws no ring either.
+    assert not [t for t in architecture_figure(arch="resnet50", selected="conv1").data if t.name == "selected"]
 
 
 @pytest.mark.parametrize("arch", ARCHES)

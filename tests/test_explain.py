@@ -21,6 +21,8 @@ from resnet_demo.explain import (
     METHODS,
     STAGES,
     Analysis,
+    Method,
+    MethodCall,
     analyze,
     find_class,
     inference_model,
@@ -29,8 +31,12 @@ from resnet_demo.explain import (
     overlay_on_full,
     predict,
     prepare,
+    register,
     resolve_class,
+    unregister,
 )
+from resnet_demo.explain.captum_methods import finish_pixel_map
+from resnet_demo.explain.network import inference_pass, input_of
 from resnet_demo.fold import fold_batchnorm
 from resnet_demo.model import ResNet, build_model
 from resnet_demo.weights import LoadedModel, Preprocessing, WeightsSpec, shared_model, weights_spec
@@ -324,8 +330,10 @@ def test_one_pass_and_on_demand_gradcam_agree(r50: LoadedModel) -> None:
     assert eager_analysis.predictions == analyze(image=CAT, loaded=r50).predictions
 
 
-def test_block_stats_from_the_same_forward(r50: LoadedModel) -> None:
-    analysis = analyze(image=CAT, loaded=r50)
+@pytest.mark.parametrize("gradcam_stages", [(), STAGES], ids=["inference pass", "one pass with Grad-CAM"])
+def test_block_stats_from_the_same_forward(r50: LoadedModel, gradcam_stages: tuple[str, ...]) -> None:
+    # The reference: the unfolded, out-of-place model, which returns F(x) and the shortcut of every block.
+    analysis = analyze(image=CAT, loaded=r50, gradcam_stages=gradcam_stages)
     x = prepare(image=CAT, preprocessing=r50.spec.preprocessing).tensor
     with torch.no_grad():
         ref = r50.model.forward_intermediates(x, blocks=True)
@@ -334,10 +342,33 @@ def test_block_stats_from_the_same_forward(r50: LoadedModel) -> None:
     for stat, block in zip(analysis.blocks, ref.blocks, strict=True):
         ratio = (block.residual.norm() / block.shortcut.norm()).item()
         assert stat.residual_ratio == pytest.approx(ratio, rel=1e-4)
+        assert stat.residual_norm == pytest.approx(block.residual.norm().item(), rel=1e-4)
+        assert stat.shortcut_norm == pytest.approx(block.shortcut.norm().item(), rel=1e-4)
         assert stat.mean_activation == pytest.approx(block.output.mean().item(), rel=1e-4)
         assert stat.out_shape == tuple(block.output.shape[1:])
         assert stat.projection == stat.name.endswith(".0")
         assert stat.stage == stat.name.split(".")[0] and stat.index == int(stat.name.split(".")[1])
+    # The stage outputs the analysis keeps are the reference's: the same channel means, the same probabilities.
+    assert _close(analysis.probabilities(), torch.softmax(ref.logits, dim=1)[0])
+    for stage in STAGES:
+        grid = analysis.feature_maps(stage, n=8)
+        assert _close(grid.means, ref.stages[stage][0].mean(dim=(1, 2))[grid.channels]), stage
+
+
+def test_engine_pass_equals_the_models_forward(r50: LoadedModel) -> None:
+    """The engine's inference pass (folded, in place, channels_last) against the model's own forward."""
+    x = prepare(image=CAT, preprocessing=r50.spec.preprocessing).tensor
+    with torch.no_grad():
+        ref = r50.model.forward_intermediates(x, blocks=True)
+    folded = inference_model(r50.model)
+    with torch.inference_mode():
+        logits, acts, numbers = inference_pass(folded, input_of(folded, x), compile=False)
+    assert _close(logits, ref.logits)
+    assert list(acts) == list(STAGES)
+    for stage in STAGES:
+        assert _close(acts[stage], ref.stages[stage]), stage
+    expected = [[b.residual.norm(), b.shortcut.norm(), b.output.mean()] for b in ref.blocks]
+    assert _close(numbers, torch.tensor(expected))
 
 
 def test_feature_maps_top_channels_by_mean_activation(r50: LoadedModel) -> None:
@@ -398,6 +429,60 @@ def test_method_cost_orders_the_methods() -> None:
     assert costs["gradcam"] < costs["guided-gradcam"] < costs["occlusion"] < costs["ig"]
     assert method_cost(method="ig", arch="resnet152") > costs["ig"]
     assert method_cost(method="ig", arch="resnet50", noise_tunnel_samples=4) == pytest.approx(4 * costs["ig"])
+
+
+def _saliency(call: MethodCall) -> dict[str, torch.Tensor]:
+    """Gradient x input: a method small enough to write in a test."""
+    x = call.image.clone().requires_grad_(True)
+    with torch.enable_grad():
+        score = call.model(x)[0, call.target] * call.options["scale"]
+        (grad,) = torch.autograd.grad(score, [x])
+    return {"input": (grad * x).detach()}
+
+
+def test_a_new_method_is_one_registry_entry(r50: LoadedModel) -> None:
+    entry = Method(
+        name="saliency",
+        label="Gradient x input",
+        space="input",
+        cost=lambda stage, options: 2.0,  # a forward and a backward
+        compute=_saliency,
+        finish=finish_pixel_map,
+        options={"scale": 1},
+    )
+    register(entry)
+    try:
+        assert METHODS["saliency"] == "Gradient x input" and list(METHODS)[-1] == "saliency"
+        with pytest.raises(ValueError):
+            register(entry)
+        analysis = analyze(image=CAT, loaded=r50)
+        att = analysis.attribution(method="saliency", stage="layer2")
+        assert att.stage == "input" and att.method == "saliency" and att.raw.shape == (3, 64, 64)
+        assert att.heatmap.shape == (64, 64) and att.heatmap.min() >= 0 and att.heatmap.max() <= 1 and not att.all_zero
+        assert analysis.attribution(method="saliency") is att  # cached
+        # The entry's options key the cache; another method's options are ignored.
+        assert analysis.attribution(method="saliency", scale=2) is not att
+        assert analysis.attribution(method="saliency", ig_steps=3) is att
+        with pytest.raises(TypeError, match="sigma"):
+            analysis.attribution(method="saliency", sigma=2)
+        assert method_cost(method="saliency", arch="resnet50") == pytest.approx(
+            2.0 / 36.0 * method_cost(method="occlusion", arch="resnet50")
+        )
+    finally:
+        unregister("saliency")
+    assert "saliency" not in METHODS
+    with pytest.raises(UserError, match="method"):
+        method_cost(method="saliency", arch="resnet50")
+
+
+def test_fresh_copy_recomputes_its_maps(r50: LoadedModel) -> None:
+    analysis = analyze(image=CAT, loaded=r50, gradcam_stages=("layer3",))
+    first = analysis.attribution(stage="layer3")
+    copy_ = analysis.fresh()
+    again = copy_.attribution(stage="layer3")
+    assert again is not first and np.array_equal(again.heatmap, first.heatmap)
+    assert copy_.attribution(stage="layer3") is again and analysis.attribution(stage="layer3") is first
+    assert copy_.predictions == analysis.predictions and copy_.timings == analysis.timings
 
 
 # --------------------------------------------------------------------------- sharing

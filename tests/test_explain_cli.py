@@ -1,10 +1,8 @@
-"""`python -m resnet_demo explain` and `python -m resnet_demo bench`, called in-process."""
+"""`python -m resnet_demo explain`, called in-process."""
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -60,29 +58,3 @@ def test_explain_bad_input_is_one_line(tmp_path: Path, capsys, torch_home: Path)
     assert err.startswith("error: ") and "not an image" in err and err.count("\n") == 1
     assert main(["explain", str(CAT), "--weights", "random", "--target", "zzzz", "--out", str(tmp_path / "y")]) == 2
     assert "No class matches" in capsys.readouterr().err
-
-
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_bench_smoke(tmp_path: Path, capsys, torch_home: Path) -> None:
-    md = tmp_path / "bench.md"
-    rc = main(["bench", "--repeats", "1", "--warmup", "0", "--size", "64", "--json", "--markdown", str(md)])
-    assert rc == 0
-    report = json.loads(capsys.readouterr().out)
-    rows = {r["name"]: r for r in report["results"]["resnet50"]}
-    assert rows["torchvision resnet50 eager forward (unit)"]["ratio"] == pytest.approx(1.0)
-    for name in ("engine: plain prediction", "engine: full explain", "engine: all-stage Grad-CAM",
-                 "naive: 2 forwards + captum LayerGradCam x5"):
-        assert rows[name]["median_s"] > 0 and rows[name]["goal"] == report["goals"].get(name)
-    assert "| engine: full explain |" in md.read_text()
-
-
-def test_bench_train_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen = {}
-    fake = types.ModuleType("resnet_demo.bench_train")
-    fake.main = lambda args: seen.update(vars(args)) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "resnet_demo.bench_train", fake)
-    assert main(["bench", "--train", "--repeats", "2"]) == 0
-    assert seen["arch"] == ["resnet50"] and seen["batch_size"] == 8 and seen["repeats"] == 2
-    assert seen["json"] is False and seen["warmup"] == 1
-    assert main(["bench", "--train", "--arch", "resnet101", "--json"]) == 0
-    assert seen["arch"] == ["resnet101"] and seen["repeats"] == 5 and seen["json"] is True

@@ -26,6 +26,7 @@ import torchvision
 
 from resnet_demo.errors import UserError
 from resnet_demo.finetune import (
+    FREEZE_MODES,
     FinetuneConfig,
     TrainEvent,
     TrainingDiverged,
@@ -34,6 +35,7 @@ from resnet_demo.finetune import (
     forward_backward,
     get_lr,
     optimizer_steps_per_epoch,
+    validate_config,
 )
 from resnet_demo.weights import CHECKPOINT_FORMAT, load_model
 
@@ -263,14 +265,70 @@ def test_absurd_learning_rate_stops_with_a_clear_message_and_keeps_the_last_good
 
 
 def test_bad_options_are_user_errors(tiny_data: Path, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="--freeze"):
+    with pytest.raises(UserError, match="What trains must be head"):
         finetune(FinetuneConfig(data=str(tiny_data), out=str(tmp_path), freeze="all"))
     with pytest.raises(UserError, match="No data"):
         finetune(FinetuneConfig(data=str(tmp_path / "missing"), out=str(tmp_path)))
     with pytest.raises(UserError, match="--amp fp16 needs a CUDA GPU"):
         finetune(FinetuneConfig(data=str(tiny_data), out=str(tmp_path), amp="fp16", device="cpu", weights="random"))
-    with pytest.raises(UserError, match="lower --batch-size"):
+    with pytest.raises(UserError, match="lower the batch size"):
         finetune(FinetuneConfig(data=str(tiny_data), out=str(tmp_path), batch_size=64, weights="random", **TINY))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"arch": "resnet18"}, "The model must be resnet50, resnet101 or resnet152, not 'resnet18'."),
+        ({"freeze": "all"}, "What trains must be head (the head only), layer4 (layer4 + head) or none (every layer)"),
+        ({"optimizer": "adam"}, "The optimizer must be sgd or adamw, not 'adam'."),
+        ({"amp": "fp8"}, "Mixed precision must be auto, fp16, bf16 or off, not 'fp8'."),
+        ({"extra_eval": "five-crop"}, "The extra test must be none, ten-crop or multi-scale, not 'five-crop'."),
+        ({"epochs": 0}, "Epochs must be at least 1."),
+        ({"batch_size": 0}, "The batch size must be at least 1."),
+        ({"accum_steps": 0}, "Gradient accumulation must be at least 1 micro-batch per optimizer step."),
+        ({"lr": 0.0}, "The learning rate must be above 0"),
+        ({"lr": float("nan")}, "The learning rate must be above 0"),
+        ({"image_size": 31}, "The image size must be at least 32 pixels"),
+        ({"label_smoothing": 1.0}, "Label smoothing must be at least 0 and below 1."),
+        ({"clip_grad_norm": -1.0}, "The gradient clipping norm must be 0 (off) or above."),
+        ({"warmup_epochs": -0.5}, "Warmup epochs must be 0 or more."),
+    ],
+)
+def test_validate_config_names_the_one_bad_setting_in_words(change: dict[str, Any], message: str) -> None:
+    validate_config(FinetuneConfig())  # the defaults pass
+    for server in (False, True):
+        with pytest.raises(UserError) as caught:
+            validate_config(FinetuneConfig(**change), server=server)
+        text = str(caught.value)
+        assert "--" not in text  # the app shows these messages too: settings in words, never flags
+        server_bound = server and ("epochs" in change or "batch_size" in change)  # its own message, tested below
+        if not server_bound:
+            assert text.startswith(message), text
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": 101}, "Epochs must be between 1 and 100."),
+        ({"epochs": 0}, "Epochs must be between 1 and 100."),
+        ({"batch_size": 257}, "The batch size must be between 1 and 256."),
+        ({"batch_size": 0}, "The batch size must be between 1 and 256."),
+        ({"lr": 1.5}, "The learning rate must be above 0 and at most 1 (0.01 is a good start for SGD)."),
+    ],
+)
+def test_validate_config_server_bounds_apply_only_on_the_server(change: dict[str, Any], message: str) -> None:
+    cfg = FinetuneConfig(**change)
+    with pytest.raises(UserError) as caught:
+        validate_config(cfg, server=True)
+    assert str(caught.value) == message
+    if all(v > 0 for v in change.values()):
+        validate_config(cfg)  # the command line allows long runs, big batches and any positive rate
+
+
+def test_validate_config_accepts_every_mode_and_the_server_limits() -> None:
+    for freeze in FREEZE_MODES:
+        validate_config(FinetuneConfig(freeze=freeze, epochs=100, batch_size=256, lr=1.0), server=True)
+        validate_config(FinetuneConfig(freeze=freeze, epochs=1, batch_size=1, lr=1e-6), server=True)
 
 
 def test_freeze_modes_set_what_trains() -> None:

@@ -13,11 +13,12 @@ from resnet_demo.weights import load_model
 
 @pytest.fixture
 def tab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    from resnet_demo.ui import finetune_tab
+    """The tab's handlers, writing under a fresh work folder."""
+    from resnet_demo.ui import finetune_handlers, session_folders
 
-    monkeypatch.setattr(finetune_tab, "WORK_ROOT", tmp_path / "work")
-    finetune_tab._TIMINGS.clear()
-    return finetune_tab
+    monkeypatch.setattr(session_folders, "WORK_ROOT", tmp_path / "work")
+    finetune_handlers._TIMINGS.clear()
+    return finetune_handlers
 
 
 def _request(session: str) -> Any:
@@ -26,11 +27,13 @@ def _request(session: str) -> Any:
     return gr.Request(session_hash=session)
 
 
-def test_tab_builds_inside_blocks(tab: Any) -> None:
+def test_tab_builds_inside_blocks() -> None:
     import gradio as gr
 
+    from resnet_demo.ui.finetune_tab import build_finetune_tab
+
     with gr.Blocks(), gr.Tab("Fine-tune"):
-        built = tab.build_finetune_tab()
+        built = build_finetune_tab()
     assert isinstance(built.checkpoint, gr.File) and isinstance(built.use_button, gr.Button)
     assert isinstance(built.arch, gr.Radio) and isinstance(built.curves, gr.Plot)
 
@@ -94,7 +97,7 @@ def test_tab_streams_curves_and_offers_the_checkpoint(tab: Any, tiny_data: Path,
     assert use["interactive"] is True
     loaded = load_model(arch="resnet50", weights=checkpoint)
     assert loaded.spec.categories == ("circle", "square", "triangle")
-    assert tab._JOB is None and not tab._LOCK.locked()
+    assert tab.jobs.current() is None and not tab.jobs.busy()
 
 
 def test_tab_runs_one_fine_tune_at_a_time_and_its_owner_can_cancel(tab: Any, tiny_data: Path, pretrained: Path) -> None:
@@ -112,6 +115,6 @@ def test_tab_runs_one_fine_tune_at_a_time_and_its_owner_can_cancel(tab: Any, tin
     status, _figure, checkpoint, _use = list(first)[-1]
     assert status.startswith("**Cancelled**")
     assert load_model(arch="resnet50", weights=checkpoint).spec.num_classes == 3  # usable
-    assert not tab._LOCK.locked() and tab.cancel_finetune(_request("a")) == "Nothing is running."
+    assert not tab.jobs.busy() and tab.cancel_finetune(_request("a")) == "Nothing is running."
 
 

@@ -9,8 +9,11 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from resnet_demo.ui import handlers as h
+from resnet_demo.ui import architecture_handlers, compare_handlers, model_choice
+from resnet_demo.ui import explain_handlers as h
+from resnet_demo.ui.architecture_handlers import architecture_view
 from resnet_demo.ui.components import SafeImage
+from resnet_demo.ui.downloads import Downloads
 
 from .conftest import EXAMPLES
 
@@ -56,7 +59,7 @@ def test_rerender_other_class_stage_and_full_view(offline: Path) -> None:
 
 def test_pretrained_status(fake_pretrained) -> None:
     fake_pretrained("resnet50", "imagenet-v2")
-    status = h.weights_status("resnet50", "imagenet-v2", None)
+    status = model_choice.weights_status("resnet50", "imagenet-v2", None)
     assert "ImageNet V2" in status and "80.9%" in status and "UNTRAINED" not in status
 
 
@@ -90,7 +93,7 @@ def test_safe_image_rejects_non_images(tmp_path: Path) -> None:
 
 def test_bad_choices_give_a_sentence(offline: Path) -> None:
     with pytest.raises(gr.Error, match="Upload a .pth checkpoint"):
-        explain(CAT, "resnet50", h.UPLOAD, None)
+        explain(CAT, "resnet50", model_choice.UPLOAD, None)
     with pytest.raises(gr.Error, match="Unknown model"):
         explain(CAT, "resnet18")
     with pytest.raises(gr.Error, match="Unknown stage"):
@@ -105,25 +108,27 @@ def test_bad_choices_give_a_sentence(offline: Path) -> None:
 def test_corrupt_checkpoint_names_the_file(offline: Path, tmp_path: Path) -> None:
     bad = _write(tmp_path / "mine.pth", b"garbage")
     with pytest.raises(gr.Error, match="mine.pth"):
-        explain(CAT, "resnet50", h.UPLOAD, bad)
+        explain(CAT, "resnet50", model_choice.UPLOAD, bad)
 
 
 def test_architecture_view_with_and_without_a_photo(offline: Path) -> None:
-    fig, inside, feats, caption = h.architecture_view(None, "resnet101", "residual_ratio", "layer3.22")
+    fig, inside, feats, caption = architecture_view(None, "resnet101", "residual_ratio", "layer3.22")
     assert feats is None and "Run a photo" in caption
     assert fig.layout.height and inside.layout.height
     analysis = explain()[0]
-    fig, inside, feats, caption = h.architecture_view(analysis, "resnet50", "residual_ratio", "layer2.0")
+    fig, inside, feats, caption = architecture_view(analysis, "resnet50", "residual_ratio", "layer2.0")
     assert isinstance(feats, PIL.Image.Image)
     assert "layer2.0" in caption and "512×28×28" in caption and "residual ratio" in caption
     ratios = {b.name: b.residual_ratio for b in analysis.blocks}
-    colored = [t for t in fig.data if getattr(t.marker, "color", None) is not None and not isinstance(t.marker.color, str)]
+    colored = [
+        t for t in fig.data if getattr(t.marker, "color", None) is not None and not isinstance(t.marker.color, str)
+    ]
     assert colored, "blocks should be coloured by the photo's statistics"
     assert sorted(np.round(list(colored[0].marker.color), 6)) == sorted(np.round(list(ratios.values()), 6))
 
 
 def test_compare_three_depths(offline: Path) -> None:
-    out = h.compare(CAT, "random")
+    out = compare_handlers.compare(CAT, "random")
     assert len(out) == 9
     for i, arch in enumerate(("ResNet-50", "ResNet-101", "ResNet-152")):
         label, heat, summary = out[3 * i : 3 * i + 3]
@@ -137,7 +142,7 @@ def test_predict_api_handler(offline: Path) -> None:
 
 
 def test_downloads_folder_is_bounded(tmp_path: Path) -> None:
-    d = h._Downloads(keep=5)
+    d = Downloads(keep=5)
     d.dir = tmp_path / "dl"
     paths = [d.save_npy(np.zeros(2), stem=f"m{i}") for i in range(12)]
     assert len(list(d.dir.glob("*.npy"))) == 5
@@ -146,9 +151,21 @@ def test_downloads_folder_is_bounded(tmp_path: Path) -> None:
 
 def test_use_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(gr.Error, match="No checkpoint yet"):
-        h.use_checkpoint(None, "resnet50")
-    arch, weights, path, tabs = h.use_checkpoint("/x/ft.pth", "resnet101")
-    assert arch == "resnet101" and weights["value"] == h.UPLOAD and path == "/x/ft.pth"
+        model_choice.use_checkpoint(None, "resnet50")
+    arch, weights, path, tabs = model_choice.use_checkpoint("/x/ft.pth", "resnet101")
+    assert arch == "resnet101" and weights["value"] == model_choice.UPLOAD and path == "/x/ft.pth"
+
+
+def test_picker_updates() -> None:
+    assert model_choice.checkpoint_visibility(model_choice.UPLOAD)["visible"] is True
+    assert model_choice.checkpoint_visibility("imagenet-v2")["visible"] is False
+    assert model_choice.start_choice(weights="imagenet-v1") == ("imagenet-v1", None)
+    assert model_choice.start_choice(weights="/x/ft.pth") == (model_choice.UPLOAD, "/x/ft.pth")
+    methods = [value for _label, value in h.method_picker("resnet152")["choices"]]
+    assert methods[0] == "gradcam" and len(methods) == len(set(methods))
+    blocks, stage_rows = architecture_handlers.arch_changed("resnet101")
+    assert blocks["value"] == "layer3.0" and "layer3.22" in [v for _label, v in blocks["choices"]]
+    assert stage_rows == architecture_handlers.table_rows(arch="resnet101")[0]
 
 
 def _write(path: Path, data: bytes) -> str:

@@ -1,7 +1,28 @@
-"""The Gradio app. This package is the only part of resnet_demo that imports gradio."""
+"""The Gradio app. This package is the only part of resnet_demo that imports gradio.
+
+* :mod:`.demo`: ``build_demo`` (the banner, the tabs, the events across tabs) and the command line;
+* :mod:`.settings`: queue and upload limits, theme and CSS;
+* one ``*_tab`` module per tab (layout and events) with its ``*_handlers`` (plain functions):
+  Explain, Architecture, Compare depths, Fine-tune;
+* :mod:`.model_choice`: the model and weights pickers and the weights banner;
+* :mod:`.finetune_job` and :mod:`.session_folders`: the server's one fine-tune, and each
+  browser session's work folder;
+* :mod:`.downloads`: the bounded folder of raw maps; :mod:`.components`: small shared pieces.
+"""
 
 from __future__ import annotations
 
-from .blocks import build_demo, launch_kwargs, main, parse_args
+from .demo import build_demo, launch_kwargs, main, parse_args
+from .settings import CSS, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, THEME
 
-__all__ = ["build_demo", "launch_kwargs", "main", "parse_args"]
+__all__ = [
+    "CSS",
+    "INFERENCE_LIMIT",
+    "MAX_UPLOAD",
+    "QUEUE_SIZE",
+    "THEME",
+    "build_demo",
+    "launch_kwargs",
+    "main",
+    "parse_args",
+]

@@ -1,10 +1,14 @@
-"""Small Gradio pieces: the image input that never shows a stack trace, the error wrapper."""
+"""Small pieces the tabs share: the image input that never shows a stack trace, the error wrapper,
+the example photos."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
@@ -16,29 +20,51 @@ log = logging.getLogger("resnet_demo.ui")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+
+
+def example_photos() -> list[str]:
+    """The example photos shipped with the app, for the tabs' example pickers."""
+    return sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
+
 
 def user_errors(fn: F) -> F:
     """Turn every exception of a handler into a ``gr.Error`` with a plain sentence.
 
     A :class:`UserError` keeps its own message; anything else is a bug, so it is
     logged with its traceback and the user gets a short apology instead of one.
+    A streaming (generator) handler stays a generator, its errors translated as it streams.
     """
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def streaming(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            with _as_sentences(fn.__name__):
+                yield from fn(*args, **kwargs)
+
+        return streaming  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with _as_sentences(fn.__name__):
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except UserError as e:
-            raise gr.Error(str(e)) from e
-        except MemoryError as e:
-            raise gr.Error("The server ran out of memory for this request. Try a smaller image or model.") from e
-        except Exception as e:
-            log.exception("handler %s failed", fn.__name__)
-            raise gr.Error(f"Something went wrong on the server ({type(e).__name__}). Please try again.") from e
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _as_sentences(handler: str) -> Iterator[None]:
+    try:
+        yield
+    except gr.Error:
+        raise
+    except UserError as e:
+        raise gr.Error(str(e)) from e
+    except MemoryError as e:
+        raise gr.Error("The server ran out of memory for this request. Try a smaller image or model.") from e
+    except Exception as e:
+        log.exception("handler %s failed", handler)
+        raise gr.Error(f"Something went wrong on the server ({type(e).__name__}). Please try again.") from e
 
 
 class SafeImage(gr.Image):

@@ -1,7 +1,7 @@
 """Live training curves for the app's Fine-tune tab, from the fine-tune callback's events.
 
 Plain plotly and no gradio, so the figures are testable and usable in a notebook:
-collect :class:`~resnet_demo.finetune.TrainEvent` objects in a
+collect :class:`~resnet_demo.finetune.events.TrainEvent` objects in a
 :class:`TrainingHistory`, then draw it with :func:`training_figure`.
 """
 
@@ -15,11 +15,12 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .finetune import TrainEvent
+from .events import TrainEvent
 
 __all__ = ["TrainingHistory", "format_duration", "training_figure"]
 
 FIGURE_HEIGHT = 340  # always set: plotly's autosize has rendered at zero height in hidden tabs
+_TRAIN, _VAL = "#6366f1", "#f59e0b"  # training and validation curves keep one colour each across panels
 
 
 @dataclass
@@ -39,6 +40,7 @@ class TrainingHistory:
     first_step: int = 0  # the step the run started from (a resumed run starts later)
 
     def add(self, event: TrainEvent) -> None:
+        """Take in one event of the run."""
         self.total_steps = event.total_steps
         self.epoch = event.epoch
         if event.kind == "start":
@@ -56,6 +58,7 @@ class TrainingHistory:
 
     @property
     def step(self) -> int:
+        """The latest optimizer step reported; 0 before the first."""
         return self.steps[-1] if self.steps else 0
 
     def seconds_left(self) -> float:
@@ -78,56 +81,30 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def _line(x: list[int], y: list[float], *, name: str, color: str, per_epoch: bool) -> go.Scatter:
+    # Per-step curves are dense, so thin lines; per-epoch points get markers.
+    if per_epoch:
+        return go.Scatter(x=x, y=y, name=name, mode="lines+markers", line={"color": color})
+    return go.Scatter(x=x, y=y, name=name, mode="lines", line={"width": 1, "color": color})
+
+
 def training_figure(history: TrainingHistory) -> go.Figure:
     """Three panels: loss (per step, and validation per epoch), top-1 accuracy per
     epoch (training and validation), and the learning rate per step."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Top-1 accuracy (%)", "Learning rate"))
     fig.add_trace(
-        go.Scatter(
-            x=history.steps,
-            y=history.loss,
-            name="train loss (step)",
-            mode="lines",
-            line={"width": 1, "color": "#6366f1"},
-        ),
-        row=1,
-        col=1,
+        _line(history.steps, history.loss, name="train loss (step)", color=_TRAIN, per_epoch=False), row=1, col=1
     )
     ends = [row["step"] for row in history.epochs]
+    epoch_curves = [  # (metric, legend name, colour, panel)
+        ("val_loss", "val loss (epoch)", _VAL, 1),
+        ("train_top1", "train top-1", _TRAIN, 2),
+        ("val_top1", "val top-1", _VAL, 2),
+    ]
     if history.epochs:
-        fig.add_trace(
-            go.Scatter(
-                x=ends,
-                y=[r["val_loss"] for r in history.epochs],
-                name="val loss (epoch)",
-                mode="lines+markers",
-                line={"color": "#f59e0b"},
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=ends,
-                y=[r["train_top1"] for r in history.epochs],
-                name="train top-1",
-                mode="lines+markers",
-                line={"color": "#6366f1"},
-            ),
-            row=1,
-            col=2,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=ends,
-                y=[r["val_top1"] for r in history.epochs],
-                name="val top-1",
-                mode="lines+markers",
-                line={"color": "#f59e0b"},
-            ),
-            row=1,
-            col=2,
-        )
+        for key, name, color, col in epoch_curves:
+            values = [r[key] for r in history.epochs]
+            fig.add_trace(_line(ends, values, name=name, color=color, per_epoch=True), row=1, col=col)
     fig.add_trace(
         go.Scatter(x=history.steps, y=history.lr, name="learning rate", mode="lines", line={"color": "#10b981"}),
         row=1,

@@ -17,13 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .explain import METHODS, STAGES, Analysis, Attribution, analyze, overlay, overlay_on_full, resolve_class
-from .images import load_image
-from .weights import ARCHES, DEFAULT_WEIGHTS, shared_model
+from ..errors import UserError
+from ..images import load_image
+from ..weights import ARCHES, DEFAULT_WEIGHTS, shared_model
+from . import METHODS, STAGES, Analysis, Attribution, analyze, overlay, overlay_on_full, resolve_class
+
+__all__ = ["configure_parser", "main"]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``explain`` command's arguments to ``parser``."""
     parser.add_argument("image", help="photo to explain (JPEG, PNG, GIF, WebP, TIFF, ...)")
     parser.add_argument("--arch", choices=ARCHES, default="resnet50", help="network depth (default resnet50)")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="imagenet-v2 (default), imagenet-v1, random, or a .pth path")
@@ -72,40 +75,22 @@ def _write_maps(analysis: Analysis, atts: list[Attribution], out: Path, opacity:
     return maps
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.topk < 1:
-        raise UserError("--topk must be at least 1.")
-    if not 0.0 <= args.opacity <= 1.0:
-        raise UserError("--opacity must be between 0 and 1.")
-    if args.noise_tunnel < 0:
-        raise UserError("--noise-tunnel must be 0 or more.")
-    image = load_image(args.image)  # a bad file is reported before 100 MB of weights load
-    loaded = shared_model(arch=args.arch, weights=args.weights, fallback_to_random=args.fallback_random)
-    stages = list(STAGES) if args.stage == "all" else [args.stage]
-    # Grad-CAM for the top class at several stages comes from the one pass; see analyze().
-    one_pass = stages if args.method == "gradcam" and args.target is None and len(stages) > 1 else ()
-    analysis = analyze(image=image, loaded=loaded, topk=args.topk, gradcam_stages=one_pass, compile=args.compile)
-    target = None if args.target is None else resolve_class(categories=analysis.categories, query=args.target)
-
-    if args.method == "gradcam":
-        atts = list(analysis.attributions(stages=stages, target=target).values())
-    elif args.method in ("ig", "occlusion"):
-        atts = [analysis.attribution(method=args.method, target=target, noise_tunnel_samples=args.noise_tunnel)]
-    else:
-        atts = [analysis.attribution(method=args.method, stage=s, target=target) for s in stages]
-
-    out = Path(args.out) if args.out else Path(f"explain-{Path(args.image).stem}")
-    out.mkdir(parents=True, exist_ok=True)
-    analysis.crop.save(out / "crop.png")
+def _write_features(analysis: Analysis, out: Path) -> dict[str, dict[str, Any]]:
     features = {}
     for stage in STAGES:
         grid = analysis.feature_maps(stage)
         grid.image.save(out / f"features_{stage}.png")
         features[stage] = {"shape": list(grid.shape), "channels": grid.channels, "file": f"features_{stage}.png"}
-    maps = _write_maps(analysis, atts, out, args.opacity)
+    return features
 
+
+def _summary(args: argparse.Namespace, analysis: Analysis, atts: list[Attribution], out: Path) -> dict[str, Any]:
+    """Everything ``summary.json`` holds; writes the image and map files on the way."""
+    analysis.crop.save(out / "crop.png")
+    features = _write_features(analysis, out)
+    maps = _write_maps(analysis, atts, out, args.opacity)
     first = atts[0]
-    summary = {
+    return {
         "image": str(args.image),
         "arch": analysis.arch,
         "weights": analysis.spec.name,
@@ -122,10 +107,9 @@ def main(args: argparse.Namespace) -> int:
         "timings": analysis.timings,
         "out": str(out),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
+
+
+def _print_text(analysis: Analysis, atts: list[Attribution], method: str, out: Path) -> None:
     if analysis.untrained:
         print(f"WARNING: {analysis.status}")
     if analysis.warning:
@@ -133,9 +117,41 @@ def main(args: argparse.Namespace) -> int:
     print(f"{analysis.arch}, {analysis.spec.label}: top {len(analysis.predictions)}")
     for p in analysis.predictions:
         print(f"  {p.prob:7.2%}  {p.index:4d}  {p.label}")
-    print(f"{METHODS[args.method]} for class {first.target} ({first.target_label}, {first.target_prob:.2%}):")
+    first = atts[0]
+    print(f"{METHODS[method]} for class {first.target} ({first.target_label}, {first.target_prob:.2%}):")
     for att in atts:
         note = "  all zero: no positive evidence here" if att.all_zero else ""
         print(f"  {att.stage:<7} raw {tuple(att.raw.shape)}  {att.seconds * 1000:7.1f} ms{note}")
     print(f"Forward {analysis.timings['forward'] * 1000:.0f} ms. Files in {out}/")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the ``explain`` command; bad input is a :class:`UserError` (one line, exit status 2)."""
+    if args.topk < 1:
+        raise UserError("--topk must be at least 1.")
+    if not 0.0 <= args.opacity <= 1.0:
+        raise UserError("--opacity must be between 0 and 1.")
+    if args.noise_tunnel < 0:
+        raise UserError("--noise-tunnel must be 0 or more.")
+    image = load_image(args.image)  # a bad file is reported before 100 MB of weights load
+    loaded = shared_model(arch=args.arch, weights=args.weights, fallback_to_random=args.fallback_random)
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
+    # Grad-CAM for the top class at several stages comes from the one pass; see analyze().
+    one_pass = stages if args.method == "gradcam" and args.target is None and len(stages) > 1 else ()
+    analysis = analyze(image=image, loaded=loaded, topk=args.topk, gradcam_stages=one_pass, compile=args.compile)
+    target = None if args.target is None else resolve_class(categories=analysis.categories, query=args.target)
+    # An input method makes one map whatever the stage; a layer method one per stage.
+    found = analysis.attributions(
+        stages=stages, target=target, method=args.method, noise_tunnel_samples=args.noise_tunnel
+    )
+    atts = list(found.values())
+
+    out = Path(args.out) if args.out else Path(f"explain-{Path(args.image).stem}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = _summary(args, analysis, atts, out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_text(analysis, atts, args.method, out)
     return 0

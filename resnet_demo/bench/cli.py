@@ -1,0 +1,55 @@
+"""``python -m resnet_demo bench``: the explanation engine against reference pipelines
+(:mod:`.explain`), or with ``--train`` the fine-tune step against the PyTorch ImageNet
+example (:mod:`.train`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+import torch
+
+from ..devices import configure_threads
+from ..weights import ARCHES, DEFAULT_WEIGHTS
+from .explain import DEFAULT_IMAGE, run
+
+__all__ = ["configure_parser", "main"]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` command's arguments to ``parser``."""
+    parser.add_argument("--arch", choices=ARCHES, action="append", help="architecture (repeatable; default resnet50)")
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="weights name or path (random if unavailable)")
+    parser.add_argument("--image", default=str(DEFAULT_IMAGE), help="photo to explain (default examples/cat.jpg)")
+    parser.add_argument("--size", type=int, default=None, help="crop size in pixels (default: the weights' 224)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed runs per row (default 15, with --train 5); medians reported"
+    )
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs per row first (default 2, --train 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the usable cores)")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size (the --train benchmark)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the naive and pytorch-grad-cam rows")
+    parser.add_argument(
+        "--methods", action="store_true", help="also time on-demand Grad-CAM, Guided Grad-CAM, IG, Occlusion (slow)"
+    )
+    parser.add_argument("--compile", action="store_true", help="also time the engine under torch.compile (slow start)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown to FILE")
+    parser.add_argument("--train", action="store_true", help="benchmark fine-tuning instead (resnet_demo.bench.train)")
+    parser.add_argument("--device", default="auto", help="device for --train: auto (CUDA when there), cpu, cuda")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the ``bench`` command."""
+    args.arch = args.arch or ["resnet50"]
+    args.repeats = (5 if args.train else 15) if args.repeats is None else args.repeats
+    args.warmup = (1 if args.train else 2) if args.warmup is None else args.warmup
+    if args.train:
+        # Imported on use: the fine-tune modules are not needed otherwise.
+        return int(importlib.import_module("resnet_demo.bench.train").main(args) or 0)
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be at least 1")
+    configure_threads()
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    return run(args)

@@ -1,0 +1,136 @@
+"""The network as the diagram reads it: one :class:`BlockInfo` per bottleneck block.
+
+Everything is read from the model the app runs, built on the meta device (shapes, no
+storage, nothing run), and from :mod:`resnet_demo.complexity`; nothing about the
+network is typed in by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from ..complexity import macs_by_module, parameter_count
+from ..model import ARCH_DEPTHS, Bottleneck, ResNet, build_model
+
+Shape = tuple[int, int, int]  # (C, H, W) of one image
+
+IMAGE_SIZE = 224  # the figures show the shapes of the standard 224x224 crop
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """One bottleneck block as the diagram shows it (shapes at ``image_size`` input)."""
+
+    name: str  # module path, e.g. "layer3.0"
+    stage: str  # "layer3"
+    index: int  # position in its stage, from 0
+    in_shape: Shape
+    out_shape: Shape
+    stride: int  # on the 3x3 convolution (ResNet v1.5)
+    widths: tuple[int, int, int, int]  # channels: in, after 1x1 reduce, after 3x3, out
+    projection: bool  # True: the shortcut is a 1x1 conv + BN; False: the identity
+    params: int  # the whole block, projection included
+    macs: int  # multiply-accumulates of the whole block, projection included
+    shortcut_params: int = 0  # of the projection alone (0 for the identity)
+    shortcut_macs: int = 0
+
+    @property
+    def downsamples(self) -> bool:
+        return self.stride > 1
+
+
+@lru_cache(maxsize=4)
+def meta_model(arch: str) -> ResNet:
+    """``arch`` built on the meta device, cached; callers only read its module attributes."""
+    # Meta tensors have shapes but no storage: the structure costs nothing to keep.
+    with torch.device("meta"):
+        return build_model(arch).eval()
+
+
+def pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    """A kernel size, stride or padding as (height, width)."""
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _after(layer: nn.Module, shape: Shape) -> Shape:
+    """Shape after a Conv2d or MaxPool2d, from its own kernel, stride and padding."""
+    c, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw) = pair(layer.kernel_size), pair(layer.stride), pair(layer.padding)
+    out_c = layer.out_channels if isinstance(layer, nn.Conv2d) else c
+    return (out_c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+
+
+def stem_shapes(net: ResNet, image_size: int) -> tuple[Shape, Shape, Shape]:
+    """(image, after conv1, after maxpool)."""
+    image = (net.conv1.in_channels, image_size, image_size)
+    after_conv = _after(net.conv1, image)
+    return image, after_conv, _after(net.maxpool, after_conv)
+
+
+def block_shapes(block: Bottleneck, x: Shape) -> tuple[Shape, Shape, Shape]:
+    """Shapes after conv1, conv2 and conv3 of one block with input shape ``x``."""
+    a = _after(block.conv1, x)
+    b = _after(block.conv2, a)
+    return a, b, _after(block.conv3, b)
+
+
+@lru_cache(maxsize=16)
+def cached_block_infos(arch: str, image_size: int) -> tuple[BlockInfo, ...]:
+    """Every block of ``arch`` in running order, cached (an unchecked ``arch`` raises KeyError)."""
+    net = meta_model(arch)
+    macs = macs_by_module(arch, image_size=image_size)
+    x = stem_shapes(net, image_size)[2]
+    infos = []
+    for stage_name, stage in net.stages.items():
+        for i, block in enumerate(stage):
+            name = f"{stage_name}.{i}"
+            out = block_shapes(block, x)[2]
+            proj = block.downsample is not None
+            infos.append(
+                BlockInfo(
+                    name=name,
+                    stage=stage_name,
+                    index=i,
+                    in_shape=x,
+                    out_shape=out,
+                    stride=pair(block.conv2.stride)[0],
+                    widths=(block.conv1.in_channels, block.conv1.out_channels, block.conv2.out_channels, out[0]),
+                    projection=proj,
+                    params=parameter_count(block),
+                    macs=macs.get(name, 0),
+                    shortcut_params=parameter_count(block.downsample) if proj else 0,
+                    shortcut_macs=macs.get(f"{name}.downsample", 0) if proj else 0,
+                )
+            )
+            x = out
+    return tuple(infos)
+
+
+def stage_depths(arch: str) -> dict[str, int]:
+    """Stage name -> number of blocks, read from the model ("layer1": 3, ...)."""
+    return {name: len(stage) for name, stage in meta_model(arch).stages.items()}
+
+
+def check_arch(arch: str) -> None:
+    """Raise ValueError, naming the choices, unless ``arch`` is a known architecture."""
+    if arch not in ARCH_DEPTHS:
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_DEPTHS)}.")
+
+
+def block_infos(arch: str, *, image_size: int = 224) -> list[BlockInfo]:
+    """Every bottleneck block of ``arch``, in the order the network runs them."""
+    check_arch(arch)
+    return list(cached_block_infos(arch, image_size))
+
+
+def block_choices(*, arch: str) -> list[tuple[str, str]]:
+    """(label, block name) pairs for a dropdown, e.g. ("layer3.0 · 512→1024, stride 2", "layer3.0")."""
+    out = []
+    for b in block_infos(arch):
+        extra = f", stride {b.stride}" if b.downsamples else ""
+        out.append((f"{b.name} · {b.widths[0]}→{b.widths[3]}{extra}", b.name))
+    return out

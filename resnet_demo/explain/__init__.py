@@ -1,0 +1,72 @@
+"""The explanation engine: predictions, explanation maps (Grad-CAM at any stage and class,
+and the methods of the registry), feature maps and per-block statistics of one image,
+from one forward pass.
+
+:func:`analyze` runs the network once and returns an :class:`Analysis` that holds what
+that pass computed: the top-k predictions, the output of every stage and the statistics
+of every bottleneck block. Everything else is derived from it on request.
+
+Where each part lives:
+
+* :mod:`.results`: the records returned (:class:`Prediction`, :class:`BlockStat`,
+  :class:`FeatureGrid`, :class:`Attribution`, :class:`Prepared`);
+* :mod:`.inputs`: loading and preprocessing an image (:func:`prepare`);
+* :mod:`.network`: the cached folded inference copy of a model and its inference pass;
+* :mod:`.analyze`: :func:`analyze`, :func:`predict` and the block statistics;
+* :mod:`.analysis`: :class:`Analysis`, feature maps and cached explanation maps;
+* :mod:`.methods`: the method registry (:class:`Method`, :func:`register`, :data:`METHODS`);
+* :mod:`.gradcam`: Grad-CAM (CAM at layer4 without a backward, one backward for all stages);
+* :mod:`.captum_methods`: Guided Grad-CAM, Integrated Gradients (+ NoiseTunnel), Occlusion;
+* :mod:`.cost`: :func:`method_cost`, the expected seconds of a map on this machine;
+* :mod:`.classes`: :func:`find_class` and :func:`resolve_class`;
+* :mod:`.cli`: the ``python -m resnet_demo explain`` command.
+
+Nothing is ever hooked or changed on a shared model, so an :class:`Analysis` may be
+kept per user and used from several threads.
+"""
+
+# Importing these registers the built-in methods; menus list methods in the order registered.
+from . import gradcam  # noqa: F401  (first)
+
+# isort: split
+from . import captum_methods  # noqa: F401
+
+# isort: split
+from ..model import STAGES
+from ..render import overlay
+from .analysis import Analysis, overlay_on_full
+from .analyze import analyze, predict
+from .captum_methods import IG_STEPS
+from .classes import find_class, resolve_class
+from .cost import method_cost
+from .inputs import prepare
+from .methods import METHODS, REGISTRY, Method, MethodCall, get_method, register, unregister
+from .network import inference_model
+from .results import Attribution, BlockStat, FeatureGrid, Prediction, Prepared
+
+__all__ = [
+    "IG_STEPS",
+    "METHODS",
+    "REGISTRY",
+    "STAGES",
+    "Analysis",
+    "Attribution",
+    "BlockStat",
+    "FeatureGrid",
+    "Method",
+    "MethodCall",
+    "Prediction",
+    "Prepared",
+    "analyze",
+    "find_class",
+    "get_method",
+    "inference_model",
+    "method_cost",
+    "overlay",
+    "overlay_on_full",
+    "predict",
+    "prepare",
+    "register",
+    "resolve_class",
+    "unregister",
+]

@@ -1,0 +1,56 @@
+"""Images in: loading and preprocessing an image for a weights entry, once per image and entry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from PIL import Image
+
+from ..images import ImageSource, load_image, preprocess
+from ..weights import LoadedModel, Preprocessing, shared_model
+from .results import Prepared
+
+__all__ = ["choose_model", "load_then_prepare", "prepare"]
+
+
+def prepare(*, image: ImageSource | Prepared, preprocessing: Preprocessing) -> Prepared:
+    """Load ``image`` (see :func:`~resnet_demo.images.load_image`) and preprocess it for a weights entry.
+
+    A :class:`Prepared` image for the same preprocessing is returned as it is.
+    """
+    if isinstance(image, Prepared):
+        if image.preprocessing == preprocessing:
+            return image
+        return _preprocessed(image.image, preprocessing, load_s=0.0)
+    t0 = time.perf_counter()
+    full = load_image(image)
+    return _preprocessed(full, preprocessing, load_s=time.perf_counter() - t0)
+
+
+def _preprocessed(full: Image.Image, preprocessing: Preprocessing, *, load_s: float) -> Prepared:
+    t0 = time.perf_counter()
+    tensor, crop, box = preprocess(full, preprocessing=preprocessing)
+    return Prepared(full, tensor, crop, box, preprocessing, {"load": load_s, "preprocess": time.perf_counter() - t0})
+
+
+def load_then_prepare(image: ImageSource | Prepared, get: Callable[[], LoadedModel]) -> tuple[LoadedModel, Prepared]:
+    """The model from ``get`` and the image prepared for it, reading the image first:
+    a bad file is reported without loading 100 MB of weights."""
+    if isinstance(image, Prepared):
+        lm = get()
+        return lm, prepare(image=image, preprocessing=lm.spec.preprocessing)
+    t0 = time.perf_counter()
+    full = load_image(image)
+    load_s = time.perf_counter() - t0
+    lm = get()
+    return lm, _preprocessed(full, lm.spec.preprocessing, load_s=load_s)
+
+
+def choose_model(
+    *, arch: str, weights: str, fallback_to_random: bool, loaded: LoadedModel | None
+) -> Callable[[], LoadedModel]:
+    """What :func:`load_then_prepare` calls for the model: ``loaded`` if given, else the shared model."""
+    if loaded is not None:
+        return lambda: loaded
+    return lambda: shared_model(arch=arch, weights=weights, fallback_to_random=fallback_to_random)

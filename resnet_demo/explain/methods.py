@@ -1,0 +1,140 @@
+"""The method registry: every explanation method is one :class:`Method` entry.
+
+An entry says what the method is called, whether its maps sit at a stage ("layer") or
+on the pixels ("input"), what one map costs in forward passes of the same network,
+which options it takes (with their defaults; their values also key the cache), how to
+compute raw maps and how to turn a raw map into a [0, 1] heat map.
+:meth:`~resnet_demo.explain.Analysis.attribution` and
+:func:`~resnet_demo.explain.method_cost` read everything from the entry, so adding a
+method is one ``register(Method(...))`` call. The built-in entries live in
+:mod:`.gradcam` (Grad-CAM) and :mod:`.captum_methods` (Guided Grad-CAM, Integrated
+Gradients, Occlusion).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from torch import Tensor
+
+from ..errors import UserError
+from ..model import ResNet
+from ..weights import Preprocessing
+from .network import input_of
+
+__all__ = [
+    "METHODS",
+    "REGISTRY",
+    "FinishedMap",
+    "Method",
+    "MethodCall",
+    "get_method",
+    "method_options",
+    "register",
+    "unregister",
+]
+
+# A finished map: the heat map (H, W) float32 in [0, 1], the raw map, and whether it holds no evidence.
+FinishedMap = tuple[np.ndarray, np.ndarray, bool]
+
+
+@dataclass(frozen=True, eq=False)
+class MethodCall:
+    """What a method's ``compute`` is given: the network, the image, the stored pass and the request."""
+
+    model: ResNet  # the shared inference copy: read it, never hook it (hooks go on a shell of it)
+    tensor: Tensor  # (1, 3, H, W) normalised, as preprocessed; ``image`` is the model's layout of it
+    activations: Mapping[str, Tensor]  # stage -> its (1, C, h, w) output from the analysis's forward
+    preprocessing: Preprocessing  # mean and std, e.g. for a black baseline
+    stages: tuple[str, ...]  # the stages asked for; ("input",) for input-space methods
+    target: int  # the class to explain
+    options: Mapping[str, int]  # the method's options, defaults filled in
+
+    @functools.cached_property
+    def image(self) -> Tensor:
+        """The input on the model's device, ``channels_last``: made on first use (Grad-CAM never needs it)."""
+        return input_of(self.model, self.tensor)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One explanation method: everything the engine needs to compute, cache and price its maps."""
+
+    name: str  # the key: "gradcam"
+    label: str  # what people read: "Grad-CAM"
+    space: Literal["layer", "input"]  # "layer": a map per stage; "input": one map on the pixels
+    # Seconds for one map, in units of one forward pass of the same network at the same size:
+    # (stage or "input", options) -> relative cost. Measured with `python -m resnet_demo bench --methods`.
+    cost: Callable[[str, Mapping[str, int]], float]
+    # The raw maps, stage -> tensor: at least every stage asked for. Maps of stages not asked
+    # for (computed on the way) are kept, and served when they are asked for later.
+    compute: Callable[[MethodCall], dict[str, Tensor]]
+    # A raw map and the crop's (H, W) -> the finished map.
+    finish: Callable[[Tensor, tuple[int, int]], FinishedMap]
+    # Option name -> default. Requests differing in an option are cached apart.
+    options: Mapping[str, int] = field(default_factory=dict)
+
+
+REGISTRY: dict[str, Method] = {}  # name -> entry, in the order registered (the order menus show)
+_LOCK = threading.Lock()
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to the registry and return it; a name already taken is a ``ValueError``."""
+    with _LOCK:
+        if method.name in REGISTRY:
+            raise ValueError(f"An explanation method named {method.name!r} is registered already.")
+        REGISTRY[method.name] = method
+    return method
+
+
+def unregister(name: str) -> Method:
+    """Remove the method called ``name`` from the registry and return it."""
+    with _LOCK:
+        return REGISTRY.pop(name)
+
+
+def get_method(name: str) -> Method:
+    """The entry called ``name``; an unknown name is a :class:`UserError` listing the known ones."""
+    method = REGISTRY.get(name)
+    if method is None:
+        raise UserError(f"Unknown method {name!r}; choose one of {', '.join(REGISTRY)}.")
+    return method
+
+
+def method_options(method: Method, given: Mapping[str, int]) -> dict[str, int]:
+    """``method``'s options: its defaults, overridden by ``given``.
+
+    Options that belong to other methods are ignored, so one request can be sent to any
+    method (the command line passes ``noise_tunnel_samples`` whatever the method); a name
+    no registered method knows is a ``TypeError``, like any unknown keyword argument.
+    """
+    known = {name for m in list(REGISTRY.values()) for name in m.options}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise TypeError(f"Unknown option(s) {', '.join(unknown)}; the methods take {', '.join(sorted(known))}.")
+    return {name: int(given.get(name, default)) for name, default in method.options.items()}
+
+
+class _Labels(Mapping[str, str]):
+    """The registry as name -> label, read live: what menus and messages list."""
+
+    def __getitem__(self, name: str) -> str:
+        return REGISTRY[name].label
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(REGISTRY))
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+METHODS: Mapping[str, str] = _Labels()

@@ -1,0 +1,92 @@
+"""What the explanation engine returns: predictions, block statistics, feature-map grids,
+explanation maps, and a preprocessed image. Plain frozen records, safe to share between threads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from torch import Tensor
+
+from ..images import CropBox
+from ..weights import Preprocessing
+from .classes import class_label
+
+__all__ = ["Attribution", "BlockStat", "FeatureGrid", "Prediction", "Prepared", "top_predictions"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    prob: float
+
+
+@dataclass(frozen=True)
+class BlockStat:
+    """One bottleneck block, for the diagram: how much its branch F(x) adds to x."""
+
+    name: str  # "layer3.0"
+    stage: str  # "layer3"
+    index: int  # position in its stage
+    out_shape: tuple[int, int, int]  # (C, H, W)
+    mean_activation: float  # mean of the block's output
+    residual_ratio: float  # ||F(x)|| / ||x||, x being the shortcut (projected where the shape changes)
+    residual_norm: float = 0.0  # ||F(x)||
+    shortcut_norm: float = 0.0  # ||x||
+    projection: bool = False  # the shortcut is a strided 1x1 projection, not the identity
+
+
+@dataclass(frozen=True)
+class FeatureGrid:
+    """The top channels of one stage's output by mean activation, drawn as a grid."""
+
+    stage: str
+    shape: tuple[int, int, int]  # (C, H, W) of the stage output
+    channels: list[int]  # channel indices in the grid, row by row, strongest first
+    image: Image.Image  # RGB grid; each tile scaled by its own maximum
+    means: list[float]  # mean activation of each shown channel
+
+
+@dataclass(frozen=True, eq=False)
+class Attribution:
+    """One explanation map for one class.
+
+    ``heatmap`` is the map on the crop the model saw, (crop_h, crop_w) float32 in
+    [0, 1]. ``raw`` is the map before upsampling and normalising: (h, w) at the
+    stage's resolution for Grad-CAM, (3, H, W) per input channel for Guided
+    Grad-CAM and Integrated Gradients, (H, W) for Occlusion. ``all_zero`` means the
+    map has no positive evidence (e.g. Grad-CAM for a class the region argues
+    against); its heatmap is then all zeros, never NaN.
+    """
+
+    stage: str  # a stage, or "input" for methods that attribute to pixels
+    target: int
+    target_label: str
+    method: str
+    heatmap: np.ndarray
+    raw: np.ndarray
+    all_zero: bool
+    seconds: float
+    target_prob: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """An image loaded and preprocessed for one weights entry (see :func:`~resnet_demo.explain.prepare`)."""
+
+    image: Image.Image  # the whole image, RGB
+    tensor: Tensor  # (1, 3, crop, crop), normalised
+    crop: Image.Image  # what the model saw
+    crop_box: CropBox  # where that is in ``image``
+    preprocessing: Preprocessing
+    timings: dict[str, float]
+
+
+def top_predictions(probs: np.ndarray, categories: Sequence[str], k: int) -> list[Prediction]:
+    """The ``k`` most probable classes of a (num_classes,) probability vector, best first (k is clamped)."""
+    k = max(1, min(int(k), probs.shape[0]))
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [Prediction(int(i), class_label(categories, int(i)), float(probs[i])) for i in order]

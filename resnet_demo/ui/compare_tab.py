@@ -1,0 +1,33 @@
+"""The Compare depths tab: one photo through ResNet-50, 101 and 152, side by side.
+Also wires the ``/compare`` API endpoint."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..weights import ARCHES
+from .compare_handlers import compare
+from .components import SafeImage, example_photos
+from .model_choice import ARCH_LABELS, WEIGHT_CHOICES
+
+
+def build_compare_tab(*, weights: str) -> None:
+    """Lay out the tab inside an open ``gr.Tab`` and wire its event; nothing in it talks to other tabs."""
+    gr.Markdown("The same photo through ResNet-50, 101 and 152: what does depth buy?")
+    with gr.Row():
+        image = SafeImage(type="filepath", image_mode=None, label="Photo", height=240)
+        with gr.Column():
+            # The named weights only: the three depths share no fine-tuned checkpoint.
+            weights_in = gr.Dropdown(WEIGHT_CHOICES[:3], value=weights, label="Weights")
+            run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+    gr.Examples(example_photos(), inputs=[image])
+    outputs = []
+    with gr.Row():
+        for arch in ARCHES:
+            with gr.Column():
+                outputs += [
+                    gr.Label(num_top_classes=5, label=ARCH_LABELS[arch]),
+                    gr.Image(label=f"{ARCH_LABELS[arch]}: layer4 Grad-CAM", interactive=False, height=220),
+                    gr.Markdown(),
+                ]
+    run.click(compare, [image, weights_in], outputs, api_name="compare", concurrency_id="inference")

@@ -1,0 +1,99 @@
+"""The whole app: the intro and the weights banner above the tabs, each tab from its own
+builder, the events that cross tabs, and the command line that launches it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import gradio as gr
+
+from ..devices import resolve_device
+from ..errors import UserError
+from ..weights import ARCHES, DEFAULT_WEIGHTS
+from .architecture_tab import build_architecture_tab
+from .compare_tab import build_compare_tab
+from .explain_tab import build_explain_tab
+from .finetune_tab import build_finetune_tab
+from .model_choice import SETTINGS, resolve_model, start_choice, status_markdown, use_checkpoint
+from .settings import CSS, DELETE_CACHE, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, STATE_TTL_S, THEME
+
+INTRO = """# ResNet Explorer
+Pick **ResNet-50, 101 or 152**, drop in a photo, and see what the network predicts and **why**:
+Grad-CAM for every stage and any class, the feature maps of every stage, and the bottleneck blocks at work.
+"""
+
+
+def build_demo(*, arch: str = "resnet50", weights: str = DEFAULT_WEIGHTS, device: str = "cpu") -> gr.Blocks:
+    """Build the app. Loads the default model now, so the page opens with its weights status."""
+    SETTINGS["device"] = str(resolve_device(device))
+    weights, start_checkpoint = start_choice(weights=weights)
+    # Not through the gr.Error wrapper: a bad --weights file must stop the start-up with its reason.
+    initial_status = status_markdown(resolve_model(arch=arch, weights=weights, checkpoint=start_checkpoint))
+    with gr.Blocks(title="ResNet Explorer", delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown(INTRO)
+        status = gr.Markdown(initial_status, elem_id="weights-status", elem_classes=["banner-warn"])
+        analysis = gr.State(None, time_to_live=STATE_TTL_S)  # the user's last photo, shared by the tabs
+        with gr.Tabs() as tabs:
+            with gr.Tab("Explain", id="explain"):
+                explain = build_explain_tab(
+                    arch=arch, weights=weights, checkpoint=start_checkpoint, status=status, analysis=analysis
+                )
+            with gr.Tab("Architecture", id="architecture") as arch_tab:
+                architecture = build_architecture_tab(arch=arch, tab=arch_tab, analysis=analysis)
+            with gr.Tab("Compare depths", id="compare"):
+                build_compare_tab(weights=weights)
+            with gr.Tab("Fine-tune", id="finetune"):
+                finetune = build_finetune_tab()
+
+        # The diagram shows the model of the last explained photo, coloured by it.
+        explain.explained.then(lambda a: a, explain.arch, architecture.arch, api_visibility="private")
+        finetune.use_button.click(
+            use_checkpoint,
+            [finetune.checkpoint, finetune.arch],
+            [explain.arch, explain.weights, explain.checkpoint, tabs],
+            api_visibility="private",
+        )
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The app's command line; Gradio's own host and port variables are the defaults."""
+    parser = argparse.ArgumentParser(prog="python app.py", description="ResNet Explorer in your browser.")
+    # Spaces (and other hosts) set Gradio's own variables; honour them.
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to bind")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), help="port")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument("--arch", choices=ARCHES, default="resnet50", help="model shown first (default resnet50)")
+    parser.add_argument(
+        "--weights", default=DEFAULT_WEIGHTS, help="imagenet-v2 (default), imagenet-v1, random, or a .pth path"
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="where inference runs")
+    return parser.parse_args(argv)
+
+
+def launch_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    """The keyword arguments of ``demo.launch`` for the command line ``args``."""
+    return {
+        "server_name": args.host,
+        "server_port": args.port,
+        "share": args.share,
+        "max_file_size": MAX_UPLOAD,
+        "theme": THEME,
+        "css": CSS,
+        "show_error": True,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build, queue and launch the app; returns the exit status (2 when it cannot start)."""
+    args = parse_args(argv)
+    try:
+        demo = build_demo(arch=args.arch, weights=args.weights, device=args.device)
+    except UserError as e:  # e.g. --device cuda without a GPU, or a --weights file that does not load
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=INFERENCE_LIMIT)
+    demo.launch(**launch_kwargs(args))
+    return 0

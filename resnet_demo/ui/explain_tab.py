@@ -1,0 +1,141 @@
+"""The Explain tab: pick a model, drop in a photo, see the top-5, the map of any stage,
+class and method, the Grad-CAM of every stage and the feature maps. Also wires the
+``/explain`` and ``/predict`` API endpoints, which take this tab's inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from . import explain_handlers as h
+from .components import SafeImage, example_photos
+from .model_choice import ARCH_CHOICES, WEIGHT_CHOICES, checkpoint_visibility, weights_status
+from .settings import INFERENCE_LIMIT
+
+
+@dataclass
+class ExplainTab:
+    """The tab's components; the app wires the model pickers and the explain event to other tabs."""
+
+    arch: gr.Radio
+    weights: gr.Dropdown
+    checkpoint: gr.File  # a fine-tuned .pth, shown while the weights picker says so
+    image: SafeImage
+    run: gr.Button
+    examples: gr.Examples
+    top5: gr.Label
+    stage: gr.Radio
+    view: gr.Radio  # the crop the model saw, or the whole photo
+    target: gr.Dropdown  # the class to explain
+    method: gr.Dropdown
+    opacity: gr.Slider
+    heatmap: gr.Image
+    caption: gr.Markdown
+    raw: gr.File  # the map before upsampling, as .npy
+    strip: gr.Gallery  # Grad-CAM of every stage
+    features: gr.Gallery
+    explained: Any = None  # the explain event, for what must follow a new photo or model
+
+
+def build_explain_tab(
+    *, arch: str, weights: str, checkpoint: str | None, status: gr.Markdown, analysis: gr.State
+) -> ExplainTab:
+    """Lay out the tab inside an open ``gr.Tab`` and wire its events.
+
+    ``status`` is the weights banner and ``analysis`` the user's state, both above the tabs.
+    """
+    with gr.Row():
+        with gr.Column(scale=2, min_width=300):
+            arch_in = gr.Radio(ARCH_CHOICES, value=arch, label="Model", elem_id="arch")
+            weights_in = gr.Dropdown(WEIGHT_CHOICES, value=weights, label="Weights", elem_id="weights")
+            checkpoint_in = gr.File(
+                label="Fine-tuned checkpoint (.pth)",
+                file_types=[".pth", ".pt"],
+                value=checkpoint,
+                visible=checkpoint is not None,
+                type="filepath",
+            )
+            image = SafeImage(
+                type="filepath",
+                image_mode=None,  # keep the file as uploaded: our loader handles every mode
+                sources=["upload", "webcam", "clipboard"],
+                label="Photo",
+                elem_id="photo",
+                height=320,
+            )
+            run = gr.Button("Explain", variant="primary", elem_id="run")
+            examples = gr.Examples(example_photos(), inputs=[image], label="Examples (click one)")
+        with gr.Column(scale=3, min_width=400):
+            top5 = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="top5")
+            with gr.Row():
+                stage = gr.Radio(h.STAGE_CHOICES, value="layer4", label="Stage", elem_id="stage")
+                view = gr.Radio(h.VIEW_CHOICES, value="crop", label="Show on")
+            with gr.Row():
+                target = gr.Dropdown(
+                    [("Top class", h.TOP_CLASS)],
+                    value=h.TOP_CLASS,
+                    label="Explain class (type to search)",
+                    elem_id="target",
+                )
+                method = gr.Dropdown(h.method_choices(arch=arch), value="gradcam", label="Method")
+                opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heat-map opacity")
+            heatmap = gr.Image(label="Heat map", elem_id="heatmap", format="png", height=360, interactive=False)
+            caption = gr.Markdown(elem_id="caption")
+            raw = gr.File(label="Raw map (.npy, before upsampling)", interactive=False)
+    strip = gr.Gallery(label="Grad-CAM at every stage, same class", columns=5, height=220, elem_id="strip")
+    features = gr.Gallery(
+        label="Feature maps: the most active channels of each stage", columns=5, height=260, elem_id="features"
+    )
+    tab = ExplainTab(
+        arch=arch_in, weights=weights_in, checkpoint=checkpoint_in, image=image, run=run, examples=examples,
+        top5=top5, stage=stage, view=view, target=target, method=method, opacity=opacity,
+        heatmap=heatmap, caption=caption, raw=raw, strip=strip, features=features,
+    )  # fmt: skip
+    tab.explained = _wire(tab, status=status, analysis=analysis)
+    return tab
+
+
+def _wire(tab: ExplainTab, *, status: gr.Markdown, analysis: gr.State) -> Any:
+    """The tab's events; returns the explain event."""
+    model_inputs = [tab.arch, tab.weights, tab.checkpoint]
+    tab.weights.change(checkpoint_visibility, tab.weights, tab.checkpoint, api_visibility="private", queue=False)
+    gr.on(
+        [tab.arch.change, tab.weights.change, tab.checkpoint.change],
+        weights_status,
+        model_inputs,
+        status,
+        api_visibility="private",
+        concurrency_id="load",
+        concurrency_limit=1,
+    )
+    tab.arch.change(h.method_picker, tab.arch, tab.method, api_visibility="private")
+
+    outputs = [analysis, tab.top5, status, tab.target, tab.heatmap, tab.caption, tab.strip, tab.features, tab.raw]
+    inputs = [tab.image, *model_inputs, tab.stage, tab.method, tab.opacity, tab.view]
+    inference = {"concurrency_id": "inference", "concurrency_limit": INFERENCE_LIMIT, "trigger_mode": "always_last"}
+    explained = gr.on(
+        [tab.run.click, tab.image.upload], h.run_explain, inputs, outputs, api_name="explain", **inference
+    )
+    # Clicking an example fills the photo (no upload event), then explains it.
+    tab.examples.load_input_event.then(h.run_explain, inputs, outputs, api_visibility="private", **inference)
+    gr.on(
+        [tab.stage.change, tab.target.input, tab.method.change, tab.opacity.release, tab.view.change],
+        h.rerender,
+        [analysis, tab.stage, tab.target, tab.method, tab.opacity, tab.view],
+        [tab.heatmap, tab.caption, tab.strip, tab.raw],
+        api_visibility="private",
+        concurrency_id="inference",
+        trigger_mode="always_last",
+    )
+    # /predict: top-5 only, for scripts. A hidden trigger gives it real components, so
+    # gradio_client sees an image input and a label output in the API schema.
+    gr.Button(visible=False).click(
+        h.predict,
+        [tab.image, tab.arch, tab.weights],
+        gr.Label(visible=False),
+        api_name="predict",
+        concurrency_id="inference",
+    )
+    return explained

@@ -1,0 +1,229 @@
+"""The Fine-tune tab's handlers: prepare the data, estimate the time, run and cancel.
+
+Plain functions, so the tests call them directly. The settings are checked once, by
+the core's :func:`~resnet_demo.finetune.validate_config` with the server's bounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import torch
+
+from ..data import ImageSet, load_image_set, make_sample_dataset, safe_extract_zip
+from ..devices import resolve_device
+from ..errors import UserError
+from ..finetune import (
+    FinetuneConfig,
+    FinetuneResult,
+    StepTiming,
+    estimate_seconds,
+    finetune,
+    measure_step,
+    validate_config,
+)
+from ..finetune.plots import TrainingHistory, format_duration, training_figure
+from . import finetune_job as jobs
+from .components import user_errors
+from .session_folders import fresh_folder, prune, session_dir, session_name
+
+log = logging.getLogger("resnet_demo.ui.finetune")
+
+UPDATE_EVERY_S = 1.0  # how often the curves are redrawn while training
+NO_DATA = "Prepare the data first: upload a zip or generate the sample set."
+
+_TIMINGS: dict[tuple[str, str, int, int, str], StepTiming] = {}  # measured steps, reused
+
+
+def _describe(images: ImageSet) -> str:
+    return f"**Data ready.** {images.summary()}"
+
+
+def _new_data_folder(request: gr.Request | None) -> Path:
+    """A fresh data folder for this session, refused while its own fine-tune reads the current one."""
+    session = session_name(request)
+    job = jobs.current()
+    if job is not None and job.owner == session:
+        raise gr.Error("Your fine-tune is running on the current data; wait for it to end, or cancel it first.")
+    prune(keep=job.owner if job is not None else None)
+    return fresh_folder(session_dir(session), prefix="data")
+
+
+@user_errors
+def prepare_upload(zip_file: str | None, request: gr.Request | None = None) -> tuple[str, str]:
+    """Unpack an uploaded zip of class folders safely; returns (data folder, summary)."""
+    if not zip_file:
+        raise gr.Error("Upload a .zip of class folders (e.g. cats/1.jpg, dogs/1.jpg), or generate the sample set.")
+    if not str(zip_file).lower().endswith(".zip"):
+        raise gr.Error("That is not a .zip file. Zip a folder that holds one sub-folder of images per class.")
+    dest = _new_data_folder(request)
+    dest.rmdir()  # safe_extract_zip creates it, and removes it again on any refusal
+    safe_extract_zip(zip_file, dest)
+    return str(dest), _describe(load_image_set(dest))
+
+
+@user_errors
+def generate_sample(request: gr.Request | None = None) -> tuple[str, str]:
+    """Write the sample set (coloured shapes on textured backgrounds); returns (folder, summary)."""
+    dest = _new_data_folder(request)
+    make_sample_dataset(dest, num_classes=3, images_per_class=40, image_size=160)
+    return str(dest), _describe(load_image_set(dest)) + " (generated sample set: circle, square, triangle)"
+
+
+def _device() -> str:
+    return str(resolve_device("auto"))
+
+
+def _settings(
+    dataset: str | None, arch: str, epochs: float, lr: float, batch_size: float, freeze: str, image_size: float
+) -> FinetuneConfig:
+    """The tab's inputs as a config the server allows, or a :class:`UserError` saying what is not."""
+    cfg = FinetuneConfig(
+        data=str(dataset or ""),
+        arch=arch,
+        epochs=int(epochs or 0),  # an empty field is refused as 0, in the core's words
+        lr=float(lr or 0),
+        batch_size=int(batch_size or 0),
+        freeze=freeze,
+        image_size=int(image_size or 0),
+        progress=False,
+        workers=0 if _device() == "cpu" else None,  # on a CPU host the cores are for the model
+    )
+    validate_config(cfg, server=True)
+    if not dataset or not Path(dataset).is_dir():
+        raise UserError(NO_DATA)
+    return cfg
+
+
+@user_errors
+def estimate_time(
+    dataset: str | None,
+    arch: str,
+    epochs: float,
+    batch_size: float,
+    freeze: str,
+    image_size: float = 224,
+) -> str:
+    """Say how long these settings will take here, from one measured training step."""
+    # The learning rate does not change the time of a step: the default stands in for it.
+    cfg = _settings(dataset, arch, epochs, FinetuneConfig().lr, batch_size, freeze, image_size)
+    images = load_image_set(cfg.data)
+    device = _device()
+    key = (cfg.arch, cfg.freeze, cfg.batch_size, cfg.image_size, device)
+    if key not in _TIMINGS:
+        if jobs.current() is not None:
+            return "A fine-tune is running on this server; a step measured now would be wrong. Estimate after it ends."
+        _TIMINGS[key] = measure_step(
+            arch=cfg.arch, freeze=cfg.freeze, batch_size=cfg.batch_size, image_size=cfg.image_size, device=device
+        )
+    timing = _TIMINGS[key]
+    total = estimate_seconds(timing, epochs=cfg.epochs, train_images=len(images.train), val_images=len(images.val))
+    where = "this server's GPU" if device == "cuda" else f"this server's CPU ({torch.get_num_threads()} threads)"
+    text = (
+        f"**Estimated time: about {format_duration(total)}** on {where}: "
+        f"{cfg.epochs} epoch(s) of {len(images.train)} training and {len(images.val)} validation images at "
+        f"{cfg.image_size} px, measured {timing.train_s:.3f} s per training image."
+    )
+    if device == "cpu" and total > 600:
+        text += " That is long: train the head only, use fewer epochs, or a smaller image size."
+    return text
+
+
+def _status(history: TrainingHistory, job: jobs.Job) -> str:
+    if not history.start:
+        return "Loading the pretrained weights and reading the images…"
+    parts = [f"**Epoch {min(history.epoch + 1, job.epochs)}/{job.epochs}**, step {history.step}/{history.total_steps}"]
+    if history.loss:
+        parts.append(f"training loss {history.loss[-1]:.3f}")
+    if history.epochs:
+        last = history.epochs[-1]
+        parts.append(f"validation top-1 {last['val_top1']:.1f}% (loss {last['val_loss']:.3f})")
+        parts.append(f"{last['images_per_s']:.1f} images/s")
+    left = history.seconds_left()
+    if math.isfinite(left):
+        parts.append(f"about {format_duration(left)} left")
+    return (
+        " · ".join(parts) + f"  \n{history.start.get('images', '')} Device: {history.start.get('device')}, "
+        f"{history.start.get('amp')}."
+    )
+
+
+def _final_status(result: FinetuneResult) -> str:
+    s = result.summary
+    best = s.get("best_val_top1")
+    if result.cancelled:
+        head = f"**Cancelled** after {s['steps_done']} step(s)."
+        if result.best is None:
+            head += " No epoch finished, so the checkpoint below holds the weights as they were when it stopped."
+    else:
+        head = f"**Done.** {s['epochs_done']} epoch(s), {s['steps_done']} steps."
+    if best is not None:
+        head += f" Best validation top-1: {best:.1f}% (center crop)."
+    return head + " Download the checkpoint below, or press **Use this model** to explain with it."
+
+
+def _failure(error: BaseException) -> gr.Error:
+    """What the page says when the run raised: the core's sentence, or a short apology for a bug."""
+    if isinstance(error, UserError):  # e.g. a diverged loss, naming the last good checkpoint
+        return gr.Error(str(error))
+    log.error("fine-tune failed", exc_info=error)
+    return gr.Error(f"The fine-tune failed on the server ({type(error).__name__}). Please try again.")
+
+
+@user_errors
+def run_finetune(
+    dataset: str | None,
+    arch: str,
+    epochs: float,
+    lr: float,
+    batch_size: float,
+    freeze: str,
+    image_size: float = 224,
+    request: gr.Request | None = None,
+    progress: Callable[..., Any] | None = gr.Progress(),  # noqa: B008 - how Gradio asks for a progress bar
+) -> Iterator[tuple[Any, ...]]:
+    """Start the fine-tune and stream (status, curves, checkpoint file, use-button update).
+
+    Raises ``gr.Error`` for bad settings, when another fine-tune runs, or when this one
+    fails (a diverged loss names the last good checkpoint). If the browser goes away,
+    the run is stopped at its next step and the server's fine-tune slot is freed.
+    """
+    cfg = _settings(dataset, arch, epochs, lr, batch_size, freeze, image_size)
+    session = session_name(request)
+    with jobs.claim(owner=session, epochs=cfg.epochs) as job:
+        cfg = dataclasses.replace(cfg, out=str(fresh_folder(session_dir(session), prefix="run")))
+        job.start(lambda: finetune(cfg, callback=job.events.put, stop=job.stop))
+        history = TrainingHistory(epochs_total=cfg.epochs)
+        no_file, disabled = None, gr.update(interactive=False)
+        yield _status(history, job), training_figure(history), no_file, disabled
+        last_yield = time.monotonic()
+        for event in job.events_until_done():
+            history.add(event)
+            job.total_steps, job.step = history.total_steps, history.step
+            if progress is not None and history.total_steps:
+                progress((history.step, history.total_steps), desc="fine-tuning", unit="steps")
+            if time.monotonic() - last_yield >= UPDATE_EVERY_S or history.done is not None:
+                last_yield = time.monotonic()
+                yield _status(history, job), training_figure(history), no_file, disabled
+        if job.error is not None:
+            raise _failure(job.error)
+        result = job.result
+        assert result is not None
+        path = result.best or result.last
+        ready = gr.update(interactive=path is not None)
+        yield _final_status(result), training_figure(history), str(path) if path else None, ready
+
+
+@user_errors
+def cancel_finetune(request: gr.Request | None = None) -> str:
+    """Ask this session's running fine-tune to stop; its checkpoint is kept and offered."""
+    if not jobs.cancel(owner=session_name(request)):
+        return "Nothing is running."
+    return "Cancelling after the current step; the checkpoint of the work done so far will be offered."

@@ -1,0 +1,91 @@
+"""The model the pickers name: the choices of architecture and weights, the shared model
+they load, and the weights banner that says what is running."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ..weights import ARCHES, LoadedModel, shared_model
+from .components import user_errors
+
+ARCH_LABELS: dict[str, str] = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "resnet152": "ResNet-152"}
+ARCH_CHOICES: list[tuple[str, str]] = [(ARCH_LABELS[a], a) for a in ARCHES]
+UPLOAD = "upload"
+WEIGHT_CHOICES: list[tuple[str, str]] = [
+    ("ImageNet V2 (torchvision, best)", "imagenet-v2"),
+    ("ImageNet V1 (the paper's recipe)", "imagenet-v1"),
+    ("Random (untrained)", "random"),
+    ("My checkpoint (.pth upload)", UPLOAD),
+]
+UNTRAINED_BANNER = "UNTRAINED"
+
+# Where inference runs; set once at start-up by build_demo (--device), read by every request.
+SETTINGS: dict[str, str] = {"device": "cpu"}
+
+
+def start_choice(*, weights: str) -> tuple[str, str | None]:
+    """The weights picker's first value and the checkpoint to show, for the ``--weights`` option.
+
+    A path starts the app on that checkpoint, as if it had been uploaded.
+    """
+    named = weights in {v for _label, v in WEIGHT_CHOICES}
+    return (weights, None) if named else (UPLOAD, weights)
+
+
+def resolve_model(*, arch: str, weights: str, checkpoint: str | None) -> LoadedModel:
+    """The shared, cached model for the pickers' values.
+
+    Named weights fall back to random ones when they cannot be had (the banner says
+    so); a checkpoint the user uploaded must load, or they get the reason.
+    """
+    if arch not in ARCHES:
+        raise gr.Error(f"Unknown model {arch!r}. Pick ResNet-50, ResNet-101 or ResNet-152.")
+    if weights == UPLOAD:
+        if not checkpoint:
+            raise gr.Error("Upload a .pth checkpoint first, or pick ImageNet weights.")
+        return shared_model(arch=arch, weights=str(checkpoint), device=SETTINGS["device"])
+    if weights not in dict((v, k) for k, v in WEIGHT_CHOICES):
+        raise gr.Error(f"Unknown weights {weights!r}. Pick ImageNet V2, ImageNet V1 or Random.")
+    return shared_model(arch=arch, weights=weights, fallback_to_random=True, device=SETTINGS["device"])
+
+
+def status_markdown(loaded: LoadedModel) -> str:
+    """The weights status line, and the warning banner when the weights fell back to random."""
+    if loaded.warning:
+        return (
+            f"⚠️ **Pretrained weights unavailable: running {ARCH_LABELS[loaded.spec.arch]} on random weights "
+            f"({UNTRAINED_BANNER}).** Every prediction below is meaningless; the views still work.\n\n"
+            f"{loaded.warning}"
+        )
+    if loaded.untrained:
+        return (
+            f"**{ARCH_LABELS[loaded.spec.arch]} on random weights ({UNTRAINED_BANNER}):** predictions are meaningless."
+        )
+    return f"✅ **{loaded.status}**"
+
+
+@user_errors
+def weights_status(arch: str, weights: str, checkpoint: str | None) -> str:
+    """Status line for the pickers, loading the model (once) if needed."""
+    if weights == UPLOAD and not checkpoint:
+        return "Upload a fine-tuned `.pth` checkpoint (from the Fine-tune tab or `python -m resnet_demo finetune`)."
+    return status_markdown(resolve_model(arch=arch, weights=weights, checkpoint=checkpoint))
+
+
+def checkpoint_visibility(weights: str) -> dict[str, Any]:
+    """Show the checkpoint upload only while the weights picker says "My checkpoint"."""
+    return gr.update(visible=weights == UPLOAD)
+
+
+def use_checkpoint(path: str | None, arch: str) -> tuple[Any, ...]:
+    """Fine-tune tab's "use this model": switch the Explain tab to the new checkpoint and its arch.
+
+    Returns (arch picker, weights picker, checkpoint file, selected tab).
+    """
+    if not path:
+        raise gr.Error("No checkpoint yet: run a fine-tune first.")
+    if arch not in ARCHES:
+        raise gr.Error(f"Unknown model {arch!r}.")
+    return arch, gr.update(value=UPLOAD), path, gr.Tabs(selected="explain")
