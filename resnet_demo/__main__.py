@@ -17,7 +17,7 @@ from .errors import UserError
 # so `info` never pays for the imports of `finetune`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("resnet_demo.info", "parameters and multiply-accumulates, measured vs published"),
-    "explain": ("resnet_demo.explain.cli", "predictions, Grad-CAM and feature maps of one image"),
+    "explain": ("resnet_demo.explain.cli", "predictions, explanation maps and feature maps of one image"),
     "finetune": ("resnet_demo.finetune.cli", "fine-tune on a folder or zip of class sub-folders"),
     "evaluate": ("resnet_demo.explain.evaluate_cli", "how far to trust a map: faithfulness curves, sanity check"),
     "bench": ("resnet_demo.bench.cli", "benchmark the explanation engine against references"),

@@ -11,18 +11,20 @@ Weights are named per architecture:
   written by this project's fine-tune routine (it carries its class names).
 * ``random``: Kaiming-initialised, untrained weights.
 
-Every file is read with ``torch.load(..., weights_only=True)``, so a pickle that
-would run code is refused. Nothing falls back to random weights unless the caller
-asks for it, and a model on random weights says so (:attr:`LoadedModel.untrained`).
+Every file is user input, read by :mod:`resnet_demo.checkpoint_files`: plain data only
+(``torch.load(..., weights_only=True)``, so a pickle that would run code is refused),
+finite float weights, and metadata checked field by field; each refusal is one
+:class:`WeightsError` sentence naming the file by its name, and nothing is loaded or
+cached. Nothing falls back to random weights unless the caller asks for it, and a
+model on random weights says so (:attr:`LoadedModel.untrained`).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import threading
-import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,15 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from .checkpoint_files import (
+    WeightsError,
+    check_class_names,
+    check_preprocessing,
+    check_tensors,
+    is_state_dict,
+    read_pth,
+)
 from .devices import resolve_device
-from .errors import UserError
 from .model import ARCH_DEPTHS, ResNet, build_model
 
 __all__ = [
@@ -45,9 +54,13 @@ __all__ = [
     "WeightsError",
     "WeightsSpec",
     "cache_path",
-    "shared_model",
+    "clear_model_cache",
+    "is_shared",
     "load_model",
     "offline",
+    "read_pth",
+    "shared_model",
+    "shared_models",
     "weights_spec",
 ]
 
@@ -66,10 +79,6 @@ _TV_ENUMS = {
 _TV_MEMBERS = {"imagenet-v1": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"}
 
 OFFLINE_ENV = "RESNET_DEMO_OFFLINE"
-
-
-class WeightsError(UserError):
-    """Weights could not be had. The message names the file, the cause and the fix."""
 
 
 @dataclass(frozen=True)
@@ -92,14 +101,10 @@ class Preprocessing:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
-        return cls(
-            resize_size=int(d["resize_size"]),
-            crop_size=int(d["crop_size"]),
-            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
-            interpolation=str(d.get("interpolation", "bilinear")),
-        )
+    def from_dict(cls, d: Any, *, name: str = "The checkpoint") -> Preprocessing:
+        """The preprocessing a checkpoint stored, every field checked (:class:`WeightsError`
+        naming ``name``, the file, when one is wrong)."""
+        return cls(**check_preprocessing(d, name=name))
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,7 @@ class LoadedModel:
     model: ResNet
     spec: WeightsSpec
     warning: str | None = None
+    cause: WeightsError | None = None  # why the fallback happened, for a remedy in the app's words
 
     @property
     def untrained(self) -> bool:
@@ -207,14 +213,18 @@ def weights_spec(*, arch: str, weights: str = DEFAULT_WEIGHTS) -> WeightsSpec:
             preprocessing=_torchvision_spec(arch, DEFAULT_WEIGHTS).preprocessing,
             pretrained=False,
         )
+    spec, _ = _read_local(arch, _local_path(weights))
+    return spec
+
+
+def _local_path(weights: str) -> Path:
     path = Path(weights).expanduser()
     if not path.exists():
         raise WeightsError(
-            f"Unknown weights {weights!r}: not one of {', '.join(NAMED_WEIGHTS)}, "
-            f"and no file exists at {path}. Pass a weights name or the path of a .pth file."
+            f"Unknown weights {path.name[:80]!r}: not one of {', '.join(NAMED_WEIGHTS)}, and no such file exists. "
+            f"Give a weights name or a .pth file."
         )
-    spec, _ = _read_local(arch, path)
-    return spec
+    return path
 
 
 def cache_path(spec: WeightsSpec) -> Path:
@@ -224,48 +234,26 @@ def cache_path(spec: WeightsSpec) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / spec.file_name
 
 
-def _safe_load(path: Path) -> Any:
-    """torch.load that refuses code-running pickles, with errors that say what was wrong."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise WeightsError(
-            f"Refused to load {path}: it holds more than tensors (a pickle that could run code), "
-            f"so it was not loaded. Use a plain state_dict saved with torch.save(model.state_dict()). "
-            f"({str(e).splitlines()[0]})"
-        ) from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise WeightsError(
-            f"Could not read {path}: the file is corrupt or not a PyTorch checkpoint "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}). "
-            f"Delete it and download it again, or pass --weights PATH with a good file."
-        ) from e
-
-
 def _read_local(arch: str, path: Path) -> tuple[WeightsSpec, dict[str, torch.Tensor]]:
-    obj = _safe_load(path)
+    """A user's .pth: a plain state_dict or a fine-tune checkpoint, every part checked."""
+    obj = read_pth(path)
+    name = path.name
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        if obj.get("arch") != arch:
-            raise WeightsError(
-                f"{path} is a fine-tuned {obj.get('arch')} checkpoint, not {arch}. "
-                f"Choose {obj.get('arch')} to load it."
-            )
-        state_dict = obj["model"]
-        categories = tuple(str(c) for c in obj["class_names"])
-        preprocessing = Preprocessing.from_dict(obj["preprocessing"])
-        label = f"fine-tuned: {path.name}"
-    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state_dict, categories, preprocessing = _finetune_parts(obj, arch=arch, name=name)
+        label = f"fine-tuned: {name}"
+    elif is_state_dict(obj):
         state_dict = obj
         fc = state_dict.get("fc.weight")
         n = int(fc.shape[0]) if isinstance(fc, torch.Tensor) and fc.ndim == 2 else 1000
         categories = _imagenet_categories() if n == 1000 else tuple(f"class {i}" for i in range(n))
         preprocessing = _torchvision_spec(arch, DEFAULT_WEIGHTS).preprocessing
-        label = f"file: {path.name}"
+        label = f"file: {name}"
     else:
         raise WeightsError(
-            f"{path} is not a ResNet state_dict: expected a dict of tensors "
+            f"{name} is not a ResNet state_dict: expected a dict of tensors "
             f"(torch.save(model.state_dict())) or a resnet_demo fine-tune checkpoint."
         )
+    check_tensors(state_dict, name=name)
     spec = WeightsSpec(
         arch=arch,
         name=str(path),
@@ -278,42 +266,102 @@ def _read_local(arch: str, path: Path) -> tuple[WeightsSpec, dict[str, torch.Ten
     return spec, state_dict
 
 
-def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: Path, arch: str) -> None:
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        # PyTorch lists every missing key; the first lines are enough to see the cause.
-        detail = " ".join(str(e).split())[:400]
+def _finetune_parts(
+    obj: dict[str, Any], *, arch: str, name: str
+) -> tuple[dict[str, torch.Tensor], tuple[str, ...], Preprocessing]:
+    """The weights, class names and preprocessing of a fine-tune checkpoint, each checked."""
+    saved_arch = obj.get("arch")
+    if saved_arch not in ARCH_DEPTHS:
+        raise WeightsError(f"{name} is not a usable fine-tune checkpoint: its arch is not one of {', '.join(ARCHES)}.")
+    if saved_arch != arch:
+        raise WeightsError(f"{name} is a fine-tuned {saved_arch} checkpoint, not {arch}. Choose {saved_arch} to load it.")
+    state_dict = obj.get("model")
+    if not is_state_dict(state_dict):
+        what = "it has no model weights" if state_dict is None else "its model is not a state_dict of tensors"
+        raise WeightsError(f"{name} is not a usable fine-tune checkpoint: {what}.")
+    fc = state_dict.get("fc.weight")
+    head = int(fc.shape[0]) if isinstance(fc, torch.Tensor) and fc.ndim == 2 else None
+    categories = check_class_names(obj.get("class_names"), name=name, head_size=head)
+    return state_dict, categories, Preprocessing.from_dict(obj.get("preprocessing"), name=name)
+
+
+def _fit_problem(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``state_dict`` from loading into ``model``: the first few missing,
+    unexpected and wrongly shaped keys, or None when it fits."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k} {list(v.shape)} where {list(expected[k].shape)} is needed"
+        for k, v in state_dict.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    parts = [
+        f"{len(keys)} {what} ({', '.join(k[:80] for k in keys[:3])}{', ...' if len(keys) > 3 else ''})"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", shapes))
+        if keys
+    ]
+    return "; ".join(parts) or None
+
+
+def _load_strict(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], *, name: str, arch: str, cli_fix: str = ""
+) -> None:
+    """Load every key of ``state_dict`` into ``model``, or say (naming the file ``name``) why it does not fit."""
+    problem = _fit_problem(model, state_dict)
+    if problem is not None:
         raise WeightsError(
-            f"{source} does not fit {arch}: wrong key names or shapes ({detail}). "
-            f"Check that the file was saved from a torchvision-compatible {arch}, "
-            f"or pass --weights PATH with the right file."
-        ) from e
+            f"{name} does not fit {arch} (wrong key names or shapes: {problem}); "
+            f"it must hold the weights of a torchvision-compatible {arch}.",
+            cli_fix=cli_fix,
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _cli_fix(spec: WeightsSpec, path: Path) -> str:
+    """What to do about missing or broken named weights, in command-line words (this machine's paths)."""
+    return (
+        f"Fix: download {spec.url} and place it at {path}, or pass --weights PATH "
+        f"(a .pth state_dict), or --weights random for an untrained model."
+    )
 
 
 def _fetch(spec: WeightsSpec, *, download: bool, progress: bool) -> Path:
     path = cache_path(spec)
     if path.exists():
         return path
-    fix = (
-        f"Fix: download {spec.url} and place it at {path}, or pass --weights PATH "
-        f"(a .pth state_dict), or --weights random for an untrained model."
-    )
+    missing = f"{spec.label} weights for {spec.arch} ({spec.file_name}) are not in torchvision's cache on this machine"
     if not download:
         raise WeightsError(
-            f"{spec.label} weights for {spec.arch} are not in the cache ({path}) "
-            f"and downloads are off ({OFFLINE_ENV}=1). {fix}"
+            f"{missing}, and downloads are off.", cli_fix=f"({OFFLINE_ENV}=1) {_cli_fix(spec, path)}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     match = re.search(torch.hub.HASH_REGEX, path.name)
     try:
         torch.hub.download_url_to_file(spec.url, str(path), match.group(1) if match else None, progress=progress)
     except Exception as e:  # noqa: BLE001 - urllib, ssl, socket and hash errors all mean "not available"
+        detail = str(e).splitlines()[0] if str(e) else "no detail"
         raise WeightsError(
-            f"{spec.label} weights for {spec.arch} are not in the cache ({path}) and could not be "
-            f"downloaded ({type(e).__name__}: {e}). {fix}"
+            f"{missing}, and they could not be downloaded ({type(e).__name__}).",
+            cli_fix=f"({detail}) {_cli_fix(spec, path)}",
         ) from e
     return path
+
+
+def _load_named(spec: WeightsSpec, *, download: bool, progress: bool) -> ResNet:
+    """torchvision's published weights from its cache (downloaded when missing and allowed), checked."""
+    path = _fetch(spec, download=download, progress=progress)
+    fix = f"Fix: delete {path} so that it is downloaded again, or pass --weights PATH or --weights random."
+    try:
+        state_dict = read_pth(path)
+        if not is_state_dict(state_dict):
+            raise WeightsError(f"{path.name} in torchvision's cache is not a ResNet state_dict.")
+        check_tensors(state_dict, name=path.name)
+        model = build_model(spec.arch)
+        _load_strict(model, state_dict, name=path.name, arch=spec.arch)
+    except WeightsError as e:
+        raise WeightsError(e.problem, cli_fix=fix) from e
+    return model
 
 
 def load_model(
@@ -327,30 +375,35 @@ def load_model(
     """Build ``arch`` and load ``weights`` (a name or a path) into it, in eval mode.
 
     ``download=None`` downloads missing named weights unless ``RESNET_DEMO_OFFLINE=1``.
-    With ``fallback_to_random=True``, weights that cannot be had give a random model
-    with a ``warning`` that explains why; otherwise :class:`WeightsError` is raised.
+    With ``fallback_to_random=True``, named weights that cannot be had give a random
+    model with a ``warning`` that explains why; otherwise, and always for a file the
+    user gave, :class:`WeightsError` is raised and nothing is loaded.
     """
+    _check_arch(arch)
+    if weights not in NAMED_WEIGHTS:
+        spec, state_dict = _read_local(arch, _local_path(weights))
+        model = build_model(arch, num_classes=spec.num_classes)
+        _load_strict(model, state_dict, name=Path(spec.name).name, arch=arch)
+        return LoadedModel(model.eval(), spec)
     spec = weights_spec(arch=arch, weights=weights)
+    if weights == "random":
+        return LoadedModel(build_model(arch).eval(), spec)
     try:
-        if spec.name == "random":
-            model = build_model(arch)
-        elif spec.path is not None:
-            spec, state_dict = _read_local(arch, spec.path)
-            model = build_model(arch, num_classes=spec.num_classes)
-            _load_strict(model, state_dict, source=spec.path, arch=arch)
-        else:
-            path = _fetch(spec, download=(not offline()) if download is None else download, progress=progress)
-            model = build_model(arch)
-            _load_strict(model, _safe_load(path), source=path, arch=arch)
+        model = _load_named(spec, download=(not offline()) if download is None else download, progress=progress)
     except WeightsError as e:
         if not fallback_to_random:
             raise
         random_spec = weights_spec(arch=arch, weights="random")
-        return LoadedModel(build_model(arch).eval(), random_spec, warning=f"{e} Running on random weights: UNTRAINED.")
+        warning = f"{e} Running on random weights: UNTRAINED."
+        return LoadedModel(build_model(arch).eval(), random_spec, warning=warning, cause=e)
     return LoadedModel(model.eval(), spec)
 
 
-_CACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
+# Named weights stay loaded (a handful of models at most); checkpoint files are kept for the
+# most recent KEEP_FILE_MODELS only: every distinct upload would otherwise pin ~100 MB (plus its
+# folded inference copy) until the server restarts.
+KEEP_FILE_MODELS = 2
+_CACHE: OrderedDict[tuple[str, str, bool, str], LoadedModel] = OrderedDict()  # least recently used first
 _CACHE_LOCK = threading.Lock()
 
 
@@ -359,7 +412,9 @@ def shared_model(
 ) -> LoadedModel:
     """:func:`load_model`, loaded once per (arch, weights, device) and shared read-only.
 
-    Callers must not modify the returned model: every user of the process shares it.
+    Named weights stay cached; of the models loaded from checkpoint files, only the
+    :data:`KEEP_FILE_MODELS` most recently used do (an older one is loaded again when asked
+    for). Callers must not modify the returned model: every user of the process shares it.
     """
     target = resolve_device(device)
     key = (arch, weights, fallback_to_random, str(target))
@@ -370,7 +425,23 @@ def shared_model(
                 p.requires_grad_(False)
             loaded.model.to(target)
             _CACHE[key] = loaded
+        _CACHE.move_to_end(key)
+        files = [k for k in _CACHE if k[1] not in NAMED_WEIGHTS]
+        for old in files[: max(0, len(files) - KEEP_FILE_MODELS)]:
+            del _CACHE[old]  # analyses still holding it keep it alive until they go
         return _CACHE[key]
+
+
+def is_shared(loaded: LoadedModel) -> bool:
+    """Whether ``loaded`` is still in the cache of shared models (a checkpoint's model may have left it)."""
+    with _CACHE_LOCK:
+        return any(v is loaded for v in _CACHE.values())
+
+
+def shared_models() -> list[LoadedModel]:
+    """The models cached now, least recently used first."""
+    with _CACHE_LOCK:
+        return list(_CACHE.values())
 
 
 def clear_model_cache() -> None:

@@ -44,8 +44,41 @@ def test_starts_offline_with_banner(app_url: str, tmp_path: Path) -> None:
 
 def test_named_endpoints(app_url: str, tmp_path: Path) -> None:
     client = _client(app_url, tmp_path)
-    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/explain", "/predict", "/compare"} <= names
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/explain", "/predict", "/compare", "/evaluate"} <= set(endpoints)
+
+    def params(name: str) -> list[str]:
+        return [p["parameter_name"] for p in endpoints[name]["parameters"]]
+
+    # Scripts call these by position: their parameters must not move.
+    assert params("/explain") == ["image", "arch", "weights", "checkpoint", "stage", "method", "opacity", "view"]
+    assert params("/predict") == ["image", "arch", "weights"]
+    assert params("/compare") == ["image", "weights"]
+    assert params("/evaluate") == ["image", "arch", "weights", "checkpoint", "stage", "method", "target", "versus"]
+    assert len(endpoints["/explain"]["returns"]) == 8
+
+
+def test_evaluate_endpoint(app_url: str, tmp_path: Path) -> None:
+    client = _client(app_url, tmp_path)
+    loaded = shared_model(arch="resnet50", weights="imagenet-v2", fallback_to_random=True)
+    second = analyze(image=PHOTOS["cat"], loaded=loaded).predictions[1]
+    out = client.predict(
+        handle_file(str(PHOTOS["cat"])), "resnet50", "imagenet-v2", None, "layer4", "gradcam", "", str(second.index),
+        api_name="/evaluate",
+    )  # fmt: skip
+    assert out["model"]["untrained"] is True
+    assert out["map"]["versus"] == second.index and out["map"]["versus_label"] == second.label
+    faith = out["faithfulness"]
+    assert faith["steps"] == 16 and all(0.0 <= faith[k] <= 1.0 for k in faith if k.endswith("_auc"))
+    ranked = out["ranking"]["methods"]
+    assert [m["score"] for m in ranked] == sorted((m["score"] for m in ranked), reverse=True)
+    assert "eigencam" not in {m["method"] for m in ranked}  # it ignores the class: no "versus" map
+    assert len(out["sanity"]["steps"]) == 5 and out["sanity"]["verdict"]
+    assert out["timings"]["total"] >= out["timings"]["ranking"] > 0
+    with pytest.raises(Exception, match="CAM works at layer4 only|layer4"):
+        client.predict(
+            handle_file(str(PHOTOS["cat"])), "resnet50", "random", None, "layer2", "cam", "", "", api_name="/evaluate"
+        )
 
 
 @pytest.mark.parametrize("arch", ["resnet50", "resnet101", "resnet152"])

@@ -87,3 +87,19 @@ def test_training_benchmark_runs_its_rows(capsys: pytest.CaptureFixture[str]) ->
     rows = report["results"]["resnet50"]
     assert [r["name"] for r in rows][0].startswith("reference") and len(rows) == 4
     assert all(r["images_per_s"] > 0 for r in rows) and rows[0]["ratio"] == 1.0
+
+
+def test_bench_trust_rows(capsys, torch_home: Path) -> None:
+    rc = main(["bench", "--trust", "--repeats", "1", "--warmup", "0", "--size", "32", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in report["results"]["resnet50"]}
+    unit = "torchvision resnet50 eager forward (unit)"
+    assert rows[unit]["ratio"] == pytest.approx(1.0)
+    more = next(name for name in rows if name.startswith("one more cheap method ("))
+    for name, goal in (("every cheap method at every stage", 2.2), (more, 0.05),
+                       ("deletion + insertion, per image", 1.10)):
+        assert rows[name]["median_s"] > 0 and rows[name]["goal"] == goal
+    # The curves are a ratio to the batched forward per image, the rest to the unit.
+    assert rows["deletion + insertion, per image"]["reference"] == "batched forward of 8, per image"
+    assert rows["batched forward of 8, per image"]["reference"] == unit

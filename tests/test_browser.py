@@ -77,3 +77,38 @@ def test_upload_explain_and_architecture(page) -> None:
     page.get_by_role("tab", name="Compare depths").click()
     page.locator("#compare-run").wait_for()
     page.screenshot(path=ARTIFACTS / "04-compare.png", full_page=False)
+
+
+def test_methods_faithfulness_and_sanity(page) -> None:
+    page.get_by_role("tab", name="Explain").click()
+    page.locator("#heatmap img").wait_for()
+    page.locator("#show-methods input[type=checkbox]").check()
+    tiles = page.locator("#methods img")
+    tiles.nth(7).wait_for()  # the eight quick methods
+    page.locator("#methods").get_by_text("LayerCAM").first.wait_for()
+    page.locator("#methods").scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "05-methods.png", full_page=False)
+
+    page.locator("#trust").get_by_text("How far to trust this map").first.click()
+    steps = page.locator("#steps input[type=number]")
+    steps.fill("4")  # the fewest points per curve: this is a random-weights app, only the wiring is tested
+    steps.press("Enter")
+    page.locator("#faith-run").get_by_text("s)").wait_for()  # the label says the expected time
+    page.locator("#faith-run").click()
+    plot = page.locator("#faith-plot .js-plotly-plot")
+    plot.wait_for()
+    page.locator("#faith-summary").get_by_text("Deletion AUC").wait_for()
+    box = plot.bounding_box()
+    assert box is not None and box["height"] > 250, "the curves rendered at (almost) zero height"
+    page.locator("#rank-run").click()
+    page.locator("#ranking").get_by_text("random map (chance)").wait_for()
+    page.locator("#faith-plot").scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "06-faithfulness.png", full_page=False)
+
+    page.locator("#sanity-run").click()
+    page.locator("#sanity img").nth(5).wait_for()  # the original and five randomisation steps
+    verdict = page.locator("#verdict strong").first
+    verdict.wait_for()
+    assert "learned weights" in verdict.inner_text()
+    page.locator("#sanity").scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "07-sanity.png", full_page=False)

@@ -109,6 +109,22 @@ def test_too_few_classes_or_an_empty_class_is_a_clear_error(tmp_path: Path) -> N
         load_image_set(tmp_path / "missing")
 
 
+def test_messages_name_the_data_never_the_server_folder(tmp_path: Path) -> None:
+    server = tmp_path / "k8x2mq9d" / "data-1a2b"  # where an upload is unpacked
+    _write(server / "shapes" / "train" / "cat" / "0.jpg", _jpeg())
+    _write(server / "shapes" / "val" / "cat" / "0.jpg", _jpeg())
+    with pytest.raises(UserError) as e:
+        load_image_set(server, name="pets.zip")
+    assert str(e.value).startswith("pets.zip/shapes/train has 1 class folder(s); fine-tuning needs at least 2.")
+    assert str(tmp_path) not in str(e.value) and "k8x2mq9d" not in str(e.value)
+    _write(server / "shapes" / "train" / "dog" / "0.jpg", _jpeg())
+    (server / "shapes" / "val" / "cat" / "0.jpg").unlink()
+    with pytest.raises(UserError, match=r"^pets.zip/shapes/val has no readable images; .* split pets.zip/shapes/train"):
+        load_image_set(server, name="pets.zip")
+    with pytest.raises(UserError, match="^No folder named gone: "):
+        load_image_set(tmp_path / "gone")
+
+
 def test_val_folder_with_an_unknown_class_is_refused(tmp_path: Path) -> None:
     for part, classes in (("train", ("a", "b")), ("val", ("a", "b", "c"))):
         for cls in classes:

@@ -58,3 +58,45 @@ def test_explain_bad_input_is_one_line(tmp_path: Path, capsys, torch_home: Path)
     assert err.startswith("error: ") and "not an image" in err and err.count("\n") == 1
     assert main(["explain", str(CAT), "--weights", "random", "--target", "zzzz", "--out", str(tmp_path / "y")]) == 2
     assert "No class matches" in capsys.readouterr().err
+
+
+def test_explain_contrastive_map_and_fusion(tmp_path: Path, capsys, torch_home: Path) -> None:
+    out = tmp_path / "c"
+    rc = main(["explain", str(CAT), "--weights", "random", "--method", "layercam", "--stage", "layer3",
+               "--target", "1", "--versus", "tabby", "--out", str(out), "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["target"]["index"] == 1 and summary["versus"] == {"index": 281, "label": "tabby"}
+    assert summary["method"] == "layercam" and summary["stages"] == ["layer3"] and summary["skipped_stages"] == []
+    assert np.load(out / "map_layercam_layer3.npy").shape == (14, 14)
+    rc = main(["explain", str(CAT), "--weights", "random", "--method", "gradcam++", "--stage", "fusion",
+               "--out", str(out)])
+    assert rc == 0 and "fusion" in capsys.readouterr().out
+    fused = np.load(out / "map_gradcam++_fusion.npy")
+    assert fused.shape == (224, 224) and fused.max() == 1.0 and fused.min() >= 0.0
+
+
+def test_explain_all_stages_skips_those_a_method_lacks(tmp_path: Path, capsys, torch_home: Path) -> None:
+    out = tmp_path / "cam"
+    assert main(["explain", str(CAT), "--weights", "random", "--method", "cam", "--stage", "all",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "skipped stem, layer1, layer2, layer3" in text and "layer4 only" in text
+    assert sorted(p.name for p in out.glob("map_*.npy")) == ["map_cam_layer4.npy"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "lime"], "Unknown method 'lime'"),
+        (["--method", "cam", "--stage", "layer3"], "CAM works at layer4 only"),
+        (["--target", "5", "--versus", "5"], "against itself"),
+        (["--method", "eigencam", "--versus", "3"], "ignores the class"),
+        (["--versus", "zzzz"], "No class matches"),
+        (["--method", "scorecam", "--channels", "-1"], "--channels"),
+    ],
+)
+def test_explain_bad_method_stage_or_contrast_is_one_line(extra, message, tmp_path: Path, capsys, torch_home) -> None:
+    assert main(["explain", str(CAT), "--weights", "random", "--out", str(tmp_path / "x"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1

@@ -118,3 +118,44 @@ def test_tab_runs_one_fine_tune_at_a_time_and_its_owner_can_cancel(tab: Any, tin
     assert not tab.jobs.busy() and tab.cancel_finetune(_request("a")) == "Nothing is running."
 
 
+
+
+def test_tab_refuses_one_class_by_the_zip_name_and_leaves_nothing(tab: Any, tmp_path: Path, tiny_data: Path) -> None:
+    import gradio as gr
+
+    one = tmp_path / "pets.zip"
+    with zipfile.ZipFile(one, "w") as zf:
+        for f in sorted((tiny_data / "train" / "circle").glob("*.jpg")):
+            zf.write(f, f"circle/{f.name}")
+    session = "k8x2mq9d0zv"
+    with pytest.raises(gr.Error) as e:
+        tab.prepare_upload(str(one), _request(session))
+    message = e.value.message
+    assert message.startswith("pets.zip has 1 class folder(s); fine-tuning needs at least 2.")
+    assert session not in message and str(tmp_path) not in message
+    assert not list((tmp_path / "work" / session).glob("data-*"))  # the unpacked images went too
+
+
+def test_tab_says_what_to_do_in_the_app_when_imagenet_weights_are_missing(
+    tab: Any, tiny_data: Path, torch_home: Path
+) -> None:
+    import gradio as gr
+
+    args = (str(tiny_data), "resnet50", 1, 0.01, 6, "head", 32)
+    with pytest.raises(gr.Error) as e:
+        list(tab.run_finetune(*args, "imagenet-v2", request=_request("a"), progress=None))
+    message = e.value.message
+    assert "are not in torchvision's cache" in message and "pick Random in the Weights menu" in message
+    assert "--weights" not in message and str(torch_home) not in message
+    assert not tab.jobs.busy()
+    with pytest.raises(gr.Error, match="The starting weights must be imagenet-v2, imagenet-v1 or random"):
+        next(tab.run_finetune(*args, str(torch_home / "mine.pth"), request=_request("a"), progress=None))
+
+
+def test_tab_reports_a_diverged_run_without_the_server_path(tab: Any, tmp_path: Path) -> None:
+    from resnet_demo.finetune import TrainingDiverged
+
+    last = tmp_path / "work" / "k8x2mq9d0zv" / "run-1" / "last.pth"
+    error = TrainingDiverged("Training diverged: the loss became nan. Try a learning rate 10x lower.", last_good=last)
+    assert str(last) in str(error)  # the command line's user can resume from it
+    assert tab._failure(error).message == "Training diverged: the loss became nan. Try a learning rate 10x lower."

@@ -49,11 +49,11 @@ def test_explain_outputs_offline(offline: Path) -> None:
 def test_rerender_other_class_stage_and_full_view(offline: Path) -> None:
     analysis = explain()[0]
     second = analysis.predictions[1]
-    heat, caption, strip, raw = h.rerender(analysis, "layer3", second.index, "gradcam", 0.3, "full")
+    heat, caption, strip, raw, fusion = h.rerender(analysis, "layer3", second.index, h.NO_VERSUS, "gradcam", 0.3, "full")
     assert heat.size == analysis.image.size  # mapped back onto the whole photo
     assert second.label in caption and "layer3" in caption
     assert np.load(raw).shape == (14, 14)  # layer3's map before upsampling, at 224
-    heat_top, caption_top, *_ = h.rerender(analysis, "layer3", h.TOP_CLASS, "gradcam", 0.3, "crop")
+    heat_top, caption_top, *_ = h.rerender(analysis, "layer3", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.3, "crop")
     assert analysis.predictions[0].label in caption_top
 
 
@@ -100,9 +100,11 @@ def test_bad_choices_give_a_sentence(offline: Path) -> None:
         explain(CAT, "resnet50", "imagenet-v2", None, "layer9", "gradcam", 0.5, "crop")
     analysis = explain()[0]
     with pytest.raises(gr.Error, match="Class 5000 does not exist"):
-        h.rerender(analysis, "layer4", 5000, "gradcam", 0.5, "crop")
+        h.rerender(analysis, "layer4", 5000, h.NO_VERSUS, "gradcam", 0.5, "crop")
+    with pytest.raises(gr.Error, match="Class 5000 does not exist"):
+        h.rerender(analysis, "layer4", h.TOP_CLASS, 5000, "gradcam", 0.5, "crop")
     with pytest.raises(gr.Error, match="Upload a photo first"):
-        h.rerender(None, "layer4", h.TOP_CLASS, "gradcam", 0.5, "crop")
+        h.rerender(None, "layer4", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.5, "crop")
 
 
 def test_corrupt_checkpoint_names_the_file(offline: Path, tmp_path: Path) -> None:
@@ -161,7 +163,7 @@ def test_picker_updates() -> None:
     assert model_choice.checkpoint_visibility("imagenet-v2")["visible"] is False
     assert model_choice.start_choice(weights="imagenet-v1") == ("imagenet-v1", None)
     assert model_choice.start_choice(weights="/x/ft.pth") == (model_choice.UPLOAD, "/x/ft.pth")
-    methods = [value for _label, value in h.method_picker("resnet152")["choices"]]
+    methods = [value for _label, value in h.method_picker("resnet152", "layer3")["choices"]]
     assert methods[0] == "gradcam" and len(methods) == len(set(methods))
     blocks, stage_rows = architecture_handlers.arch_changed("resnet101")
     assert blocks["value"] == "layer3.0" and "layer3.22" in [v for _label, v in blocks["choices"]]
@@ -213,3 +215,19 @@ def test_app_refuses_a_missing_gpu_with_one_line(capsys: pytest.CaptureFixture[s
     assert main(["--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no CUDA GPU" in err and "\n" not in err
+
+
+def test_user_errors_show_user_text_literally() -> None:
+    """gr.Error renders HTML; a class name from a checkpoint must not become markup."""
+    import gradio as gr
+
+    from resnet_demo.errors import UserError
+    from resnet_demo.ui.components import user_errors
+
+    @user_errors
+    def handler() -> None:
+        raise UserError("No class matches '<img src=x onerror=alert(1)>'.")
+
+    with pytest.raises(gr.Error) as info:
+        handler()
+    assert "<img" not in info.value.message and "&lt;img src=x onerror=alert(1)&gt;" in info.value.message

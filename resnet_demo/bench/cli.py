@@ -1,6 +1,7 @@
 """``python -m resnet_demo bench``: the explanation engine against reference pipelines
-(:mod:`.explain`), or with ``--train`` the fine-tune step against the PyTorch ImageNet
-example (:mod:`.train`)."""
+(:mod:`.explain`), with ``--train`` the fine-tune step against the PyTorch ImageNet
+example (:mod:`.train`), or with ``--trust`` the faithfulness curves and the cost of
+every cheap explanation map (:mod:`.trust`)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown to FILE")
     parser.add_argument("--train", action="store_true", help="benchmark fine-tuning instead (resnet_demo.bench.train)")
     parser.add_argument("--device", default="auto", help="device for --train: auto (CUDA when there), cpu, cuda")
+    parser.add_argument(
+        "--trust", action="store_true", help="benchmark the trust checks instead (resnet_demo.bench.trust)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -52,4 +56,6 @@ def main(args: argparse.Namespace) -> int:
     configure_threads()
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
+    if args.trust:
+        return int(importlib.import_module("resnet_demo.bench.trust").main(args) or 0)
     return run(args)

@@ -8,7 +8,9 @@ Layouts accepted (:func:`load_image_set`):
 * either of the above inside one wrapping folder (what zipping a folder gives).
 
 Unreadable files are skipped and counted, never a crash; fewer than two classes, or
-a class without a readable image, is a :class:`UserError` that says which.
+a class without a readable image, is a :class:`UserError` that says which. Messages
+name folders from the data's own name down (``shapes.zip/train``), never by the
+server's path: an upload is unpacked into a temporary folder that means nothing to its user.
 """
 
 from __future__ import annotations
@@ -131,12 +133,26 @@ class ImageSet:
         return text
 
 
-def find_dataset_root(path: str | Path) -> Path:
+class _Names:
+    """How messages call a folder under the data: its name, then the path below it."""
+
+    def __init__(self, top: Path, name: str | None) -> None:
+        self.top = top
+        self.name = name or top.name or "the data"
+
+    def __call__(self, folder: Path) -> str:
+        below = folder.relative_to(self.top).as_posix() if folder.is_relative_to(self.top) else folder.name
+        return self.name if below == "." else f"{self.name}/{below}"
+
+
+def find_dataset_root(path: str | Path, *, name: str | None = None) -> Path:
     """The folder that holds the class folders (or train/ and val/), looking through
-    one wrapping folder with nothing else beside it."""
+    one wrapping folder with nothing else beside it. ``name`` is what messages call it."""
     root = Path(path)
     if not root.is_dir():
-        raise UserError(f"No folder at {root}: pass a folder of class sub-folders, or a .zip of one.")
+        raise UserError(
+            f"No folder named {_Names(root, name)(root)}: pass a folder of class sub-folders, or a .zip of one."
+        )
     while True:
         entries = [p for p in root.iterdir() if not is_hidden(p.name)]
         dirs = [p for p in entries if p.is_dir()]
@@ -155,11 +171,11 @@ def _is_wrapper(folder: Path) -> bool:
     return any(p.is_dir() for p in entries) and not any(p.is_file() and is_image_name(p.name) for p in entries)
 
 
-def _check_classes(counts: dict[str, int], skipped: list[str], where: Path) -> None:
+def _check_classes(counts: dict[str, int], skipped: list[str], where: str) -> None:
     if len(counts) < 2:
         raise UserError(
             f"{where} has {len(counts)} class folder(s); fine-tuning needs at least 2. "
-            f"Put each class's images in its own sub-folder, e.g. {where}/cats/1.jpg and {where}/dogs/1.jpg."
+            f"Put each class's images in its own sub-folder, e.g. cats/1.jpg and dogs/1.jpg."
         )
     empty = [name for name, n in counts.items() if n == 0]
     if empty:
@@ -192,40 +208,46 @@ def stratified_split(samples: Sequence[Sample], *, val_fraction: float, seed: in
     return train, val
 
 
-def _load_split_folders(root: Path, train_dir: Path, val_dir: Path) -> ImageSet:
+def _load_split_folders(root: Path, train_dir: Path, val_dir: Path, names: _Names) -> ImageSet:
     """The user's own split: train/ and val/ with the same class folders."""
     class_names = tuple(p.name for p in _class_dirs(train_dir))
     extra = sorted({p.name for p in _class_dirs(val_dir)} - set(class_names))
     if extra:
         raise UserError(
-            f"{val_dir} has class folder(s) that {train_dir} lacks: {', '.join(extra)}. "
+            f"{names(val_dir)} has class folder(s) that {names(train_dir)} lacks: {', '.join(extra)}. "
             f"Both must use the same class names."
         )
     train, counts, skipped = _scan(train_dir, class_names)
-    _check_classes(counts, skipped, train_dir)
+    _check_classes(counts, skipped, names(train_dir))
     val, _, val_skipped = _scan(val_dir, class_names)
     skipped += val_skipped
     if not val:
-        raise UserError(f"{val_dir} has no readable images; add some, or remove it to split {train_dir} instead.")
+        raise UserError(
+            f"{names(val_dir)} has no readable images; add some, or remove it to split {names(train_dir)} instead."
+        )
     return ImageSet(root, class_names, train, val, skipped, "train/ and val/ folders")
 
 
-def load_image_set(path: str | Path, *, val_fraction: float = 0.2, seed: int = 0) -> ImageSet:
-    """Scan an ImageFolder layout (see the module docstring) into an :class:`ImageSet`."""
+def load_image_set(path: str | Path, *, val_fraction: float = 0.2, seed: int = 0, name: str | None = None) -> ImageSet:
+    """Scan an ImageFolder layout (see the module docstring) into an :class:`ImageSet`.
+
+    ``name`` is what messages call ``path`` (an uploaded zip's file name, say); by default its folder name.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"The validation fraction must be between 0 and 1, not {val_fraction}.")
-    root = find_dataset_root(path)
+    names = _Names(Path(path), name)
+    root = find_dataset_root(path, name=names.name)
     subdirs = {p.name.lower(): p for p in _class_dirs(root)}
     train_dir = next((subdirs[n] for n in _TRAIN_DIRS if n in subdirs), None)
     val_dir = next((subdirs[n] for n in _VAL_DIRS if n in subdirs), None)
     if train_dir is not None and val_dir is not None:
-        return _load_split_folders(root, train_dir, val_dir)
+        return _load_split_folders(root, train_dir, val_dir, names)
     class_names = tuple(p.name for p in _class_dirs(root))
     samples, counts, skipped = _scan(root, class_names)
-    _check_classes(counts, skipped, root)
+    _check_classes(counts, skipped, names(root))
     train, val = stratified_split(samples, val_fraction=val_fraction, seed=seed)
     if not val:
-        raise UserError(f"{root} has too few images to hold any back for validation; add at least 2 per class.")
+        raise UserError(f"{names(root)} has too few images to hold any back for validation; add at least 2 per class.")
     return ImageSet(
         root, class_names, train, val, skipped, f"stratified split, {val_fraction:.0%} held out, seed {seed}"
     )

@@ -109,7 +109,9 @@ def safe_extract_zip(zip_path: str | Path, dest: str | Path, *, limits: ZipLimit
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise UserError(f"{zip_path.name} is not a readable zip file ({e}).") from e
+        # An OSError's text names the server's path; its strerror alone does not.
+        detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise UserError(f"{zip_path.name} is not a readable zip file ({detail}).") from e
     created: Path | None = None  # the outermost folder this call creates, removed on failure
     if not dest.exists():
         created = dest

@@ -1,6 +1,6 @@
-"""The explanation engine: predictions, explanation maps (Grad-CAM at any stage and class,
-and the methods of the registry), feature maps and per-block statistics of one image,
-from one forward pass.
+"""The explanation engine: predictions, explanation maps (the CAM family at any stage and
+class, contrastive and fused, and the other methods of the registry), feature maps and
+per-block statistics of one image, from one forward pass.
 
 :func:`analyze` runs the network once and returns an :class:`Analysis` that holds what
 that pass computed: the top-k predictions, the output of every stage and the statistics
@@ -15,7 +15,10 @@ Where each part lives:
 * :mod:`.analyze`: :func:`analyze`, :func:`predict` and the block statistics;
 * :mod:`.analysis`: :class:`Analysis`, feature maps and cached explanation maps;
 * :mod:`.methods`: the method registry (:class:`Method`, :func:`register`, :data:`METHODS`);
-* :mod:`.gradcam`: Grad-CAM (CAM at layer4 without a backward, one backward for all stages);
+* :mod:`.gradcam`: the class-score gradients at every stage from one cached backward (none at layer4);
+* :mod:`.cams`: the CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM,
+  Grad-CAM element-wise, Eigen-CAM, CAM), each a formula on a stage's output and its gradient;
+* :mod:`.score_cams`: Score-CAM and Ablation-CAM, batched forwards from the stored pass;
 * :mod:`.captum_methods`: Guided Grad-CAM, Integrated Gradients (+ NoiseTunnel), Occlusion;
 * :mod:`.cost`: :func:`method_cost`, the expected seconds of a map on this machine;
 * :mod:`.classes`: :func:`find_class` and :func:`resolve_class`;
@@ -25,8 +28,12 @@ Nothing is ever hooked or changed on a shared model, so an :class:`Analysis` may
 kept per user and used from several threads.
 """
 
-# Importing these registers the built-in methods; menus list methods in the order registered.
-from . import gradcam  # noqa: F401  (first)
+# Importing these registers the built-in methods; menus list methods in the order registered:
+# the cheap CAM family first, then the methods that cost tens of forward passes or more.
+from . import cams  # noqa: F401  (first)
+
+# isort: split
+from . import score_cams  # noqa: F401
 
 # isort: split
 from . import captum_methods  # noqa: F401
@@ -40,7 +47,7 @@ from .captum_methods import IG_STEPS
 from .classes import find_class, resolve_class
 from .cost import method_cost
 from .inputs import prepare
-from .methods import METHODS, REGISTRY, Method, MethodCall, get_method, register, unregister
+from .methods import METHODS, REGISTRY, Method, MethodCall, cheap_methods, get_method, register, unregister
 from .network import inference_model
 from .results import Attribution, BlockStat, FeatureGrid, Prediction, Prepared
 
@@ -58,6 +65,7 @@ __all__ = [
     "Prediction",
     "Prepared",
     "analyze",
+    "cheap_methods",
     "find_class",
     "get_method",
     "inference_model",

@@ -9,9 +9,10 @@ from several threads at once.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,9 @@ from ..model import STAGES, ResNet
 from ..render import grid, overlay_box
 from ..weights import LoadedModel, WeightsSpec
 from .classes import class_label
-from .methods import MethodCall, get_method, method_options
-from .network import check_stage
+from .gradcam import GradientCache
+from .methods import Method, MethodCall, get_method, method_options, no_progress
+from .network import input_of
 from .results import Attribution, BlockStat, FeatureGrid, Prediction, Prepared, top_predictions
 
 __all__ = ["Analysis", "overlay_on_full"]
@@ -67,11 +69,11 @@ class Analysis:
         blocks: list[BlockStat],
         topk: int,
         timings: dict[str, float],
-        maps: dict[str, Tensor] | None = None,
-        maps_target: int | None = None,
+        gradients: dict[str, Tensor] | None = None,
+        gradients_target: int | None = None,
         started: float | None = None,
     ) -> None:
-        """``maps`` are raw Grad-CAM maps of class ``maps_target`` computed with the pass;
+        """``gradients`` are the stage gradients of class ``gradients_target``'s logit computed with the pass;
         ``started`` is the ``time.perf_counter()`` at which the work began: ``timings``
         then gains "total", measured up to the end of this constructor."""
         self._loaded = loaded
@@ -83,17 +85,19 @@ class Analysis:
         self._blocks = blocks
         self._timings = dict(timings)
         self._clear_caches()
-        if maps and maps_target is not None:
-            for stage, raw in maps.items():
-                self._raw[("gradcam", maps_target, stage)] = raw
+        if gradients and gradients_target is not None:
+            self._grads.seed(target=gradients_target, versus=None, gradients=gradients)
         if started is not None:
             self._timings["total"] = time.perf_counter() - started
 
     def _clear_caches(self) -> None:
         self._lock = threading.Lock()
-        self._maps: dict[tuple[Any, ...], Attribution] = {}  # (method, target, *options, stage) -> map
-        self._raw: dict[tuple[Any, ...], Tensor] = {}  # the same keys -> raw maps not yet asked for
+        self._maps: dict[tuple[Any, ...], Attribution] = {}  # (method, target, versus, *options, stage) -> map
+        # The same keys -> raw maps computed on the way but not yet asked for, and those of
+        # methods that ignore the class (keyed with target and versus None).
+        self._raw: dict[tuple[Any, ...], Tensor] = {}
         self._block_acts: dict[str, Tensor] = {}
+        self._grads = GradientCache(model=self._model, activations=self._acts)  # what the CAM family weighs
 
     def fresh(self) -> Analysis:
         """A copy that shares this analysis's forward pass but none of its computed maps,
@@ -113,6 +117,32 @@ class Analysis:
     def __repr__(self) -> str:
         top = self._predictions[0]
         return f"Analysis({self.arch}, {self.spec.name}, top-1 {top.label!r} {top.prob:.3f})"
+
+    # --- what the pass ran on: read-only handles for code that builds on an analysis
+    @property
+    def model(self) -> ResNet:
+        """The inference network this analysis ran: folded, ``channels_last``, frozen, shared.
+
+        Call it under ``torch.inference_mode()`` for batched forwards of (B, 3, H, W)
+        tensors; never hook or modify it (copy it for that).
+        """
+        return self._model
+
+    @property
+    def input(self) -> Tensor:
+        """The preprocessed crop as the model takes it: (1, 3, H, W) float, on the model's
+        device, ``channels_last``; a fresh tensor on each access."""
+        return input_of(self._model, self._prepared.tensor).clone(memory_format=torch.channels_last)
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The :class:`~resnet_demo.weights.LoadedModel` this analysis ran (the shared model, unfolded)."""
+        return self._loaded
+
+    @property
+    def prepared(self) -> Prepared:
+        """The prepared image: pass it as ``image=`` to :func:`analyze` to rerun without reloading."""
+        return self._prepared
 
     # --- what the forward pass gave
     @property
@@ -225,60 +255,126 @@ class Analysis:
 
     # --- attributions
     def attribution(
-        self, *, stage: str = "layer4", target: int | None = None, method: str = "gradcam", **options: int
+        self,
+        *,
+        stage: str = "layer4",
+        target: int | None = None,
+        method: str = "gradcam",
+        versus: int | None = None,
+        progress: Callable[[float], None] | None = None,
+        **options: int,
     ) -> Attribution:
         """One explanation map of ``method`` at ``stage`` for class ``target`` (None: the top-1).
 
         ``method`` is a name in the registry (:data:`~resnet_demo.explain.METHODS`).
-        ``stage`` applies to layer methods (Grad-CAM, Guided Grad-CAM); input methods
-        (Integrated Gradients, Occlusion) attribute to pixels and say stage "input".
-        ``options`` are the method's: Integrated Gradients takes ``ig_steps`` (default
-        32) and ``noise_tunnel_samples`` (> 0 smooths it with NoiseTunnel, SmoothGrad,
-        costing that many times more); options of other methods are ignored.
+        ``stage`` applies to layer methods (the CAM family, Guided Grad-CAM); input
+        methods (Integrated Gradients, Occlusion) attribute to pixels and say stage
+        "input". ``versus``, a second class, makes the map contrastive: it explains
+        logit(target) - logit(versus), "why this class and not that one". ``progress``
+        is called with the fraction done (0..1) by the expensive methods. ``options``
+        are the method's: Integrated Gradients takes ``ig_steps`` (default 32) and
+        ``noise_tunnel_samples`` (> 0 smooths it with NoiseTunnel, SmoothGrad, costing
+        that many times more); Score-CAM and Ablation-CAM take ``channels``; options of
+        other methods are ignored. A stage the method does not support, an unknown
+        method or class, or a contrast the method cannot make is a :class:`UserError`.
         """
         entry = get_method(method)
-        stage = "input" if entry.space == "input" else check_stage(stage)
-        return self.attributions(stages=(stage,), target=target, method=method, **options)[stage]
+        stage = "input" if entry.space == "input" else stage
+        found = self.attributions(
+            stages=(stage,), target=target, method=method, versus=versus, progress=progress, **options
+        )
+        return found[stage]
 
     def attributions(
-        self, *, stages: Iterable[str] = STAGES, target: int | None = None, method: str = "gradcam", **options: int
+        self,
+        *,
+        stages: Iterable[str] | None = None,
+        target: int | None = None,
+        method: str = "gradcam",
+        versus: int | None = None,
+        progress: Callable[[float], None] | None = None,
+        **options: int,
     ) -> dict[str, Attribution]:
         """Maps of ``method`` (default Grad-CAM) at several stages for one class, by stage.
 
-        Grad-CAM serves them all from at most one backward pass: ``layer4`` costs none;
-        the others rerun the network from the earliest stage asked for, using the stored
-        activation, and backpropagate only down to it. An input method returns its one
-        map under "input", whatever ``stages`` says.
+        ``stages`` None means every stage the method supports (CAM: layer4 only). The
+        CAM family serves every stage and every member from at most one backward pass
+        per class, shared and cached: ``layer4`` costs none; the others rerun the
+        network from the earliest stage asked for, using the stored activation, and
+        backpropagate only down to it. An input method returns its one map under
+        "input", whatever ``stages`` says. Arguments as in :meth:`attribution`.
         """
         entry = get_method(method)
         opts = method_options(entry, options)
-        wanted = ["input"] if entry.space == "input" else [check_stage(s) for s in dict.fromkeys(stages)]
-        target = self._predictions[0].index if target is None else self._check_target(target)
-        key = (entry.name, target, *opts.values())
+        wanted = self._stages_of(entry, stages)
+        target, versus = self._classes(entry, target, versus)
+        key = (entry.name, target, versus, *opts.values())
+        # A map that ignores the class (Eigen-CAM) is the same raw map for every class: computed once.
+        raw_key = key if entry.class_specific else (entry.name, None, None, *opts.values())
         with self._lock:
             results = {s: self._maps[(*key, s)] for s in wanted if (*key, s) in self._maps}
-            raws = {s: self._raw[(*key, s)] for s in wanted if s not in results and (*key, s) in self._raw}
+            raws = {s: self._raw[(*raw_key, s)] for s in wanted if s not in results and (*raw_key, s) in self._raw}
         todo = [s for s in wanted if s not in results]
         if not todo:
             return {s: results[s] for s in wanted}
         t0 = time.perf_counter()
         need = tuple(s for s in todo if s not in raws)
         if need:
-            call = MethodCall(self._model, self._prepared.tensor, self._acts, self.spec.preprocessing, need, target, opts)
+            call = MethodCall(
+                self._model, self._prepared.tensor, self._acts, self.spec.preprocessing, need, target, opts,
+                versus=versus,
+                gradients=functools.partial(self._grads.get, target=target, versus=versus),
+                progress=progress or no_progress,
+            )
             got = entry.compute(call)
             raws.update({s: got[s] for s in need})
             with self._lock:
                 for s, raw in got.items():
-                    if s not in need:
-                        _remember(self._raw, (*key, s), raw, limit=_CACHE_RAW)
+                    if s not in need or raw_key is not key:
+                        _remember(self._raw, (*raw_key, s), raw, limit=_CACHE_RAW)
         size = self.crop.size[::-1]  # (H, W)
         finished = {s: entry.finish(raws[s], size) for s in todo}
         seconds = (time.perf_counter() - t0) / len(todo)
         for s in todo:
-            made = self._make(s, target, entry.name, *finished[s], seconds)
+            made = self._make(s, target, versus, entry.name, *finished[s], seconds)
             with self._lock:
                 results[s] = _remember(self._maps, (*key, s), made, limit=_CACHE_MAPS)
         return {s: results[s] for s in wanted}
+
+    def fusion(
+        self,
+        *,
+        target: int | None = None,
+        method: str = "gradcam",
+        versus: int | None = None,
+        progress: Callable[[float], None] | None = None,
+        **options: int,
+    ) -> Attribution:
+        """The element-wise maximum of ``method``'s normalised maps of every stage it supports, stage "fusion".
+
+        LayerCAM's multi-stage fusion (Jiang et al., 2021): the early stages see fine
+        detail, the late ones whole objects; each map is upsampled to the crop and
+        scaled to [0, 1] first, so every stage counts alike. Its ``raw`` is the fused
+        map itself. Arguments as in :meth:`attribution`; input methods have no stages.
+        """
+        entry = get_method(method)
+        if entry.space != "layer":
+            raise UserError(f"{entry.label} attributes to pixels, not to stages: fuse a stage method such as Grad-CAM.")
+        opts = method_options(entry, options)
+        target, versus = self._classes(entry, target, versus)
+        key = (entry.name, target, versus, *opts.values(), "fusion")
+        with self._lock:
+            hit = self._maps.get(key)
+        if hit is not None:
+            return hit
+        maps = self.attributions(target=target, method=method, versus=versus, progress=progress, **options)
+        t0 = time.perf_counter()
+        heat = np.maximum.reduce([m.heatmap for m in maps.values()])  # (H, W): a new array
+        all_zero = all(m.all_zero for m in maps.values())
+        seconds = sum(m.seconds for m in maps.values()) + time.perf_counter() - t0
+        made = self._make("fusion", target, versus, entry.name, heat, heat.copy(), all_zero, seconds)
+        with self._lock:
+            return _remember(self._maps, key, made, limit=_CACHE_MAPS)
 
     # --- internals
     def _check_target(self, target: int) -> int:
@@ -287,8 +383,38 @@ class Analysis:
             raise UserError(f"Class {target!r} does not exist: this model has classes 0 to {n - 1}.")
         return int(target)
 
+    def _classes(self, entry: Method, target: int | None, versus: int | None) -> tuple[int, int | None]:
+        """The class to explain (None: the top-1) and the contrast class, checked."""
+        target = self._predictions[0].index if target is None else self._check_target(target)
+        if versus is None:
+            return target, None
+        versus = self._check_target(versus)
+        if not entry.class_specific:
+            raise UserError(f"{entry.label} ignores the class, so it has no contrastive map: leave the contrast empty.")
+        if versus == target:
+            label = class_label(self.categories, target)
+            raise UserError(f"A class cannot be explained against itself: contrast {label!r} with another class.")
+        return target, versus
+
+    @staticmethod
+    def _stages_of(entry: Method, stages: Iterable[str] | None) -> list[str]:
+        """The stages asked of ``entry``: checked, in order, without repeats (None: all it supports)."""
+        if entry.space == "input":
+            return ["input"]
+        if stages is None:
+            return list(entry.supported_stages)
+        return [entry.check_stage(s) for s in dict.fromkeys(stages)]
+
     def _make(
-        self, stage: str, target: int, method: str, heat: np.ndarray, raw: np.ndarray, all_zero: bool, seconds: float
+        self,
+        stage: str,
+        target: int,
+        versus: int | None,
+        method: str,
+        heat: np.ndarray,
+        raw: np.ndarray,
+        all_zero: bool,
+        seconds: float,
     ) -> Attribution:
         heat.setflags(write=False)  # shared by every caller of the cache
         raw.setflags(write=False)
@@ -302,6 +428,8 @@ class Analysis:
             all_zero=all_zero,
             seconds=seconds,
             target_prob=float(self._probs[target]),
+            versus=versus,
+            versus_label=None if versus is None else class_label(self.categories, versus),
         )
 
 

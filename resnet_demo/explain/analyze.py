@@ -16,7 +16,7 @@ from ..model import ARCH_DEPTHS, STAGES, ResNet
 from ..weights import DEFAULT_WEIGHTS, LoadedModel
 from .analysis import Analysis
 from .cost import gmacs, note_forward
-from .gradcam import cam_layer4, grad_segment
+from .gradcam import grad_segment
 from .inputs import choose_model, load_then_prepare
 from .network import POSITION, check_stage, inference_model, inference_pass, input_of
 from .results import BlockStat, Prediction, Prepared, top_predictions
@@ -75,14 +75,16 @@ def block_stats(model: ResNet, names: list[str], numbers: Tensor, acts: dict[str
 def _forward_with_gradcam(
     model: ResNet, x: Tensor, grad_stages: list[str], stats: list[Tensor]
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], int]:
-    """The pass with Grad-CAM of the top class: inference mode up to the earliest of
+    """The pass with the gradients of the top class: inference mode up to the earliest of
     ``grad_stages``, autograd from there, and one backward serving every later stage."""
     start = min(grad_stages, key=POSITION.__getitem__)
     with torch.inference_mode():  # nothing before ``start`` needs a gradient
         _, early = model.forward_stages(x, stop=start, stats=stats)
     on_the_way = [s for s in STAGES if POSITION[s] >= POSITION[start]]  # their maps come free
-    logits, late, maps, target = grad_segment(model, early[start], start=start, stages=on_the_way, target=None, stats=stats)
-    return logits, {**early, **late}, maps, target
+    logits, late, grads, target = grad_segment(
+        model, early[start], start=start, stages=on_the_way, target=None, stats=stats
+    )
+    return logits, {**early, **late}, grads, target
 
 
 def analyze(
@@ -98,10 +100,11 @@ def analyze(
 ) -> Analysis:
     """Load ``image``, run the network once, and return an :class:`Analysis`.
 
-    ``loaded`` overrides ``arch``/``weights`` (e.g. a fine-tuned model). Grad-CAM of
-    the top-1 class at ``gradcam_stages`` is computed in the same pass: the forward
-    then records autograd from the earliest of them and one backward serves all, so
-    asking for every stage up front is cheaper than asking one by one later.
+    ``loaded`` overrides ``arch``/``weights`` (e.g. a fine-tuned model). The gradients
+    of the top-1 class at ``gradcam_stages``, which every gradient method of the CAM
+    family weighs, are computed in the same pass: the forward then records autograd
+    from the earliest of them and one backward serves all, so asking for every stage
+    up front is cheaper than asking one by one later.
     ``compile=True`` runs the inference pass through ``torch.compile`` (about 15% faster
     on CPU, after a minute of compiling per model; not used with ``gradcam_stages``).
     Raises :class:`~resnet_demo.images.ImageError` or
@@ -116,20 +119,18 @@ def analyze(
     t1 = time.perf_counter()
 
     x = input_of(model, prepared.tensor)
-    maps: dict[str, Tensor] | None = None
+    grads: dict[str, Tensor] | None = None
     target: int | None = None
     names = model.block_names()
+    # layer4's gradient is a closed form (see .gradcam): only earlier stages need the autograd pass.
     grad_stages = [s for s in stages if s != "layer4"]
     if grad_stages:
         stats: list[Tensor] = []
-        logits, acts, maps, target = _forward_with_gradcam(model, x, grad_stages, stats)
+        logits, acts, grads, target = _forward_with_gradcam(model, x, grad_stages, stats)
         numbers = torch.stack(stats).detach().view(-1, 3)
     else:
         with torch.inference_mode():
             logits, acts, numbers = inference_pass(model, x, compile=compile)
-        if stages:
-            target = int(logits[0].argmax())
-            maps = {"layer4": cam_layer4(model, acts["layer4"], target)}
     t2 = time.perf_counter()
     blocks = block_stats(model, names, numbers, acts)
     t3 = time.perf_counter()
@@ -143,5 +144,5 @@ def analyze(
         note_forward(t2 - t1, gmacs(lm.spec.arch, x.shape[-1]))
     return Analysis(
         loaded=lm, model=model, prepared=prepared, logits=logits, acts=acts, blocks=blocks, topk=topk,
-        timings=timings, maps=maps, maps_target=target, started=t0,
+        timings=timings, gradients=grads, gradients_target=target, started=t0,
     )

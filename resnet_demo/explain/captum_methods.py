@@ -12,14 +12,14 @@ from __future__ import annotations
 import copy
 import itertools
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from captum.attr import GuidedGradCam, IntegratedGradients, NoiseTunnel, Occlusion
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..model import ResNet
+from .gradcam import score_of
 from .methods import FinishedMap, Method, MethodCall, register
 
 __all__ = [
@@ -55,12 +55,21 @@ def _shell(model: ResNet) -> ResNet:
     return copy.deepcopy(model, memo)
 
 
-def _forward(model: ResNet) -> Callable[[Tensor], Tensor]:
-    def forward(inp: Tensor) -> Tensor:
-        # captum builds its batches (scaled or occluded copies) in the default layout.
-        return model(inp.contiguous(memory_format=torch.channels_last))
+class _Scored(nn.Module):
+    """The network as captum sees it: the input made ``channels_last``; out come the logits
+    (``target`` picks the class), or for a contrastive map the one column
+    logit(target) - logit(versus) (``target`` is then 0)."""
 
-    return forward
+    def __init__(self, model: ResNet, call: MethodCall) -> None:
+        super().__init__()
+        self.model = model  # only called: a wrapper adds no hook and changes nothing on it
+        self.contrast = None if call.versus is None else (call.target, call.versus)
+        self.target = call.target if call.versus is None else 0
+
+    def forward(self, inp: Tensor) -> Tensor:
+        # captum builds its batches (scaled or occluded copies) in the default layout.
+        logits = self.model(inp.contiguous(memory_format=torch.channels_last))  # (B, classes)
+        return logits if self.contrast is None else score_of(logits, *self.contrast)[:, None]  # (B, 1)
 
 
 def finish_pixel_map(attr: Tensor, size: tuple[int, int]) -> FinishedMap:
@@ -94,10 +103,11 @@ def _guided_gradcam(call: MethodCall) -> dict[str, Tensor]:
     with torch.enable_grad(), torch.autocast(device_type=call.image.device.type, enabled=False):
         # Guided backprop hooks every ReLU, and needs them out of place: only the shell's.
         shell = _shell(call.model).set_inplace(False)
+        scored = _Scored(shell, call)
         for stage in call.stages:
             layer = shell.maxpool if stage == "stem" else getattr(shell, stage)
-            maps[stage] = GuidedGradCam(shell, layer).attribute(
-                call.image.clone().requires_grad_(True), target=call.target, interpolate_mode="bilinear"
+            maps[stage] = GuidedGradCam(scored, layer).attribute(
+                call.image.clone().requires_grad_(True), target=scored.target, interpolate_mode="bilinear"
             )
     return maps
 
@@ -109,8 +119,9 @@ def _integrated_gradients(call: MethodCall) -> dict[str, Tensor]:
     black = ((0.0 - mean) / std).expand_as(x).contiguous()  # a black image, normalised
     steps, samples = call.options["ig_steps"], call.options["noise_tunnel_samples"]
     with torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
-        ig = IntegratedGradients(_forward(call.model))
-        kwargs = {"baselines": black, "target": call.target, "n_steps": steps, "internal_batch_size": IG_BATCH}
+        scored = _Scored(call.model, call)
+        ig = IntegratedGradients(scored)
+        kwargs = {"baselines": black, "target": scored.target, "n_steps": steps, "internal_batch_size": IG_BATCH}
         if samples > 0:
             stdev = NOISE_STDEV * float(x.max() - x.min())
             attr = NoiseTunnel(ig).attribute(
@@ -124,13 +135,14 @@ def _integrated_gradients(call: MethodCall) -> dict[str, Tensor]:
 def _occlusion(call: MethodCall) -> dict[str, Tensor]:
     x = call.image
     side = x.shape[-1] // OCCLUSION_WINDOW
+    scored = _Scored(call.model, call)
     with torch.inference_mode():  # forwards only
-        attr = Occlusion(_forward(call.model)).attribute(
+        attr = Occlusion(scored).attribute(
             x.clone(),
             sliding_window_shapes=(3, side, side),
             strides=(3, max(1, side // 2), max(1, side // 2)),
             baselines=0.0,  # the dataset mean colour
-            target=call.target,
+            target=scored.target,
             perturbations_per_eval=OCCLUSION_BATCH,
         )
     return {"input": attr}

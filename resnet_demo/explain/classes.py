@@ -1,7 +1,14 @@
-"""Class names: finding a class by index or (part of) its name, and naming an index."""
+"""Class names: finding a class by index or (part of) its name, and naming an index.
+
+A query is user input (``--target``, the app's class box) and names come from checkpoints:
+both are compared after Unicode normalisation (NFC, case folded), and only ASCII digits
+make an index, so "²" or "٣" are looked up as names, never passed to ``int()``.
+"""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,18 +23,33 @@ def class_label(categories: Sequence[str], index: int) -> str:
     return categories[index] if 0 <= index < len(categories) else f"class {index}"
 
 
+_INDEX = re.compile(r"[0-9]{1,9}")  # ASCII only: str.isdigit() is also true for "²", which int() refuses
+
+
+def _normal(text: str) -> str:
+    """``text`` for comparing: composed (NFC), case folded, inner whitespace single spaces."""
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+
+
+def _index(query: str) -> int | None:
+    """The class index ``query`` spells in ASCII digits, or None."""
+    q = query.strip()
+    return int(q) if _INDEX.fullmatch(q) else None
+
+
 def find_class(*, categories: Sequence[str], query: str) -> list[int]:
     """Indices of classes matching ``query``: an index, then exact names, then prefixes, then substrings.
 
-    Case-insensitive; the order is best match first.
+    Case-insensitive (Unicode case folding); the order is best match first.
     """
-    q = " ".join(query.strip().lower().split())
+    q = _normal(query)
     if not q:
         return []
-    names = [c.lower() for c in categories]
+    names = [_normal(c) for c in categories]
     found: dict[int, None] = {}
-    if q.isdigit() and int(q) < len(categories):
-        found[int(q)] = None
+    index = _index(query)
+    if index is not None and index < len(categories):
+        found[index] = None
     for test in (
         lambda n: n == q,
         lambda n: n.startswith(q) or any(w.startswith(q) for w in n.replace("-", " ").split()),
@@ -46,14 +68,17 @@ def resolve_class(*, categories: Sequence[str], query: str | int) -> int:
             return int(query)
         raise UserError(f"Class {query} does not exist: this model has classes 0 to {len(categories) - 1}.")
     matches = find_class(categories=categories, query=query)
-    exact = [i for i in matches if categories[i].lower() == " ".join(query.strip().lower().split())]
-    if query.strip().isdigit() and matches and matches[0] == int(query.strip()):
-        return matches[0]
+    exact = [i for i in matches if _normal(categories[i]) == _normal(query)]
+    index = _index(query)
+    if index is not None and matches and matches[0] == index:
+        return index
     if len(exact) == 1:
         return exact[0]
     if len(matches) == 1:
         return matches[0]
+    if not matches and index is not None:
+        raise UserError(f"Class {index} does not exist: this model has classes 0 to {len(categories) - 1}.")
     if not matches:
-        raise UserError(f"No class matches {query!r}. Give a class index or part of a class name.")
+        raise UserError(f"No class matches {query[:80]!r}. Give a class index or part of a class name.")
     shown = ", ".join(f"{i} ({categories[i]})" for i in (exact or matches)[:10])
-    raise UserError(f"{query!r} matches several classes: {shown}. Give the class index.")
+    raise UserError(f"{query[:80]!r} matches several classes: {shown}. Give the class index.")

@@ -20,21 +20,33 @@ import numpy as np
 from ..errors import UserError
 from ..images import load_image
 from ..weights import ARCHES, DEFAULT_WEIGHTS, shared_model
-from . import METHODS, STAGES, Analysis, Attribution, analyze, overlay, overlay_on_full, resolve_class
+from . import METHODS, STAGES, Analysis, Attribution, analyze, get_method, overlay, overlay_on_full, resolve_class
+from .score_cams import DEFAULT_CHANNELS
 
-__all__ = ["configure_parser", "main"]
+__all__ = ["add_image_and_class_arguments", "configure_parser", "main"]
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``explain`` command's arguments to ``parser``."""
+def add_image_and_class_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every command that explains one photo takes: the image, the model, the class and its contrast."""
     parser.add_argument("image", help="photo to explain (JPEG, PNG, GIF, WebP, TIFF, ...)")
     parser.add_argument("--arch", choices=ARCHES, default="resnet50", help="network depth (default resnet50)")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="imagenet-v2 (default), imagenet-v1, random, or a .pth path")
     parser.add_argument("--fallback-random", action="store_true", help="use random weights if the weights are unavailable")
     parser.add_argument("--target", help="class to explain: an index or (part of) a name (default: the top class)")
-    parser.add_argument("--stage", choices=[*STAGES, "all"], default="layer4", help="stage to explain (default layer4)")
-    parser.add_argument("--method", choices=list(METHODS), default="gradcam", help="attribution method (default gradcam)")
+    parser.add_argument("--versus", metavar="CLASS", help="contrast class: explain 'why TARGET and not CLASS' (index or name)")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``explain`` command's arguments to ``parser``."""
+    add_image_and_class_arguments(parser)
+    parser.add_argument("--stage", choices=[*STAGES, "all", "fusion"], default="layer4",
+                        help="stage to explain; all: every stage the method supports; fusion: their maximum (default layer4)")
+    # No argparse ``choices``: an unknown name is a UserError, one line, like every bad input.
+    parser.add_argument("--method", default="gradcam", metavar="NAME",
+                        help=f"attribution method: {', '.join(METHODS)} (default gradcam)")
     parser.add_argument("--noise-tunnel", type=int, default=0, metavar="N", help="smooth IG over N noisy copies")
+    parser.add_argument("--channels", type=int, default=DEFAULT_CHANNELS, metavar="N",
+                        help=f"Score-CAM / Ablation-CAM: weigh the N strongest channels, 0: all (default {DEFAULT_CHANNELS})")
     parser.add_argument("--topk", type=int, default=5, help="how many predictions to list (default 5)")
     parser.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity in the overlays (default 0.5)")
     parser.add_argument("--out", help="folder for the files (default explain-<image name>)")
@@ -84,23 +96,37 @@ def _write_features(analysis: Analysis, out: Path) -> dict[str, dict[str, Any]]:
     return features
 
 
-def _summary(args: argparse.Namespace, analysis: Analysis, atts: list[Attribution], out: Path) -> dict[str, Any]:
-    """Everything ``summary.json`` holds; writes the image and map files on the way."""
-    analysis.crop.save(out / "crop.png")
-    features = _write_features(analysis, out)
-    maps = _write_maps(analysis, atts, out, args.opacity)
-    first = atts[0]
+def photo_report(args: argparse.Namespace, analysis: Analysis, first: Any) -> dict[str, Any]:
+    """What every JSON report on one photo starts with: the photo, the model, the class and its contrast.
+
+    ``first`` is the first map reported (anything with ``target``, ``target_label``,
+    ``versus`` and ``versus_label``: an Attribution, or a faithfulness result).
+    """
     return {
         "image": str(args.image),
         "arch": analysis.arch,
         "weights": analysis.spec.name,
         "untrained": analysis.untrained,
+        "target": {"index": first.target, "label": first.target_label, "prob": analysis.prob(first.target)},
+        "versus": None if first.versus is None else {"index": first.versus, "label": first.versus_label},
+    }
+
+
+def _summary(
+    args: argparse.Namespace, analysis: Analysis, atts: list[Attribution], skipped: list[str], out: Path
+) -> dict[str, Any]:
+    """Everything ``summary.json`` holds; writes the image and map files on the way."""
+    analysis.crop.save(out / "crop.png")
+    features = _write_features(analysis, out)
+    maps = _write_maps(analysis, atts, out, args.opacity)
+    return {
+        **photo_report(args, analysis, atts[0]),
         "warning": analysis.warning,
         "crop_box": vars(analysis.crop_box),
         "predictions": [vars(p) for p in analysis.predictions],
-        "target": {"index": first.target, "label": first.target_label, "prob": first.target_prob},
         "method": args.method,
         "stages": [a.stage for a in atts],
+        "skipped_stages": skipped,
         "maps": maps,
         "features": features,
         "blocks": [{**vars(b), "residual_ratio": _finite(b.residual_ratio)} for b in analysis.blocks],
@@ -109,7 +135,7 @@ def _summary(args: argparse.Namespace, analysis: Analysis, atts: list[Attributio
     }
 
 
-def _print_text(analysis: Analysis, atts: list[Attribution], method: str, out: Path) -> None:
+def _print_text(analysis: Analysis, atts: list[Attribution], method: str, skipped: list[str], out: Path) -> None:
     if analysis.untrained:
         print(f"WARNING: {analysis.status}")
     if analysis.warning:
@@ -118,10 +144,13 @@ def _print_text(analysis: Analysis, atts: list[Attribution], method: str, out: P
     for p in analysis.predictions:
         print(f"  {p.prob:7.2%}  {p.index:4d}  {p.label}")
     first = atts[0]
-    print(f"{METHODS[method]} for class {first.target} ({first.target_label}, {first.target_prob:.2%}):")
+    contrast = "" if first.versus is None else f" versus class {first.versus} ({first.versus_label})"
+    print(f"{METHODS[method]} for class {first.target} ({first.target_label}, {first.target_prob:.2%}){contrast}:")
     for att in atts:
         note = "  all zero: no positive evidence here" if att.all_zero else ""
         print(f"  {att.stage:<7} raw {tuple(att.raw.shape)}  {att.seconds * 1000:7.1f} ms{note}")
+    if skipped:
+        print(f"  (skipped {', '.join(skipped)}: {METHODS[method]} works at {', '.join(a.stage for a in atts)} only)")
     print(f"Forward {analysis.timings['forward'] * 1000:.0f} ms. Files in {out}/")
 
 
@@ -133,25 +162,38 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--opacity must be between 0 and 1.")
     if args.noise_tunnel < 0:
         raise UserError("--noise-tunnel must be 0 or more.")
+    if args.channels < 0:
+        raise UserError("--channels must be 0 (all) or more.")
+    entry = get_method(args.method)
+    if entry.space == "layer" and args.stage not in ("all", "fusion"):
+        entry.check_stage(args.stage)  # before anything loads
     image = load_image(args.image)  # a bad file is reported before 100 MB of weights load
     loaded = shared_model(arch=args.arch, weights=args.weights, fallback_to_random=args.fallback_random)
-    stages = list(STAGES) if args.stage == "all" else [args.stage]
-    # Grad-CAM for the top class at several stages comes from the one pass; see analyze().
-    one_pass = stages if args.method == "gradcam" and args.target is None and len(stages) > 1 else ()
-    analysis = analyze(image=image, loaded=loaded, topk=args.topk, gradcam_stages=one_pass, compile=args.compile)
-    target = None if args.target is None else resolve_class(categories=analysis.categories, query=args.target)
-    # An input method makes one map whatever the stage; a layer method one per stage.
-    found = analysis.attributions(
-        stages=stages, target=target, method=args.method, noise_tunnel_samples=args.noise_tunnel
+    categories = loaded.spec.categories
+    target = None if args.target is None else resolve_class(categories=categories, query=args.target)
+    versus = None if args.versus is None else resolve_class(categories=categories, query=args.versus)
+    # "all" means every stage the method supports; a stage named outright must be supported.
+    stages = list(entry.supported_stages) if args.stage in ("all", "fusion") else [args.stage]
+    skipped = [s for s in STAGES if s not in stages] if args.stage == "all" and entry.space == "layer" else []
+    # The gradients of the top class at several stages come from the one pass; see analyze().
+    gradients = entry.cheap and entry.class_specific and target is None and versus is None and len(stages) > 1
+    analysis = analyze(
+        image=image, loaded=loaded, topk=args.topk, gradcam_stages=stages if gradients else (), compile=args.compile
     )
-    atts = list(found.values())
+    options = {"noise_tunnel_samples": args.noise_tunnel, "channels": args.channels}
+    if args.stage == "fusion":
+        atts = [analysis.fusion(target=target, method=args.method, versus=versus, **options)]
+    else:
+        # An input method makes one map whatever the stage; a layer method one per stage.
+        found = analysis.attributions(stages=stages, target=target, method=args.method, versus=versus, **options)
+        atts = list(found.values())
 
     out = Path(args.out) if args.out else Path(f"explain-{Path(args.image).stem}")
     out.mkdir(parents=True, exist_ok=True)
-    summary = _summary(args, analysis, atts, out)
+    summary = _summary(args, analysis, atts, skipped, out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        _print_text(analysis, atts, args.method, out)
+        _print_text(analysis, atts, args.method, skipped, out)
     return 0

@@ -11,7 +11,6 @@ import torch
 
 from ..weights import weights_spec
 from .methods import get_method, method_options
-from .network import check_stage
 
 __all__ = ["gmacs", "method_cost", "note_forward"]
 
@@ -60,15 +59,23 @@ def gmacs(arch: str, image_size: int) -> float:
     return weights_spec(arch=arch, weights="imagenet-v2").published["gmacs"] * (image_size / 224) ** 2
 
 
-def method_cost(*, method: str, arch: str, stage: str = "stem", image_size: int = 224, **options: int) -> float:
+def method_cost(*, method: str, arch: str, stage: str | None = None, image_size: int = 224, **options: int) -> float:
     """Expected seconds for one map of ``method`` on this machine, to warn before slow ones.
 
     The method's measured relative cost (its registry entry's ``cost``) times the speed
     of this machine's forward passes (taken from the analyses run so far, else from a
-    quick probe). Grad-CAM's cost depends on the stage (``layer4`` is nearly free,
-    ``stem`` the dearest); the default prices the dearest. ``options`` are the method's
-    (e.g. ``ig_steps``; ``noise_tunnel_samples`` multiplies Integrated Gradients).
+    quick probe). A layer method's cost depends on the stage (Grad-CAM's ``layer4`` is
+    nearly free, ``stem`` the dearest); ``stage`` None prices the dearest stage the
+    method supports, and a stage it does not support is a :class:`UserError`.
+    ``options`` are the method's (e.g. ``ig_steps``; ``noise_tunnel_samples``
+    multiplies Integrated Gradients; ``channels`` sets Score-CAM's and Ablation-CAM's).
     """
     entry = get_method(method)
-    where = check_stage(stage) if entry.space == "layer" else "input"
-    return entry.cost(where, method_options(entry, options)) * gmacs(arch, image_size) * _seconds_per_gmac()
+    opts = method_options(entry, options)
+    if entry.space == "input":
+        relative = entry.cost("input", opts)
+    elif stage is None:
+        relative = max(entry.cost(s, opts) for s in entry.supported_stages)
+    else:
+        relative = entry.cost(entry.check_stage(stage), opts)
+    return relative * gmacs(arch, image_size) * _seconds_per_gmac()

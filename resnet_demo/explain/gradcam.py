@@ -1,24 +1,29 @@
-"""Grad-CAM at any stage, from at most one backward pass, and the Grad-CAM registry entry.
+"""The gradients the CAM family weighs, from at most one backward pass, and the finished layer map.
 
-Grad-CAM (Selvaraju et al., 2017) weighs each channel of a stage's output by the mean
-gradient of the class score over it: ReLU(sum_k mean_ij(d y_c / d A_k(i, j)) A_k). It is
-the formula of captum's ``LayerGradCam``, which takes a forward and a backward per
-layer and hooks the model; the test suite checks every stage against it.
+Grad-CAM (Selvaraju et al., 2017) and its relatives (:mod:`.cams`) are formulas on a
+stage's output A and the gradient of the class score at it, d y / d A. This module
+computes those gradients from the analysis's stored pass, never from a new forward:
 
 * At ``layer4`` no backward pass is needed at all. After ``layer4`` come a global
-  average pool and the ``fc`` layer, so d logit_c / d A_k(i, j) = w_ck / (H W) for
-  every position, and Grad-CAM reduces to CAM: ReLU(sum_k w_ck A_k) / (H W).
+  average pool and the ``fc`` layer, so d logit_c / d A_k(i, j) = w_ck / (H W) at
+  every position: the gradient is a closed form (with ``versus``: (w_A - w_B) / (H W)).
 * At an earlier stage, only the network *after* that stage is rerun, from the stored
   activation, and one backward pass down to it yields the gradients of that stage and
   of every later one: walking the stages one by one costs one backward in all.
 
+:class:`GradientCache` keeps the gradients per (class, contrast class), bounded, so
+that another method or stage on the same analysis costs only its arithmetic.
+The explained score is logit(target), or logit(target) - logit(versus) for a
+contrastive map ("why A and not B").
+
 Maps are upsampled with captum's ``LayerAttribution.interpolate`` (bilinear), as the
-paper does, and scaled to [0, 1]; a map without positive evidence stays all zeros.
+Grad-CAM paper does, and scaled to [0, 1]; a map without positive evidence stays all zeros.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,33 +31,33 @@ from captum.attr import LayerAttribution
 from torch import Tensor
 
 from ..model import STAGES, ResNet
-from .methods import FinishedMap, Method, MethodCall, register
 from .network import POSITION
+from .results import FinishedMap
 
-__all__ = ["GRADCAM", "cam_layer4", "finish_layer_map", "grad_segment", "gradcam_from_grads"]
+__all__ = ["GRADIENT_CACHE", "GradientCache", "finish_layer_map", "grad_segment", "layer4_gradient", "score_of"]
 
-# Forward passes per map, by stage: how deep the backward goes (see Method.cost).
-_RELATIVE_COST = {
-    "layer4": 0.02,  # CAM: no backward
-    "layer3": 0.6,
-    "layer2": 1.25,
-    "layer1": 1.6,
-    "stem": 1.8,
-}
+# (target, versus) pairs whose gradients an analysis keeps: those of every stage from the stem
+# down take 6.4 MB for ResNet-50 at 224 px; the least recently used pair goes first.
+GRADIENT_CACHE = 3
 
 
-def gradcam_from_grads(act: Tensor, grad: Tensor) -> Tensor:
-    """Grad-CAM as captum's LayerGradCam computes it: ReLU(sum_k mean_ij(dy/dA_k) A_k), (1, 1, h, w)."""
-    alpha = grad.mean(dim=(2, 3), keepdim=True)  # (1, C, 1, 1)
-    return torch.relu((alpha * act).sum(dim=1, keepdim=True))
+def score_of(logits: Tensor, target: int, versus: int | None) -> Tensor:
+    """The explained score of each row of (B, classes) ``logits``: logit(target), or
+    logit(target) - logit(versus) when ``versus`` is a class. (B,)"""
+    score = logits[:, target]
+    return score if versus is None else score - logits[:, versus]
 
 
-def cam_layer4(model: ResNet, layer4: Tensor, target: int) -> Tensor:
-    """Grad-CAM at layer4 without a backward pass: the gradient is w_c / (H W) everywhere. (1, 1, h, w)"""
+def layer4_gradient(model: ResNet, layer4: Tensor, *, target: int, versus: int | None) -> Tensor:
+    """d score / d layer4 without a backward pass: (w_target - w_versus) / (H W) at every position.
+
+    A broadcast view of one (C,) vector: (1, C, h, w), no memory per position.
+    """
     h, w = layer4.shape[-2:]
-    weight = model.fc.weight[target].to(layer4.dtype)  # (C,)
-    cam = torch.einsum("c,bchw->bhw", weight, layer4).unsqueeze(1)  # (1, 1, h, w)
-    return torch.relu(cam) / (h * w)
+    weight = model.fc.weight[target]  # (C,)
+    if versus is not None:
+        weight = weight - model.fc.weight[versus]
+    return (weight.detach() / (h * w)).to(layer4.dtype).view(1, -1, 1, 1).expand_as(layer4)
 
 
 def grad_segment(
@@ -62,11 +67,16 @@ def grad_segment(
     start: str,
     stages: Sequence[str],
     target: int | None,
+    versus: int | None = None,
     stats: list[Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], int]:
     """Forward from ``start``'s activation with autograd, then ONE backward down to the
-    earliest requested stage. Returns logits, activations, raw Grad-CAM maps (1, 1, h, w)
-    of ``stages``, and the target (the top-1 class if ``target`` is None)."""
+    earliest of ``stages`` (all at or after ``start``).
+
+    Returns the logits, the activations of ``start`` and every later stage, the
+    gradients of the score at ``stages`` (``layer4``'s in closed form), and the target
+    (the top-1 class if ``target`` is None). Everything returned is detached.
+    """
     leaf = act.detach().clone().requires_grad_(True)  # a normal tensor even if ``act`` is an inference tensor
     with torch.enable_grad(), torch.autocast(device_type=leaf.device.type, enabled=False):
         logits, acts = model.forward_stages(leaf, start=start, stats=stats)
@@ -74,12 +84,62 @@ def grad_segment(
         if target is None:
             target = int(logits[0].argmax())
         wanted = [s for s in stages if s != "layer4"]
-        grads = torch.autograd.grad(logits[0, target], [acts[s] for s in wanted]) if wanted else ()
-    with torch.no_grad():
-        maps = {s: gradcam_from_grads(acts[s].detach(), g) for s, g in zip(wanted, grads, strict=True)}
-        if "layer4" in stages:  # cheaper, and the same number (see the module docstring)
-            maps["layer4"] = cam_layer4(model, acts["layer4"].detach(), target)
-    return logits.detach(), {k: v.detach() for k, v in acts.items()}, maps, target
+        score = score_of(logits, target, versus)[0]
+        grads = torch.autograd.grad(score, [acts[s] for s in wanted]) if wanted else ()
+    found = dict(zip(wanted, grads, strict=True))
+    if "layer4" in stages:  # cheaper than autograd, and the same number (see the module docstring)
+        found["layer4"] = layer4_gradient(model, acts["layer4"], target=target, versus=versus)
+    return logits.detach(), {k: v.detach() for k, v in acts.items()}, found, target
+
+
+class GradientCache:
+    """The gradients of one analysis's class scores at its stages, per (target, versus), bounded.
+
+    A request for stages not held reruns the network from the earliest of them (from
+    the stored activation) and one backward fills in that stage and every later one.
+    Safe to use from several threads: two threads asking the same thing at once may
+    both compute it (the results are equal), the first result is kept.
+    """
+
+    def __init__(self, *, model: ResNet, activations: Mapping[str, Tensor], limit: int = GRADIENT_CACHE) -> None:
+        self._model = model
+        self._acts = activations  # stage -> (1, C, h, w) from the analysis's pass
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._held: dict[tuple[int, int | None], dict[str, Tensor]] = {}
+
+    def seed(self, *, target: int, versus: int | None, gradients: Mapping[str, Tensor]) -> None:
+        """Keep gradients computed elsewhere (:func:`~resnet_demo.explain.analyze`'s one pass)."""
+        self._merge((target, versus), {s: g for s, g in gradients.items() if s != "layer4"})
+
+    def get(self, stages: Sequence[str], *, target: int, versus: int | None) -> dict[str, Tensor]:
+        """Stage -> d score / d A, (1, C, h, w), for every stage in ``stages``."""
+        key = (target, versus)
+        deep = [s for s in stages if s != "layer4"]
+        with self._lock:
+            held = self._held.pop(key, {})
+            self._held[key] = held  # most recently used last
+        missing = [s for s in deep if s not in held]
+        if missing:
+            start = min(missing, key=POSITION.__getitem__)
+            # The backward passes every later stage on its way down: their gradients are free.
+            on_the_way = [s for s in STAGES if POSITION[s] >= POSITION[start] and s != "layer4"]
+            _, _, got, _ = grad_segment(
+                self._model, self._acts[start], start=start, stages=on_the_way, target=target, versus=versus
+            )
+            held = self._merge(key, got)
+        found = {s: held[s] for s in deep}
+        if "layer4" in stages:
+            found["layer4"] = layer4_gradient(self._model, self._acts["layer4"], target=target, versus=versus)
+        return found
+
+    def _merge(self, key: tuple[int, int | None], gradients: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        with self._lock:
+            merged = {**gradients, **self._held.pop(key, {})}  # keep what is held: callers may hold it
+            self._held[key] = merged
+            while len(self._held) > self._limit:
+                self._held.pop(next(iter(self._held)))
+            return merged
 
 
 def finish_layer_map(raw: Tensor, size: tuple[int, int]) -> FinishedMap:
@@ -89,35 +149,5 @@ def finish_layer_map(raw: Tensor, size: tuple[int, int]) -> FinishedMap:
     peak = float(up.max())
     all_zero = not bool((raw > 0).any()) or peak <= 0.0
     heat = torch.zeros_like(up) if all_zero else (up / peak).clamp_(0.0, 1.0)
-    return heat.cpu().numpy().astype(np.float32), raw[0, 0].cpu().numpy().astype(np.float32), all_zero
-
-
-def _gradcam_maps(call: MethodCall) -> dict[str, Tensor]:
-    """Raw maps of the stages asked for, from the stored activations: layer4 in closed form,
-    the others from one backward, which also yields (and returns) every stage on its way."""
-    maps: dict[str, Tensor] = {}
-    if "layer4" in call.stages:
-        maps["layer4"] = cam_layer4(call.model, call.activations["layer4"], call.target)
-    deep = [s for s in call.stages if s != "layer4"]
-    if deep:
-        start = min(deep, key=POSITION.__getitem__)
-        # The backward passes every later stage on its way down: their maps are free,
-        # and a caller walking the stages one by one then pays for one backward only.
-        on_the_way = [s for s in STAGES if POSITION[s] >= POSITION[start] and s != "layer4"]
-        _, _, got, _ = grad_segment(
-            call.model, call.activations[start], start=start, stages=on_the_way, target=call.target
-        )
-        maps.update(got)
-    return maps
-
-
-GRADCAM = register(
-    Method(
-        name="gradcam",
-        label="Grad-CAM",
-        space="layer",
-        cost=lambda stage, options: _RELATIVE_COST[stage],
-        compute=_gradcam_maps,
-        finish=finish_layer_map,
-    )
-)
+    heat_np = heat.cpu().numpy().astype(np.float32, copy=False)  # already float32: no copy
+    return heat_np, raw[0, 0].cpu().numpy().astype(np.float32, copy=False), all_zero

@@ -3,29 +3,32 @@
 An entry says what the method is called, whether its maps sit at a stage ("layer") or
 on the pixels ("input"), what one map costs in forward passes of the same network,
 which options it takes (with their defaults; their values also key the cache), how to
-compute raw maps and how to turn a raw map into a [0, 1] heat map.
-:meth:`~resnet_demo.explain.Analysis.attribution` and
+compute raw maps and how to turn a raw map into a [0, 1] heat map; and whether it is
+cheap (arithmetic on the stored pass plus at most the one shared backward), which
+stages it supports, and whether it depends on the class (only then can it be
+contrastive). :meth:`~resnet_demo.explain.Analysis.attribution` and
 :func:`~resnet_demo.explain.method_cost` read everything from the entry, so adding a
 method is one ``register(Method(...))`` call. The built-in entries live in
-:mod:`.gradcam` (Grad-CAM) and :mod:`.captum_methods` (Guided Grad-CAM, Integrated
-Gradients, Occlusion).
+:mod:`.cams` (the CAM family), :mod:`.score_cams` (Score-CAM, Ablation-CAM) and
+:mod:`.captum_methods` (Guided Grad-CAM, Integrated Gradients, Occlusion).
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 from torch import Tensor
 
 from ..errors import UserError
-from ..model import ResNet
+from ..model import STAGES, ResNet
 from ..weights import Preprocessing
-from .network import input_of
+from .gradcam import GradientCache
+from .network import check_stage, input_of
+from .results import FinishedMap
 
 __all__ = [
     "METHODS",
@@ -33,14 +36,17 @@ __all__ = [
     "FinishedMap",
     "Method",
     "MethodCall",
+    "cheap_methods",
     "get_method",
     "method_options",
+    "no_progress",
     "register",
     "unregister",
 ]
 
-# A finished map: the heat map (H, W) float32 in [0, 1], the raw map, and whether it holds no evidence.
-FinishedMap = tuple[np.ndarray, np.ndarray, bool]
+
+def no_progress(fraction: float) -> None:
+    """The default progress callback: nobody is watching."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +60,18 @@ class MethodCall:
     stages: tuple[str, ...]  # the stages asked for; ("input",) for input-space methods
     target: int  # the class to explain
     options: Mapping[str, int]  # the method's options, defaults filled in
+    versus: int | None = None  # a contrast class: explain logit(target) - logit(versus) ("why A and not B")
+    # stages -> d score / d activation, (1, C, h, w) each: shared by every method of the
+    # analysis and cached, so the CAM family pays for one backward in all (see .gradcam).
+    gradients: Callable[[Sequence[str]], dict[str, Tensor]] | None = None
+    progress: Callable[[float], None] = no_progress  # the fraction done, for methods that take a while
+
+    def stage_gradients(self, stages: Sequence[str]) -> dict[str, Tensor]:
+        """d score / d A at ``stages``, from :attr:`gradients` (or a private computation when there is none)."""
+        if self.gradients is not None:
+            return self.gradients(stages)
+        cache = GradientCache(model=self.model, activations=self.activations)
+        return cache.get(stages, target=self.target, versus=self.versus)
 
     @functools.cached_property
     def image(self) -> Tensor:
@@ -78,6 +96,24 @@ class Method:
     finish: Callable[[Tensor, tuple[int, int]], FinishedMap]
     # Option name -> default. Requests differing in an option are cached apart.
     options: Mapping[str, int] = field(default_factory=dict)
+    # True: tensor arithmetic on the stored pass plus at most one shared backward (the CAM
+    # family); such maps are cheap enough to compute for every method and stage at once.
+    cheap: bool = False
+    # The stages a layer method supports, None: every stage (ignored by input methods).
+    stages: tuple[str, ...] | None = None
+    # False: the map ignores the class (Eigen-CAM), so it has no contrastive version.
+    class_specific: bool = True
+
+    @property
+    def supported_stages(self) -> tuple[str, ...]:
+        """The stages a layer method makes maps at, in network order."""
+        return self.stages or STAGES
+
+    def check_stage(self, stage: str) -> str:
+        """``stage`` itself if this layer method supports it; else a :class:`UserError`."""
+        if check_stage(stage) not in self.supported_stages:
+            raise UserError(f"{self.label} works at {', '.join(self.supported_stages)} only, not at {stage}.")
+        return stage
 
 
 REGISTRY: dict[str, Method] = {}  # name -> entry, in the order registered (the order menus show)
@@ -105,6 +141,11 @@ def get_method(name: str) -> Method:
     if method is None:
         raise UserError(f"Unknown method {name!r}; choose one of {', '.join(REGISTRY)}.")
     return method
+
+
+def cheap_methods() -> list[str]:
+    """Names of the cheap methods (see :attr:`Method.cheap`), in registry (menu) order."""
+    return [name for name, method in list(REGISTRY.items()) if method.cheap]
 
 
 def method_options(method: Method, given: Mapping[str, int]) -> dict[str, int]:

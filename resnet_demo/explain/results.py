@@ -14,7 +14,10 @@ from ..images import CropBox
 from ..weights import Preprocessing
 from .classes import class_label
 
-__all__ = ["Attribution", "BlockStat", "FeatureGrid", "Prediction", "Prepared", "top_predictions"]
+__all__ = ["Attribution", "FinishedMap", "BlockStat", "FeatureGrid", "Prediction", "Prepared", "top_predictions"]
+
+# A finished map: the heat map (H, W) float32 in [0, 1], the raw map, and whether it holds no evidence.
+FinishedMap = tuple[np.ndarray, np.ndarray, bool]
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,12 @@ class Attribution:
     stage's resolution for Grad-CAM, (3, H, W) per input channel for Guided
     Grad-CAM and Integrated Gradients, (H, W) for Occlusion. ``all_zero`` means the
     map has no positive evidence (e.g. Grad-CAM for a class the region argues
-    against); its heatmap is then all zeros, never NaN.
+    against); its heatmap is then all zeros, never NaN. A contrastive map explains
+    logit(target) - logit(versus); stage "fusion" is the maximum of a method's
+    normalised maps of every stage (see :meth:`~resnet_demo.explain.Analysis.fusion`).
     """
 
-    stage: str  # a stage, or "input" for methods that attribute to pixels
+    stage: str  # a stage, "input" for methods that attribute to pixels, or "fusion"
     target: int
     target_label: str
     method: str
@@ -71,6 +76,8 @@ class Attribution:
     all_zero: bool
     seconds: float
     target_prob: float = 0.0
+    versus: int | None = None  # the contrast class of a contrastive map ("why target and not versus"), else None
+    versus_label: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint_files import check_class_names, check_tensors, is_state_dict
 from ..errors import UserError
-from ..weights import CHECKPOINT_FORMAT, Preprocessing
+from ..weights import ARCHES, CHECKPOINT_FORMAT, Preprocessing
 from .config import RECIPE_FIELDS, FinetuneConfig
 
 __all__ = ["Progress", "atomic_save", "atomic_write_text", "check_resume", "cpu_state", "make_checkpoint"]
@@ -119,6 +120,11 @@ def check_resume(ckpt: Any, *, cfg: FinetuneConfig, class_names: tuple[str, ...]
     ``warn`` hears of recipe changes that make the continuation inexact."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "optimizer" not in ckpt:
         raise UserError(f"{cfg.resume} is not a last.pth of this fine-tune routine; resume from a run's last.pth.")
+    name = Path(str(cfg.resume)).name
+    if ckpt.get("arch") not in ARCHES or not is_state_dict(ckpt.get("model")) or not isinstance(ckpt.get("config"), dict):
+        raise UserError(f"{name} is not a usable last.pth: its arch, model or config is missing or malformed.")
+    check_class_names(ckpt.get("class_names"), name=name, head_size=None)
+    check_tensors(ckpt["model"], name=name)
     if ckpt["arch"] != cfg.arch:
         raise UserError(f"{cfg.resume} is a {ckpt['arch']} run; resume it with --arch {ckpt['arch']}.")
     if tuple(ckpt["class_names"]) != class_names:
@@ -126,7 +132,7 @@ def check_resume(ckpt: Any, *, cfg: FinetuneConfig, class_names: tuple[str, ...]
             f"{cfg.resume} was trained on classes {', '.join(ckpt['class_names'])}, but the data has "
             f"{', '.join(class_names)}; resume with the same data."
         )
-    saved = ckpt.get("config", {})
+    saved = ckpt["config"]
     for k in ("freeze", "optimizer"):  # they shape the optimizer state, which must load as it was
         if k in saved and saved[k] != getattr(cfg, k):
             raise UserError(f"{cfg.resume} was trained with --{k} {saved[k]}; resume it with the same --{k}.")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..data import make_sample_dataset
 from ..errors import UserError
-from ..weights import ARCHES, _safe_load
+from ..weights import ARCHES, read_pth
 from .config import AMP_MODES, EXTRA_EVALS, FREEZE_MODES, OPTIMIZERS, FinetuneConfig
 from .loop import finetune
 
@@ -72,8 +72,8 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     """Defaults, or the resumed checkpoint's config, overridden by the flags given."""
     base = _DEFAULTS
     if getattr(args, "resume", None):
-        ckpt = _safe_load(Path(args.resume))
-        if not isinstance(ckpt, dict) or "config" not in ckpt:
+        ckpt = read_pth(Path(args.resume))
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
             raise UserError(f"{args.resume} is not a last.pth of this fine-tune routine.")
         base = FinetuneConfig.from_dict(ckpt["config"])
     given = {

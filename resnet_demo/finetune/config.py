@@ -12,8 +12,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ..checkpoint_files import MAX_SIDE, MIN_CROP
 from ..errors import UserError
-from ..weights import ARCHES
+from ..weights import ARCHES, NAMED_WEIGHTS
 
 __all__ = [
     "AMP_MODES",
@@ -126,8 +127,10 @@ def _one_of(what: str, value: str, allowed: tuple[str, ...]) -> tuple[bool, str]
 def validate_config(cfg: FinetuneConfig, *, server: bool = False) -> None:
     """Raise :class:`UserError` for the first setting of ``cfg`` that is not allowed.
 
-    ``server=True`` adds the app's bounds: 1 to 100 epochs, a learning rate of at most 1
-    and at most 256 images per batch. Each message names the setting in words.
+    ``server=True`` adds the app's bounds: 1 to 100 epochs, a learning rate of at most 1,
+    at most 256 images per batch, and named starting weights (no file of the server's).
+    Sizes stay within what a checkpoint may hold (:mod:`resnet_demo.checkpoint_files`), so
+    every run writes one that loads. Each message names the setting in words.
     """
     checks = [
         _one_of("The model", cfg.arch, ARCHES),
@@ -142,6 +145,7 @@ def validate_config(cfg: FinetuneConfig, *, server: bool = False) -> None:
     ]
     if server:
         checks += [
+            _one_of("The starting weights", cfg.weights, NAMED_WEIGHTS),
             (1 <= cfg.epochs <= SERVER_MAX_EPOCHS, f"Epochs must be between 1 and {SERVER_MAX_EPOCHS}."),
             (
                 1 <= cfg.batch_size <= SERVER_MAX_BATCH_SIZE,
@@ -157,7 +161,16 @@ def validate_config(cfg: FinetuneConfig, *, server: bool = False) -> None:
         (cfg.batch_size >= 1, "The batch size must be at least 1."),
         (cfg.accum_steps >= 1, "Gradient accumulation must be at least 1 micro-batch per optimizer step."),
         (cfg.lr > 0, "The learning rate must be above 0 (0.01 is a good start for SGD)."),
-        (cfg.image_size >= 32, "The image size must be at least 32 pixels: the network halves the image five times."),
+        (
+            cfg.image_size >= MIN_CROP,
+            f"The image size must be at least {MIN_CROP} pixels: the network halves the image five times.",
+        ),
+        (cfg.image_size <= MAX_SIDE, f"The image size must be at most {MAX_SIDE} pixels."),
+        (
+            cfg.image_size <= cfg.eval_resize_size <= MAX_SIDE,
+            f"The evaluation resize ({cfg.eval_resize_size} px; by default 256/224 of the image size) must be "
+            f"between the image size and {MAX_SIDE} pixels.",
+        ),
         (0 <= cfg.label_smoothing < 1, "Label smoothing must be at least 0 and below 1."),
         (cfg.clip_grad_norm >= 0, "The gradient clipping norm must be 0 (off) or above."),
         (cfg.warmup_epochs >= 0, "Warmup epochs must be 0 or more."),

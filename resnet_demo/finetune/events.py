@@ -39,4 +39,17 @@ class FinetuneResult:
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; the message says where the last good checkpoint is."""
+    """The loss became NaN or infinite; the message says where the last good checkpoint is.
+
+    ``problem`` is what happened and what to try, for anyone; ``str()`` adds where the
+    last good checkpoint is on this machine, which only the command line's user can use.
+    """
+
+    def __init__(self, problem: str, *, last_good: Path | None) -> None:
+        where = (
+            f"The last good checkpoint, {last_good}, was left as it was."
+            if last_good is not None
+            else "No checkpoint had been written yet."
+        )
+        super().__init__(f"{problem} {where}")
+        self.problem = problem

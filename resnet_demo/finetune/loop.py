@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..data import ImageListDataset, eval_transform, load_image_set, multi_view_transform, train_transform
 from ..devices import resolve_device
 from ..errors import UserError
-from ..weights import Preprocessing, _safe_load
+from ..weights import Preprocessing, read_pth
 from .build import build_finetune_model, make_optimizer, resolve_amp, set_train_mode
 from .checkpoints import Progress, atomic_save, atomic_write_text, check_resume, cpu_state, make_checkpoint
 from .config import FinetuneConfig, validate_config
@@ -96,7 +96,9 @@ class _Run:
         self.total_steps = 0
         self.device = resolve_device(cfg.device, local_rank=d.local_rank)
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
-        self.images = load_image_set(data_root, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        # Messages call the data by its own name: a zip is read from a temporary folder.
+        name = Path(cfg.data).name
+        self.images = load_image_set(data_root, val_fraction=cfg.val_fraction, seed=cfg.seed, name=name)
 
     def _emit(self, kind: EventKind, **data: Any) -> None:
         if self.callback is not None:
@@ -107,7 +109,7 @@ class _Run:
 
     def _setup(self) -> None:
         cfg = self.cfg
-        resume = _safe_load(Path(cfg.resume)) if cfg.resume else None
+        resume = read_pth(Path(cfg.resume)) if cfg.resume else None
         if resume is not None:
             check_resume(resume, cfg=cfg, class_names=self.images.class_names, warn=lambda m: log_main(self.d, m))
         self._setup_model(resume)
@@ -130,7 +132,7 @@ class _Run:
         )
         if resume is not None:
             model.load_state_dict(resume["model"])
-            pre = Preprocessing.from_dict(resume["preprocessing"])
+            pre = Preprocessing.from_dict(resume["preprocessing"], name=Path(cfg.resume).name)  # type: ignore[arg-type]
         self.preprocessing = Preprocessing(
             resize_size=cfg.eval_resize_size, crop_size=cfg.image_size, mean=pre.mean, std=pre.std
         )
@@ -410,15 +412,11 @@ class _Run:
         )
 
     def _diverged(self, value: float, lr: float, *, what: str = "loss") -> None:
-        where = (
-            f"The last good checkpoint, {self.last_good}, was left as it was."
-            if self.last_good is not None
-            else "No checkpoint had been written yet."
-        )
         raise TrainingDiverged(
             f"Training diverged: the {what} became {value} at epoch {self.progress.epoch + 1}, optimizer step "
             f"{self.progress.global_step + 1} (learning rate {lr:.3g}), so the run stopped without saving that state. "
-            f"{where} Try a learning rate 10x lower."
+            f"Try a learning rate 10x lower.",
+            last_good=self.last_good,
         )
 
     # -- the end
@@ -444,7 +442,7 @@ class _Run:
             best = max(metrics, key=lambda r: r["val_top1"])
             summary["center_crop"] = {k: best[f"val_{k}"] for k in ("loss", "top1", "top5")}
         if self.best_state is None and self.best_path.exists() and self.d.world == 1:
-            self.best_state = _safe_load(self.best_path)["model"]  # resumed after the best epoch
+            self.best_state = read_pth(self.best_path)["model"]  # resumed after the best epoch
         if cfg.extra_eval != "none" and not cancelled and self.best_state is not None:
             self._extra_eval(summary, self.best_state)
         if self.d.main:

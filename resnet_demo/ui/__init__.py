@@ -4,10 +4,14 @@
 * :mod:`.settings`: queue and upload limits, theme and CSS;
 * one ``*_tab`` module per tab (layout and events) with its ``*_handlers`` (plain functions):
   Explain, Architecture, Compare depths, Fine-tune;
+* :mod:`.method_gallery` (every quick method side by side) and :mod:`.trust_panel` with
+  :mod:`.trust_handlers` (faithfulness curves, the method ranking, the randomisation
+  sanity check, the ``/evaluate`` endpoint): the Explain tab's explanation extras;
 * :mod:`.model_choice`: the model and weights pickers and the weights banner;
 * :mod:`.finetune_job` and :mod:`.session_folders`: the server's one fine-tune, and each
   browser session's work folder;
-* :mod:`.downloads`: the bounded folder of raw maps; :mod:`.components`: small shared pieces.
+* :mod:`.downloads`: the bounded folder of raw maps; :mod:`.components`: small shared pieces;
+  :mod:`.markdown_text`: user text (class names) shown literally in Markdown.
 """
 
 from __future__ import annotations

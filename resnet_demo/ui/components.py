@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
 import inspect
 import logging
 from collections.abc import Callable, Iterator
@@ -59,7 +60,9 @@ def _as_sentences(handler: str) -> Iterator[None]:
     except gr.Error:
         raise
     except UserError as e:
-        raise gr.Error(str(e)) from e
+        # Gradio renders an error's message as HTML, and messages quote user text (class names
+        # from an uploaded checkpoint): escaped, a name like "<img src=x>" shows as typed.
+        raise gr.Error(html.escape(str(e), quote=False)) from e
     except MemoryError as e:
         raise gr.Error("The server ran out of memory for this request. Try a smaller image or model.") from e
     except Exception as e:

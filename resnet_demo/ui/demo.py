@@ -21,7 +21,8 @@ from .settings import CSS, DELETE_CACHE, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE
 
 INTRO = """# ResNet Explorer
 Pick **ResNet-50, 101 or 152**, drop in a photo, and see what the network predicts and **why**:
-Grad-CAM for every stage and any class, the feature maps of every stage, and the bottleneck blocks at work.
+Grad-CAM and a dozen other explanation maps for every stage and any class (or "this class and not that one"),
+how far each map can be trusted, the feature maps of every stage, and the bottleneck blocks at work.
 """
 
 

@@ -6,34 +6,67 @@ opacity are checked by the core (resnet_demo.explain), which says what is wrong.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 import PIL.Image
 
-from ..explain import METHODS, STAGES, Analysis, Attribution, analyze, method_cost, overlay, overlay_on_full
+from ..explain import (
+    METHODS,
+    REGISTRY,
+    STAGES,
+    Analysis,
+    Attribution,
+    analyze,
+    get_method,
+    method_cost,
+    overlay,
+    overlay_on_full,
+)
 from .components import user_errors
 from .downloads import DOWNLOADS
+from .markdown_text import md_text
 from .model_choice import UNTRAINED_BANNER, resolve_model, status_markdown
 
 STAGE_CHOICES: list[tuple[str, str]] = [(s, s) for s in STAGES]
-VIEW_CHOICES: list[tuple[str, str]] = [("The 224 crop the model saw", "crop"), ("The whole photo", "full")]
+VIEW_CHOICES: list[tuple[str, str]] = [("The crop the model saw", "crop"), ("The whole photo", "full")]
 TOP_CLASS = -1  # the class picker's value for "whatever the model ranks first"
+NO_VERSUS = -1  # the versus picker's value for "no second class": the plain class score
 NO_PHOTO = "Upload a photo first (or click one of the examples)."
+STRIP_FALLBACK = "gradcam"  # the strip and the fusion of methods that have no map at every stage
+
+Progress = Callable[[float], None]
 
 
-def method_choices(*, arch: str) -> list[tuple[str, str]]:
-    """Method picker entries, the slow ones labelled with their expected time here."""
+def method_choices(*, arch: str, stage: str = "layer4") -> list[tuple[str, str]]:
+    """Method picker entries in registry order; the slow ones say their expected time here at ``stage``,
+    the ones tied to some stages say which."""
     out = []
-    for method, label in METHODS.items():
-        cost = method_cost(method=method, arch=arch)
-        out.append((label if cost < 1.0 else f"{label} (~{cost:.0f} s here)", method))
+    for name, label in METHODS.items():
+        entry = REGISTRY[name]
+        supported = entry.space == "input" or entry.stages is None or stage in entry.stages
+        text = label if entry.stages is None or entry.space == "input" else f"{label} ({', '.join(entry.stages)} only)"
+        # Priced where it would run: an unsupported stage is switched to the method's first one.
+        where = stage if supported else entry.stages[0]  # type: ignore[index]
+        cost = method_cost(method=name, arch=arch, stage=where)
+        out.append((text if cost < 1.0 else f"{text} (~{cost:.0f} s here)", name))
     return out
 
 
-def method_picker(arch: str) -> dict[str, Any]:
-    """The method picker for a newly picked model: its costs differ with depth."""
-    return gr.update(choices=method_choices(arch=arch))
+def method_picker(arch: str, stage: str = "layer4") -> dict[str, Any]:
+    """The method picker for a newly picked model or stage: the costs differ with both."""
+    return gr.update(choices=method_choices(arch=arch, stage=stage))
+
+
+@user_errors
+def method_changed(method: str, stage: str) -> Any:
+    """A method that has no map at the current stage moves the stage to one it has, and says so."""
+    entry = get_method(method)
+    if entry.space == "input" or entry.stages is None or stage in entry.stages:
+        return gr.skip()
+    gr.Info(f"{entry.label} works at {' and '.join(entry.stages)} only: the stage is now {entry.stages[-1]}.")
+    return entry.stages[-1]
 
 
 def label_dict(analysis: Analysis) -> dict[str, float]:
@@ -49,28 +82,54 @@ def class_choices(analysis: Analysis) -> list[tuple[str, int]]:
     return [("Top class", TOP_CLASS), *top, *rest]
 
 
-def _target(target: int | float | str | None) -> int | None:
+def versus_choices(analysis: Analysis) -> list[tuple[str, int]]:
+    """The versus picker: none (the default), then the classes as the class picker lists them."""
+    return [("Nothing (explain the class alone)", NO_VERSUS), *class_choices(analysis)[1:]]
+
+
+def class_index(target: int | float | str | None) -> int | None:
+    """A picker's value as a class index; None for "top class" / "nothing"."""
     if target is None or target == "":
         return None
     try:
         t = int(target)
     except (TypeError, ValueError) as e:
         raise gr.Error(f"Unknown class {target!r}: pick one from the list.") from e
-    return None if t == TOP_CLASS else t
+    return None if t in (TOP_CLASS, NO_VERSUS) else t
+
+
+def progress_for(progress: Any, what: str) -> Progress:
+    """The engine's progress callback (a fraction) as a Gradio progress bar saying ``what``."""
+    return lambda fraction: progress(float(fraction), desc=what)
+
+
+def versus_for(method: str, versus: int | None) -> int | None:
+    """``versus`` for a method that has a contrastive version; None for one that ignores the class."""
+    return versus if get_method(method).class_specific else None
 
 
 def _ms(seconds: float) -> str:
     # layer4 Grad-CAM is a closed form (CAM) and takes well under a millisecond.
-    return "<1 ms" if seconds < 1e-3 else f"{seconds * 1000:.0f} ms"
+    if seconds < 1e-3:
+        return "<1 ms"
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.0f} s"
 
 
-def _caption(analysis: Analysis, att: Attribution) -> str:
+def subject(analysis: Analysis, att: Attribution) -> str:
+    """What a map explains, as Markdown: "class **A** (12.0%)" or "**A** versus **B**"; names escaped."""
+    if att.versus is not None:
+        return f"**{md_text(att.target_label)}** versus **{md_text(att.versus_label or str(att.versus))}**"
     prob = next((p.prob for p in analysis.predictions if p.index == att.target), None)
     prob_text = f" ({prob:.1%})" if prob is not None else ""
+    return f"class **{md_text(att.target_label)}**{prob_text}"
+
+
+def _caption(analysis: Analysis, att: Attribution, *, dropped_versus: bool = False) -> str:
     parts = [
-        f"**{METHODS[att.method]}** at **{att.stage}** for class **{att.target_label}**{prob_text}, "
-        f"computed in {_ms(att.seconds)}."
+        f"**{METHODS[att.method]}** at **{att.stage}** for {subject(analysis, att)}, computed in {_ms(att.seconds)}."
     ]
+    if dropped_versus:
+        parts.append(f"{METHODS[att.method]} ignores the class, so there is no \"versus\" version of it.")
     if att.all_zero:
         parts.append(
             "⚠️ The map is all zero: at this stage nothing in the image counts as positive "
@@ -81,14 +140,34 @@ def _caption(analysis: Analysis, att: Attribution) -> str:
     return "\n\n".join(parts)
 
 
-def _strip(analysis: Analysis, *, target: int | None, opacity: float) -> list[tuple[PIL.Image.Image, str]]:
-    """Grad-CAM of every stage for the same class: where the evidence forms, early to late."""
+def strip_method(method: str) -> str:
+    """The method of the strip and the fusion: ``method`` if it is cheap and has a map at every stage."""
+    entry = get_method(method)
+    every_stage = entry.space == "layer" and entry.stages is None
+    return method if entry.cheap and every_stage else STRIP_FALLBACK
+
+
+def _strip(
+    analysis: Analysis, *, target: int | None, versus: int | None, method: str, opacity: float
+) -> list[tuple[PIL.Image.Image, str]]:
+    """One method at every stage for the same class: where the evidence forms, early to late."""
+    name = strip_method(method)
+    maps = analysis.attributions(stages=STAGES, target=target, method=name, versus=versus_for(name, versus))
     out = []
-    for stage in STAGES:
-        att = analysis.attribution(stage=stage, target=target, method="gradcam")
+    for stage, att in maps.items():
         note = " (all zero)" if att.all_zero else ""
         out.append((overlay(image=analysis.crop, heatmap=att.heatmap, opacity=opacity), f"{stage}{note}"))
     return out
+
+
+def fusion_view(
+    analysis: Analysis, *, target: int | None, versus: int | None, method: str, opacity: float
+) -> list[tuple[PIL.Image.Image, str]]:
+    """The strip's method with every stage fused (element-wise maximum): one captioned tile."""
+    name = strip_method(method)
+    att = analysis.fusion(target=target, method=name, versus=versus_for(name, versus))
+    note = " (all zero)" if att.all_zero else ""
+    return [(overlay(image=analysis.crop, heatmap=att.heatmap, opacity=opacity), f"{METHODS[name]} fused{note}")]
 
 
 def _features(analysis: Analysis) -> list[tuple[PIL.Image.Image, str]]:
@@ -108,16 +187,37 @@ def _check_view(*, opacity: float, view: str) -> None:
         raise gr.Error("View must be 'crop' or 'full'.")
 
 
-def _views(analysis: Analysis, *, stage: str, target: int | None, method: str, opacity: float, view: str) -> list[Any]:
+def _views(
+    analysis: Analysis,
+    *,
+    stage: str,
+    target: int | None,
+    method: str,
+    opacity: float,
+    view: str,
+    versus: int | None = None,
+    progress: Any = None,
+) -> list[Any]:
     """(overlay, caption, strip, raw map file) of one map of ``analysis``."""
-    att = analysis.attribution(stage=stage, target=target, method=method)
+    callback = progress_for(progress, f"{METHODS.get(method, method)}…") if progress is not None else None
+    att = analysis.attribution(
+        stage=stage, target=target, method=method, versus=versus_for(method, versus), progress=callback
+    )
     if view == "full":
         heat = overlay_on_full(analysis=analysis, attribution=att, opacity=opacity)
     else:
         heat = overlay(image=analysis.crop, heatmap=att.heatmap, opacity=opacity)
     # The map's own stage ("input" for the pixel methods), not the request's, names the file.
-    raw = DOWNLOADS.save_npy(att.raw, stem=f"{analysis.arch}-{att.stage}-{att.method}-class{att.target}")
-    return [heat, _caption(analysis, att), _strip(analysis, target=target, opacity=opacity), raw]
+    against = "" if att.versus is None else f"-vs{att.versus}"
+    raw = DOWNLOADS.save_npy(att.raw, stem=f"{analysis.arch}-{att.stage}-{att.method}-class{att.target}{against}")
+    caption = _caption(analysis, att, dropped_versus=versus is not None and att.versus is None)
+    strip = _strip(analysis, target=target, versus=versus, method=method, opacity=opacity)
+    return [heat, caption, strip, raw]
+
+
+def strip_label(method: str) -> str:
+    """The strip's label: which method it shows (see :func:`strip_method`)."""
+    return f"{METHODS[strip_method(method)]} at every stage, same class"
 
 
 @user_errors
@@ -130,6 +230,7 @@ def run_explain(
     method: str,
     opacity: float,
     view: str,
+    progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar; not an API input)
 ) -> tuple[Any, ...]:
     """Explain tab, a new photo or model: one forward, then every view of it.
 
@@ -141,10 +242,26 @@ def run_explain(
     _check_view(opacity=opacity, view=view)
     loaded = resolve_model(arch=arch, weights=weights, checkpoint=checkpoint)
     analysis = analyze(image=image, arch=arch, weights=loaded.spec.name, topk=5, loaded=loaded)
-    heat, caption, strip, raw = _views(analysis, stage=stage, target=None, method=method, opacity=opacity, view=view)
+    heat, caption, strip, raw = _views(
+        analysis, stage=stage, target=None, method=method, opacity=opacity, view=view, progress=progress
+    )
     picker = gr.update(choices=class_choices(analysis), value=TOP_CLASS)
     features = _features(analysis)
     return analysis, label_dict(analysis), status_markdown(loaded), picker, heat, caption, strip, features, raw
+
+
+@user_errors
+def photo_extras(analysis: Analysis | None, method: str, opacity: float) -> tuple[Any, ...]:
+    """After a new photo: the versus picker's classes (reset to nothing), the fused map of the top
+    class, and the strip's label (``/explain`` returns the strip's images alone).
+
+    Returns (versus picker, fusion image, strip label).
+    """
+    if analysis is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    picker = gr.update(choices=versus_choices(analysis), value=NO_VERSUS)
+    fusion = fusion_view(analysis, target=None, versus=None, method=method, opacity=opacity)
+    return picker, fusion, gr.update(label=strip_label(method))
 
 
 @user_errors
@@ -152,19 +269,26 @@ def rerender(
     analysis: Analysis | None,
     stage: str,
     target: int | None,
+    versus: int | None,
     method: str,
     opacity: float,
     view: str,
+    progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
 ) -> tuple[Any, ...]:
-    """Explain tab, another stage / class / method / opacity / view of the same photo.
+    """Explain tab, another stage / class / versus class / method / opacity / view of the same photo.
 
     No new forward pass: the analysis in the user's state serves it.
-    Returns (overlay, caption, strip, raw map file).
+    Returns (overlay, caption, strip, raw map file, fusion image).
     """
     if analysis is None:
         raise gr.Error(NO_PHOTO)
     _check_view(opacity=opacity, view=view)
-    return tuple(_views(analysis, stage=stage, target=_target(target), method=method, opacity=opacity, view=view))
+    t, v = class_index(target), class_index(versus)
+    heat, caption, strip, raw = _views(
+        analysis, stage=stage, target=t, method=method, opacity=opacity, view=view, versus=v, progress=progress
+    )
+    strip_update = gr.update(value=strip, label=strip_label(method))
+    return heat, caption, strip_update, raw, fusion_view(analysis, target=t, versus=v, method=method, opacity=opacity)
 
 
 @user_errors

@@ -1,6 +1,7 @@
 """The Explain tab: pick a model, drop in a photo, see the top-5, the map of any stage,
-class and method, the Grad-CAM of every stage and the feature maps. Also wires the
-``/explain`` and ``/predict`` API endpoints, which take this tab's inputs."""
+class (or class versus class) and method, the map of every stage and their fusion, every
+quick method side by side, how far to trust the map, and the feature maps. Also wires the
+``/explain``, ``/predict`` and ``/evaluate`` API endpoints, which take this tab's inputs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from . import explain_handlers as h
 from .components import SafeImage, example_photos
 from .model_choice import ARCH_CHOICES, WEIGHT_CHOICES, checkpoint_visibility, weights_status
 from .settings import INFERENCE_LIMIT
+from .trust_panel import TrustPanel, build_trust_panel, wire_trust_panel
 
 
 @dataclass
@@ -29,12 +31,15 @@ class ExplainTab:
     stage: gr.Radio
     view: gr.Radio  # the crop the model saw, or the whole photo
     target: gr.Dropdown  # the class to explain
+    versus: gr.Dropdown  # an optional second class: "why the first and not this one"
     method: gr.Dropdown
     opacity: gr.Slider
     heatmap: gr.Image
     caption: gr.Markdown
     raw: gr.File  # the map before upsampling, as .npy
-    strip: gr.Gallery  # Grad-CAM of every stage
+    strip: gr.Gallery  # the map of every stage
+    fusion: gr.Gallery  # every stage's map fused: one tile
+    trust: TrustPanel  # the method gallery and "How far to trust this map"
     features: gr.Gallery
     explained: Any = None  # the explain event, for what must follow a new photo or model
 
@@ -79,22 +84,41 @@ def build_explain_tab(
                     label="Explain class (type to search)",
                     elem_id="target",
                 )
-                method = gr.Dropdown(h.method_choices(arch=arch), value="gradcam", label="Method")
+                versus = gr.Dropdown(
+                    [("Nothing (explain the class alone)", h.NO_VERSUS)],
+                    value=h.NO_VERSUS,
+                    label="…versus class (why the first and not this one?)",
+                    elem_id="versus",
+                )
+            with gr.Row():
+                method = gr.Dropdown(h.method_choices(arch=arch), value="gradcam", label="Method", elem_id="method")
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heat-map opacity")
             heatmap = gr.Image(label="Heat map", elem_id="heatmap", format="png", height=360, interactive=False)
-            caption = gr.Markdown(elem_id="caption")
+            caption = gr.Markdown(elem_id="caption", latex_delimiters=[])
             raw = gr.File(label="Raw map (.npy, before upsampling)", interactive=False)
-    strip = gr.Gallery(label="Grad-CAM at every stage, same class", columns=5, height=220, elem_id="strip")
+    with gr.Row(equal_height=True):
+        strip = gr.Gallery(
+            label="Grad-CAM at every stage, same class", columns=5, height=220, elem_id="strip", scale=5
+        )
+        # A one-tile gallery, so the fused map looks and scales like the strip's tiles.
+        fusion = gr.Gallery(
+            label="Fused (max)", columns=1, height=220, elem_id="fusion", scale=1, min_width=220
+        )
+    trust = build_trust_panel()
     features = gr.Gallery(
         label="Feature maps: the most active channels of each stage", columns=5, height=260, elem_id="features"
     )
     tab = ExplainTab(
         arch=arch_in, weights=weights_in, checkpoint=checkpoint_in, image=image, run=run, examples=examples,
-        top5=top5, stage=stage, view=view, target=target, method=method, opacity=opacity,
-        heatmap=heatmap, caption=caption, raw=raw, strip=strip, features=features,
+        top5=top5, stage=stage, view=view, target=target, versus=versus, method=method, opacity=opacity,
+        heatmap=heatmap, caption=caption, raw=raw, strip=strip, fusion=fusion, trust=trust, features=features,
     )  # fmt: skip
     tab.explained = _wire(tab, status=status, analysis=analysis)
     return tab
+
+
+_QUIET = {"api_visibility": "private", "queue": False}  # instant UI updates: no queue, no API
+_VIEW = {"api_visibility": "private", "concurrency_id": "inference", "trigger_mode": "always_last"}
 
 
 def _wire(tab: ExplainTab, *, status: gr.Markdown, analysis: gr.State) -> Any:
@@ -110,7 +134,8 @@ def _wire(tab: ExplainTab, *, status: gr.Markdown, analysis: gr.State) -> Any:
         concurrency_id="load",
         concurrency_limit=1,
     )
-    tab.arch.change(h.method_picker, tab.arch, tab.method, api_visibility="private")
+    # The methods' expected times depend on the model and the stage.
+    gr.on([tab.arch.change, tab.stage.change], h.method_picker, [tab.arch, tab.stage], tab.method, **_QUIET)
 
     outputs = [analysis, tab.top5, status, tab.target, tab.heatmap, tab.caption, tab.strip, tab.features, tab.raw]
     inputs = [tab.image, *model_inputs, tab.stage, tab.method, tab.opacity, tab.view]
@@ -119,16 +144,28 @@ def _wire(tab: ExplainTab, *, status: gr.Markdown, analysis: gr.State) -> Any:
         [tab.run.click, tab.image.upload], h.run_explain, inputs, outputs, api_name="explain", **inference
     )
     # Clicking an example fills the photo (no upload event), then explains it.
-    tab.examples.load_input_event.then(h.run_explain, inputs, outputs, api_visibility="private", **inference)
+    example = tab.examples.load_input_event.then(h.run_explain, inputs, outputs, api_visibility="private", **inference)
+    photo_done = [explained, example]
+    for event in photo_done:  # /explain's outputs stay as they were: the new views follow in their own step
+        event.then(h.photo_extras, [analysis, tab.method, tab.opacity], [tab.versus, tab.fusion, tab.strip], **_VIEW)
+
+    # Another view of the same photo. A method without a map at the current stage first moves
+    # the stage (programmatically: the stage's .input does not fire), then renders once.
+    view_inputs = [analysis, tab.stage, tab.target, tab.versus, tab.method, tab.opacity, tab.view]
+    view_outputs = [tab.heatmap, tab.caption, tab.strip, tab.raw, tab.fusion]
     gr.on(
-        [tab.stage.change, tab.target.input, tab.method.change, tab.opacity.release, tab.view.change],
-        h.rerender,
-        [analysis, tab.stage, tab.target, tab.method, tab.opacity, tab.view],
-        [tab.heatmap, tab.caption, tab.strip, tab.raw],
-        api_visibility="private",
-        concurrency_id="inference",
-        trigger_mode="always_last",
+        [tab.stage.input, tab.target.input, tab.versus.input, tab.opacity.release, tab.view.change],
+        h.rerender, view_inputs, view_outputs, **_VIEW,
+    )  # fmt: skip
+    tab.method.input(h.method_changed, [tab.method, tab.stage], tab.stage, **_QUIET).then(
+        h.rerender, view_inputs, view_outputs, **_VIEW
     )
+    controls = {
+        "stage": tab.stage, "target": tab.target, "versus": tab.versus, "method": tab.method,
+        "opacity": tab.opacity, "image": tab.image, "arch": tab.arch, "weights": tab.weights,
+        "checkpoint": tab.checkpoint,
+    }  # fmt: skip
+    wire_trust_panel(tab.trust, analysis=analysis, controls=controls, photo_done=photo_done)
     # /predict: top-5 only, for scripts. A hidden trigger gives it real components, so
     # gradio_client sees an image input and a label output in the API schema.
     gr.Button(visible=False).click(

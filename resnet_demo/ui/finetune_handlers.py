@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..finetune import (
     FinetuneConfig,
     FinetuneResult,
     StepTiming,
+    TrainingDiverged,
     estimate_seconds,
     finetune,
     measure_step,
@@ -32,6 +34,7 @@ from ..finetune import (
 from ..finetune.plots import TrainingHistory, format_duration, training_figure
 from . import finetune_job as jobs
 from .components import user_errors
+from .model_choice import app_message
 from .session_folders import fresh_folder, prune, session_dir, session_name
 
 log = logging.getLogger("resnet_demo.ui.finetune")
@@ -66,7 +69,13 @@ def prepare_upload(zip_file: str | None, request: gr.Request | None = None) -> t
     dest = _new_data_folder(request)
     dest.rmdir()  # safe_extract_zip creates it, and removes it again on any refusal
     safe_extract_zip(zip_file, dest)
-    return str(dest), _describe(load_image_set(dest))
+    try:
+        # Messages call the data by the zip's name: dest is a server folder named by the session.
+        images = load_image_set(dest, name=Path(zip_file).name)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)  # refused data leaves nothing on the server's disk
+        raise
+    return str(dest), _describe(images)
 
 
 @user_errors
@@ -81,13 +90,15 @@ def _device() -> str:
     return str(resolve_device("auto"))
 
 
-def _settings(
-    dataset: str | None, arch: str, epochs: float, lr: float, batch_size: float, freeze: str, image_size: float
-) -> FinetuneConfig:
+def _settings(  # the tab's inputs in the order of its components
+    dataset: str | None, arch: str, epochs: float, lr: float, batch_size: float, freeze: str, image_size: float,
+    weights: str = "imagenet-v2",
+) -> FinetuneConfig:  # fmt: skip
     """The tab's inputs as a config the server allows, or a :class:`UserError` saying what is not."""
     cfg = FinetuneConfig(
         data=str(dataset or ""),
         arch=arch,
+        weights=weights,
         epochs=int(epochs or 0),  # an empty field is refused as 0, in the core's words
         lr=float(lr or 0),
         batch_size=int(batch_size or 0),
@@ -171,8 +182,10 @@ def _final_status(result: FinetuneResult) -> str:
 
 def _failure(error: BaseException) -> gr.Error:
     """What the page says when the run raised: the core's sentence, or a short apology for a bug."""
-    if isinstance(error, UserError):  # e.g. a diverged loss, naming the last good checkpoint
-        return gr.Error(str(error))
+    if isinstance(error, TrainingDiverged):  # without the server's path of the last good checkpoint
+        return gr.Error(error.problem)
+    if isinstance(error, UserError):  # e.g. ImageNet weights unavailable: what to do in the app
+        return gr.Error(app_message(error))
     log.error("fine-tune failed", exc_info=error)
     return gr.Error(f"The fine-tune failed on the server ({type(error).__name__}). Please try again.")
 
@@ -186,6 +199,7 @@ def run_finetune(
     batch_size: float,
     freeze: str,
     image_size: float = 224,
+    weights: str = "imagenet-v2",
     request: gr.Request | None = None,
     progress: Callable[..., Any] | None = gr.Progress(),  # noqa: B008 - how Gradio asks for a progress bar
 ) -> Iterator[tuple[Any, ...]]:
@@ -195,7 +209,7 @@ def run_finetune(
     fails (a diverged loss names the last good checkpoint). If the browser goes away,
     the run is stopped at its next step and the server's fine-tune slot is freed.
     """
-    cfg = _settings(dataset, arch, epochs, lr, batch_size, freeze, image_size)
+    cfg = _settings(dataset, arch, epochs, lr, batch_size, freeze, image_size, weights)
     session = session_name(request)
     with jobs.claim(owner=session, epochs=cfg.epochs) as job:
         cfg = dataclasses.replace(cfg, out=str(fresh_folder(session_dir(session), prefix="run")))

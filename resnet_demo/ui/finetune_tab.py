@@ -12,6 +12,7 @@ import gradio as gr
 
 from ..weights import ARCHES
 from . import finetune_handlers as h
+from .model_choice import UPLOAD, WEIGHT_CHOICES
 
 IMAGE_SIZES = (128, 160, 192, 224)
 FREEZE_CHOICES = [
@@ -23,7 +24,8 @@ FREEZE_CHOICES = [
 INTRO = """### Fine-tune on your own classes
 Upload a **.zip of class folders** (one sub-folder of images per class; or `train/` and `val/` folders
 each holding the class folders), or generate a small **sample set** of coloured shapes. The model
-starts from the ImageNet weights with a new head for your classes. The result loads in the Explain tab.
+starts from the chosen weights (ImageNet, or random to train from scratch) with a new head for your
+classes. The result loads in the Explain tab.
 """
 
 
@@ -48,6 +50,9 @@ def build_finetune_tab() -> FinetuneTab:
             data_summary = gr.Markdown("No data yet.")
         with gr.Column(scale=1, min_width=280):
             arch = gr.Radio(list(ARCHES), value="resnet50", label="Model")
+            # The names the Explain tab's menu uses, so that a message can point to either.
+            start = [(label, value) for label, value in WEIGHT_CHOICES if value != UPLOAD]
+            weights = gr.Radio(start, value="imagenet-v2", label="Weights", info="what training starts from")
             freeze = gr.Radio(FREEZE_CHOICES, value="layer4", label="What trains")
             with gr.Row():
                 epochs = gr.Slider(1, 50, value=5, step=1, label="Epochs")
@@ -78,7 +83,7 @@ def build_finetune_tab() -> FinetuneTab:
     )
     start_button.click(
         h.run_finetune,
-        [dataset, arch, epochs, lr, batch_size, freeze, image_size],
+        [dataset, arch, epochs, lr, batch_size, freeze, image_size, weights],
         [status, curves, checkpoint, use_button],
         api_visibility="private",
         # Its own queue, a few wide: a second user gets the "busy" message at once

@@ -7,7 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from ..weights import ARCHES, LoadedModel, shared_model
+from ..errors import UserError
+from ..weights import ARCHES, LoadedModel, WeightsError, shared_model
 from .components import user_errors
 
 ARCH_LABELS: dict[str, str] = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "resnet152": "ResNet-152"}
@@ -23,6 +24,17 @@ UNTRAINED_BANNER = "UNTRAINED"
 
 # Where inference runs; set once at start-up by build_demo (--device), read by every request.
 SETTINGS: dict[str, str] = {"device": "cpu"}
+
+
+def app_message(error: UserError) -> str:
+    """A core error in the app's words: where the command line would be told flags and
+    this machine's paths (a :class:`WeightsError`'s ``cli_fix``), the app says what to do here."""
+    if isinstance(error, WeightsError) and error.cli_fix:
+        return (
+            f"{error.problem} In this app: pick Random in the Weights menu (untrained weights), "
+            f"or ask whoever runs this server to put the file in its torchvision cache."
+        )
+    return str(error)
 
 
 def start_choice(*, weights: str) -> tuple[str, str | None]:
@@ -41,23 +53,25 @@ def resolve_model(*, arch: str, weights: str, checkpoint: str | None) -> LoadedM
     so); a checkpoint the user uploaded must load, or they get the reason.
     """
     if arch not in ARCHES:
-        raise gr.Error(f"Unknown model {arch!r}. Pick ResNet-50, ResNet-101 or ResNet-152.")
+        raise gr.Error(f"Unknown model {arch[:40]!r}. Pick ResNet-50, ResNet-101 or ResNet-152.")
     if weights == UPLOAD:
         if not checkpoint:
             raise gr.Error("Upload a .pth checkpoint first, or pick ImageNet weights.")
+        # A bad file raises WeightsError, naming the file by its name (never its server folder):
+        # the handlers' wrapper shows it as a gr.Error, and a bad --weights file stops the start-up.
         return shared_model(arch=arch, weights=str(checkpoint), device=SETTINGS["device"])
     if weights not in dict((v, k) for k, v in WEIGHT_CHOICES):
-        raise gr.Error(f"Unknown weights {weights!r}. Pick ImageNet V2, ImageNet V1 or Random.")
+        raise gr.Error(f"Unknown weights {weights[:40]!r}. Pick ImageNet V2, ImageNet V1 or Random.")
     return shared_model(arch=arch, weights=weights, fallback_to_random=True, device=SETTINGS["device"])
 
 
 def status_markdown(loaded: LoadedModel) -> str:
     """The weights status line, and the warning banner when the weights fell back to random."""
     if loaded.warning:
+        why = app_message(loaded.cause) if loaded.cause is not None else loaded.warning
         return (
             f"⚠️ **Pretrained weights unavailable: running {ARCH_LABELS[loaded.spec.arch]} on random weights "
-            f"({UNTRAINED_BANNER}).** Every prediction below is meaningless; the views still work.\n\n"
-            f"{loaded.warning}"
+            f"({UNTRAINED_BANNER}).** Every prediction below is meaningless; the views still work.\n\n{why}"
         )
     if loaded.untrained:
         return (

@@ -1,0 +1,74 @@
+"""Plotly figures of the trust checks of an explanation map (the engine itself draws nothing).
+
+:func:`faithfulness_figure` draws the deletion and insertion curves of a map and of a
+random map (:func:`resnet_demo.explain.faithfulness.faithfulness`), side by side, with
+the areas under the curves in the legend. Transparent background and theme-aware text,
+like the architecture diagram, so it reads on the app's light and dark pages.
+"""
+
+from __future__ import annotations
+
+import html
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .diagram.theme import Theme
+from .explain.faithfulness import Curves, Faithfulness
+from .explain.methods import METHODS
+
+__all__ = ["FIGURE_HEIGHT", "faithfulness_figure"]
+
+FIGURE_HEIGHT = 360  # always set: plotly's autosize has rendered at zero height in gr.Plot
+# One colour for the map and a grey for the random map, in both panels; both read on white and near-black.
+_MAP, _RANDOM = "#f97316", "#94a3b8"
+
+
+def _trace(curves: Curves, kind: str, *, name: str, color: str, dash: str) -> go.Scatter:
+    y = curves.deletion if kind == "deletion" else curves.insertion
+    auc = curves.deletion_auc if kind == "deletion" else curves.insertion_auc
+    return go.Scatter(
+        x=[float(v) for v in curves.fractions],
+        y=[float(v) for v in y],
+        mode="lines+markers",
+        name=f"{name}: {kind} AUC {auc:.3f}",
+        legendgroup=f"{name}-{kind}",
+        line={"color": color, "dash": dash, "width": 2.5 if dash == "solid" else 1.5},
+        marker={"size": 4},
+        hovertemplate=f"{name}<br>{kind} of %{{x:.0%}} of the pixels<br>score %{{y:.3f}}<extra></extra>",
+    )
+
+
+def faithfulness_figure(result: Faithfulness, *, dark: bool = False, height: int = FIGURE_HEIGHT) -> go.Figure:
+    """Deletion (left; lower is better) and insertion (right; higher is better) curves of the
+    map and of a random map, the AUCs in the legend."""
+    theme = Theme.of(dark)
+    # Plotly renders a few HTML tags in text; class names come from checkpoints, so they are escaped.
+    target, versus = html.escape(result.target_label), html.escape(result.versus_label or "")
+    score = "p(class)" if result.versus is None else f"p({target} | it or {versus})"
+    label = METHODS.get(result.method, result.method)
+    fig = make_subplots(
+        rows=1, cols=2, horizontal_spacing=0.1,
+        subplot_titles=("Deletion: most important pixels removed first", "Insertion: revealed first"),
+    )
+    for col, kind in ((1, "deletion"), (2, "insertion")):
+        fig.add_trace(_trace(result.curves, kind, name=label, color=_MAP, dash="solid"), row=1, col=col)
+        fig.add_trace(_trace(result.random, kind, name="random map", color=_RANDOM, dash="dash"), row=1, col=col)
+    grid = "rgba(148,163,184,0.25)"  # a faint slate that shows on both page themes
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", gridcolor=grid, zeroline=False, fixedrange=True, color=theme.muted)
+    fig.update_xaxes(title_text="pixels removed", row=1, col=1)
+    fig.update_xaxes(title_text="pixels revealed", row=1, col=2)
+    fig.update_yaxes(range=[0, 1.02], gridcolor=grid, zeroline=False, fixedrange=True, color=theme.muted)
+    fig.update_yaxes(title_text=score, row=1, col=1)
+    fig.update_annotations(font={"color": theme.text, "size": 12})
+    fig.update_layout(
+        height=height,
+        paper_bgcolor="rgba(0,0,0,0)",  # transparent: the app's light or dark page shows through
+        plot_bgcolor="rgba(0,0,0,0)",
+        font={"color": theme.text, "size": 12},
+        hoverlabel={"bgcolor": theme.hover_bg, "font": {"color": theme.text}},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0, "font": {"color": theme.text}},
+        margin={"l": 56, "r": 16, "t": 40, "b": 96},
+        dragmode=False,
+    )
+    return fig

@@ -1,0 +1,310 @@
+"""Handlers of "How far to trust this map": deletion and insertion curves, the ranking of the
+quick methods, the randomisation sanity check, and the ``/evaluate`` API endpoint.
+
+Each check costs dozens of forward passes, so nothing runs until the user asks; the
+buttons say beforehand how long each should take here, from the forward pass the
+user's own analysis timed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gradio as gr
+import PIL.Image
+
+from ..explain import METHODS, REGISTRY, STAGES, Analysis, analyze, cheap_methods, get_method, method_cost, overlay
+from ..explain.classes import resolve_class
+from ..explain.faithfulness import Faithfulness, MethodScore, faithfulness, rank_methods
+from ..explain.sanity import SANITY_STEPS, SanityCheck, randomization_check, verdict_step
+from ..explain_figures import faithfulness_figure
+from .components import user_errors
+from .explain_handlers import NO_PHOTO, class_index, progress_for, subject, versus_for
+from .markdown_text import md_text
+from .model_choice import resolve_model
+
+DEFAULT_STEPS = 16  # points per curve: the engine's default, and /evaluate's
+# Copying, re-initialising and folding a model, per weight: about 0.2 s for ResNet-50's 25.6 M on
+# the 2-core EPYC (a layer4 Grad-CAM sanity step at 224 px took 0.57 s against a 0.125 s forward).
+_COPY_S_PER_PARAM = 8e-9
+RANK_HEADERS = ["#", "Method", "Insertion AUC (higher is better)", "Deletion AUC (lower is better)", "Score"]
+FAITH_LABEL = "Deletion & insertion curves of this map"
+RANK_LABEL = "Rank every quick method"
+SANITY_LABEL = "Randomisation sanity check"
+
+
+# ----------------------------------------------------------------------------- expected times
+
+
+def _forward_s(analysis: Analysis) -> float:
+    """Seconds of one forward pass of this analysis's model here (the user's own pass timed it)."""
+    return float(analysis.timings.get("forward", 0.1))
+
+
+def _curve_images(steps: int, maps: int) -> int:
+    # Each map adds 2 * (steps - 1) inner points; the photo, the baseline and the random map are shared.
+    return 2 + 2 * (steps - 1) * (maps + 1)
+
+
+def _rankable(stage: str, versus: int | None) -> list[str]:
+    out = []
+    for name in cheap_methods():
+        entry = REGISTRY[name]
+        if (entry.stages is None or stage in entry.stages) and (versus is None or entry.class_specific):
+            out.append(name)
+    return out
+
+
+def expected_seconds(analysis: Analysis, *, stage: str, method: str, versus: int | None, steps: int) -> dict[str, float]:
+    """Seconds each check should take here: "faithfulness", "ranking", "sanity"."""
+    # On a CPU a batch of 8 costs about 8 single forwards: batching saves little there.
+    per_image = _forward_s(analysis)
+    entry = get_method(method)
+    where = stage if entry.stages is None or stage in entry.stages else entry.stages[-1]
+    map_s = method_cost(method=method, arch=analysis.arch, stage=where)
+    # Each sanity step: a copy of the model and its folded inference copy (by the weights'
+    # size), a forward and the map.
+    params = sum(p.numel() for p in analysis.loaded.model.parameters())
+    sanity = len(SANITY_STEPS) * (_COPY_S_PER_PARAM * params + 2 * _forward_s(analysis) + map_s)
+    return {
+        "faithfulness": _curve_images(steps, 1) * per_image,
+        "ranking": _curve_images(steps, len(_rankable(stage, versus))) * per_image,
+        "sanity": sanity,
+    }
+
+
+def _about(seconds: float) -> str:
+    """"~3 s", with a no-break space so that it stays on one line when the button's label wraps."""
+    if seconds < 1:
+        return "under\u00a01\u00a0s"
+    return f"~{seconds:.0f}\u00a0s" if seconds < 90 else f"~{seconds / 60:.0f}\u00a0min"
+
+
+@user_errors
+def trust_buttons(
+    analysis: Analysis | None, stage: str, method: str, versus: int | None, steps: int
+) -> tuple[Any, Any, Any]:
+    """The three buttons' labels with their expected time here (plain labels before a photo)."""
+    if analysis is None:
+        return gr.update(value=FAITH_LABEL), gr.update(value=RANK_LABEL), gr.update(value=SANITY_LABEL)
+    cost = expected_seconds(
+        analysis, stage=stage, method=method, versus=versus_for(method, class_index(versus)), steps=int(steps)
+    )
+    return (
+        gr.update(value=f"{FAITH_LABEL} ({_about(cost['faithfulness'])})"),
+        gr.update(value=f"{RANK_LABEL} ({_about(cost['ranking'])})"),
+        gr.update(value=f"{SANITY_LABEL} ({_about(cost['sanity'])})"),
+    )
+
+
+# ----------------------------------------------------------------------------- the panels
+
+
+def _steps(steps: int | float) -> int:
+    if int(steps) != steps:
+        raise gr.Error("The number of steps must be a whole number.")
+    return int(steps)
+
+
+def faithfulness_summary(analysis: Analysis, result: Faithfulness) -> str:
+    """The AUCs of the map against the random map's, as Markdown (class names escaped)."""
+    c, r = result.curves, result.random
+    stage = "the pixels" if result.stage == "input" else result.stage
+    verdict = "scores above" if c.score > r.score else "**does not score above**"
+    lines = [
+        f"**{METHODS[result.method]}** at **{stage}** for {_subject_of(analysis, result)}, {result.steps} steps: "
+        f"the map {verdict} a random map on this photo (insertion − deletion: {c.score:.3f} against {r.score:.3f}).",
+        f"- Deletion AUC **{c.deletion_auc:.3f}** (random map {r.deletion_auc:.3f}); lower is better.\n"
+        f"- Insertion AUC **{c.insertion_auc:.3f}** (random map {r.insertion_auc:.3f}); higher is better.",
+    ]
+    if result.all_zero:
+        lines.append("⚠️ The map is all zero, so its order is the random tie-break: it is a random map too.")
+    if analysis.untrained:
+        lines.append("The weights are random (UNTRAINED): these curves measure a meaningless prediction.")
+    return "\n\n".join(lines)
+
+
+def _subject_of(analysis: Analysis, result: Faithfulness) -> str:
+    if result.versus is not None:
+        return f"**{md_text(result.target_label)}** versus **{md_text(result.versus_label or '')}**"
+    return f"class **{md_text(result.target_label)}** ({analysis.prob(result.target):.1%})"
+
+
+@user_errors
+def faithfulness_panel(
+    analysis: Analysis | None,
+    stage: str,
+    target: int | None,
+    versus: int | None,
+    method: str,
+    steps: int,
+    progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
+) -> tuple[Any, str]:
+    """The tab's current map: its deletion and insertion curves against a random map's.
+
+    Returns (figure, summary Markdown).
+    """
+    if analysis is None:
+        raise gr.Error(NO_PHOTO)
+    t, v = class_index(target), versus_for(method, class_index(versus))
+    progress(0.0, desc="Computing the map…")
+    att = analysis.attribution(
+        stage=stage, target=t, method=method, versus=v, progress=progress_for(progress, f"{METHODS[method]}…")
+    )
+    progress(0.05, desc="Deletion and insertion curves…")
+    result = faithfulness(analysis, attribution=att, steps=_steps(steps))
+    return faithfulness_figure(result), faithfulness_summary(analysis, result)
+
+
+def ranking_rows(scores: list[MethodScore], random: Faithfulness | None) -> list[list[Any]]:
+    """The ranking as table rows, best first; the random map last, for reference."""
+    rows: list[list[Any]] = [
+        [str(i + 1), s.label + (" (all zero)" if s.all_zero else ""), *_aucs(s.insertion_auc, s.deletion_auc)]
+        for i, s in enumerate(scores)
+    ]
+    if random is not None:
+        rows.append(["–", "random map (chance)", *_aucs(random.random.insertion_auc, random.random.deletion_auc)])
+    return rows
+
+
+def _aucs(insertion: float, deletion: float) -> list[str]:
+    # Strings: three decimals in every row, where numbers would drop trailing zeros.
+    return [f"{insertion:.3f}", f"{deletion:.3f}", f"{insertion - deletion:+.3f}"]
+
+
+@user_errors
+def ranking_panel(
+    analysis: Analysis | None,
+    stage: str,
+    target: int | None,
+    versus: int | None,
+    steps: int,
+    progress: Any = gr.Progress(),  # noqa: B008
+) -> tuple[list[list[Any]], str]:
+    """Every quick method at the tab's stage and class, ranked on this photo. Returns (rows, note)."""
+    if analysis is None:
+        raise gr.Error(NO_PHOTO)
+    t, v = class_index(target), class_index(versus)
+    scores = rank_methods(
+        analysis, stage=stage, target=t, versus=v, steps=_steps(steps), progress=progress_for(progress, "Ranking…")
+    )
+    best = analysis.attribution(stage=stage, target=t, method=scores[0].method, versus=v)
+    reference = faithfulness(analysis, attribution=best, steps=_steps(steps))  # cached by the ranking: free
+    note = (
+        f"At **{stage}** for {subject(analysis, best)}; score = insertion AUC − deletion AUC. "
+        "Methods that ignore the class are left out of a \"versus\" ranking."
+        if v is not None
+        else f"At **{stage}** for {subject(analysis, best)}; score = insertion AUC − deletion AUC."
+    )
+    return ranking_rows(scores, reference), note
+
+
+def sanity_tiles(analysis: Analysis, check: SanityCheck, *, opacity: float) -> list[tuple[PIL.Image.Image, str]]:
+    """The original map, then the map after each randomisation step with its rank correlation."""
+    # Short captions: six tiles share a row.
+    tiles = [(overlay(image=analysis.crop, heatmap=check.original, opacity=opacity), "original")]
+    for step in check.steps:
+        caption = f"+ {step.name}: " + ("all zero" if step.all_zero else f"ρ = {step.correlation:.2f}")
+        tiles.append((overlay(image=analysis.crop, heatmap=step.heatmap, opacity=opacity), caption))
+    return tiles
+
+
+def sanity_verdict(check: SanityCheck, *, versus_dropped: bool = False) -> str:
+    """The one-line verdict in bold, and how it was reached."""
+    step = check.steps[verdict_step(check.stage)]
+    after = step.correlation
+    where = "the pixels" if check.stage == "input" else check.stage
+    lines = [
+        f"**{check.verdict[:1].upper()}{check.verdict[1:]}.**",
+        f"With {' and '.join(step.randomized)} random, the {METHODS[check.method]} map at {where} for class "
+        f"**{md_text(check.target_label)}** keeps a rank correlation of {after:.2f} with the original "
+        f"(below {check.threshold:.1f}: the map depends on the learned weights).",
+    ]
+    if versus_dropped:
+        lines.append("The check explains the class alone, not the \"versus\" map.")
+    return "\n\n".join(lines)
+
+
+@user_errors
+def sanity_panel(
+    analysis: Analysis | None,
+    method: str,
+    stage: str,
+    target: int | None,
+    versus: int | None,
+    opacity: float,
+    progress: Any = gr.Progress(),  # noqa: B008
+) -> tuple[list[tuple[PIL.Image.Image, str]], str]:
+    """The randomisation check of the tab's current map. Returns (gallery strip, verdict Markdown)."""
+    if analysis is None:
+        raise gr.Error(NO_PHOTO)
+    check = randomization_check(
+        analysis, stage=stage, target=class_index(target), method=method,
+        progress=progress_for(progress, "Randomising the network, top down…"),
+    )  # fmt: skip
+    verdict = sanity_verdict(check, versus_dropped=class_index(versus) is not None)
+    return sanity_tiles(analysis, check, opacity=float(opacity)), verdict
+
+
+# ----------------------------------------------------------------------------- /evaluate
+
+
+def _class_arg(analysis: Analysis, value: str | int | float | None) -> int | None:
+    """An API class argument: empty for none, else an index or (part of) a name."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, float):
+        value = int(value)
+    return resolve_class(categories=analysis.categories, query=value)
+
+
+def _scores_json(scores: list[MethodScore]) -> list[dict[str, Any]]:
+    return [
+        {"method": s.method, "label": s.label, "score": s.score, "insertion_auc": s.insertion_auc,
+         "deletion_auc": s.deletion_auc, "all_zero": s.all_zero}
+        for s in scores
+    ]  # fmt: skip
+
+
+@user_errors
+def evaluate(
+    image: str | None, arch: str, weights: str, checkpoint: str | None,  # the photo and the model, as /explain's
+    stage: str, method: str, target: str | None, versus: str | None,  # the map: class and versus as free text
+) -> dict[str, Any]:  # fmt: skip
+    """API (``/evaluate``): how far to trust one map, as JSON-able data.
+
+    ``target`` and ``versus`` are a class index or name ("" or None: the top class / no
+    second class). Returns the map's deletion and insertion AUCs against a random map's,
+    every quick method ranked, the randomisation check's correlations and verdict, and
+    the seconds each part took.
+    """
+    if image is None:
+        raise gr.Error("Send an image.")
+    started = time.perf_counter()
+    loaded = resolve_model(arch=arch, weights=weights, checkpoint=checkpoint)
+    analysis = analyze(image=image, arch=arch, weights=loaded.spec.name, topk=5, loaded=loaded)
+    t, v = _class_arg(analysis, target), _class_arg(analysis, versus)
+    att = analysis.attribution(stage=stage, target=t, method=method, versus=v)
+    timings = {"analysis": time.perf_counter() - started}
+    mark = time.perf_counter()
+    faith = faithfulness(analysis, attribution=att, steps=DEFAULT_STEPS)
+    timings["faithfulness"], mark = time.perf_counter() - mark, time.perf_counter()
+    layer_stage = att.stage if att.stage in STAGES else "layer4"  # input methods: rank at layer4
+    ranking = rank_methods(analysis, stage=layer_stage, target=att.target, versus=att.versus, steps=DEFAULT_STEPS)
+    timings["ranking"], mark = time.perf_counter() - mark, time.perf_counter()
+    check = randomization_check(analysis, stage=stage, target=att.target, method=method)
+    timings["sanity"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+    return {
+        "model": {"arch": analysis.arch, "weights": analysis.spec.label, "untrained": analysis.untrained},
+        "map": {"method": att.method, "stage": att.stage, "target": att.target, "target_label": att.target_label,
+                "versus": att.versus, "versus_label": att.versus_label},
+        "faithfulness": {"steps": faith.steps, "deletion_auc": faith.curves.deletion_auc,
+                         "insertion_auc": faith.curves.insertion_auc, "random_deletion_auc": faith.random.deletion_auc,
+                         "random_insertion_auc": faith.random.insertion_auc},
+        "ranking": {"stage": layer_stage, "methods": _scores_json(ranking)},
+        "sanity": {"steps": [{"randomized": s.name, "spearman": s.correlation} for s in check.steps],
+                   "passed": check.passed, "verdict": check.verdict},
+        "timings": timings,
+    }  # fmt: skip

@@ -1,0 +1,115 @@
+"""The Explain tab's lower half: the gallery comparing every quick method, the "How far to trust
+this map" accordion, and the ``/evaluate`` API endpoint that runs the same checks for scripts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from . import trust_handlers as t
+from .method_gallery import method_gallery
+
+TRUST_INTRO = """Two checks of the map above, computed only when you ask (each costs dozens of forward passes):
+
+* **Deletion and insertion** (Petsiuk et al., 2018): remove the pixels the map ranks highest, most important first,
+  and watch the class probability fall; or reveal them over a blurred photo and watch it rise. A faithful map makes
+  deletion fall fast (low area under the curve) and insertion rise fast (high area); a random map shows chance.
+* **Randomisation** (Adebayo et al., 2018): re-initialise the network from the top down and recompute the map. A map
+  that survives random weights (high rank correlation ρ) shows the photo's edges, not what the network learned.
+"""
+
+
+@dataclass
+class TrustPanel:
+    """The components the Explain tab wires to its own events."""
+
+    show_gallery: gr.Checkbox
+    gallery: gr.Gallery
+    steps: gr.Slider
+    buttons: tuple[gr.Button, gr.Button, gr.Button]  # faithfulness, ranking, sanity
+    results: tuple[Any, ...]  # everything the checks fill: cleared when a new photo comes
+
+
+def build_trust_panel() -> TrustPanel:
+    """Lay out the gallery and the accordion; ``wire_trust_panel`` connects them."""
+    show = gr.Checkbox(value=False, label="Compare every quick method side by side", elem_id="show-methods")
+    gallery = gr.Gallery(
+        label="Every quick method at this stage, same class", columns=4, height=680, visible=False,  # two rows of four at full width
+        elem_id="methods", object_fit="contain",
+    )  # fmt: skip
+    with gr.Accordion("How far to trust this map", open=False, elem_id="trust"):
+        gr.Markdown(TRUST_INTRO)
+        steps = gr.Slider(
+            4, 32, value=t.DEFAULT_STEPS, step=4, label="Points per curve (fewer: faster)", elem_id="steps"
+        )
+        with gr.Row():
+            faith_btn = gr.Button(t.FAITH_LABEL, elem_id="faith-run")
+            rank_btn = gr.Button(t.RANK_LABEL, elem_id="rank-run")
+            sanity_btn = gr.Button(t.SANITY_LABEL, elem_id="sanity-run")
+        plot = gr.Plot(label="Deletion and insertion", show_label=False, elem_id="faith-plot")  # titled inside
+        faith_md = gr.Markdown(elem_id="faith-summary", latex_delimiters=[])
+        table = gr.Dataframe(
+            headers=t.RANK_HEADERS, label="Every quick method on this photo, best first", interactive=False,
+            elem_id="ranking", wrap=True,
+        )  # fmt: skip
+        rank_md = gr.Markdown(latex_delimiters=[])
+        sanity = gr.Gallery(
+            label="The map as the network is randomised, one more part at each step, top down "
+            "(ρ: rank correlation with the original map)",
+            columns=6, height=240, elem_id="sanity", object_fit="contain",
+        )  # fmt: skip
+        verdict = gr.Markdown(elem_id="verdict", latex_delimiters=[])
+    return TrustPanel(
+        show_gallery=show, gallery=gallery, steps=steps, buttons=(faith_btn, rank_btn, sanity_btn),
+        results=(plot, faith_md, table, rank_md, sanity, verdict),
+    )  # fmt: skip
+
+
+def clear_results() -> tuple[Any, ...]:
+    """Empty results: what a new photo leaves in the panel."""
+    return None, "", None, "", None, ""
+
+
+def wire_trust_panel(
+    panel: TrustPanel, *, analysis: gr.State, controls: dict[str, Any], photo_done: list[Any]
+) -> None:
+    """Connect the panel. ``controls`` are the tab's stage, target, versus, method, opacity, image, arch, weights
+    and checkpoint components; ``photo_done`` the events after which a new analysis is in the state."""
+    c = controls
+    plot, faith_md, table, rank_md, sanity, verdict = panel.results
+    faith_btn, rank_btn, sanity_btn = panel.buttons
+    heavy = {"concurrency_id": "inference", "api_visibility": "private"}
+    gallery_inputs = [analysis, panel.show_gallery, c["stage"], c["target"], c["versus"], c["opacity"]]
+    gallery_triggers = [panel.show_gallery.change, c["stage"].change, c["target"].input, c["versus"].input]
+    gr.on([*gallery_triggers, c["opacity"].release], method_gallery, gallery_inputs, panel.gallery, **heavy)
+    label_inputs = [analysis, c["stage"], c["method"], c["versus"], panel.steps]
+    label_triggers = [c["stage"].change, c["method"].change, c["versus"].change, panel.steps.change]
+    gr.on(label_triggers, t.trust_buttons, label_inputs, list(panel.buttons), api_visibility="private", queue=False)
+    for event in photo_done:
+        event.then(method_gallery, gallery_inputs, panel.gallery, **heavy)
+        event.then(t.trust_buttons, label_inputs, list(panel.buttons), api_visibility="private", queue=False)
+        event.then(clear_results, None, list(panel.results), api_visibility="private", queue=False)
+    faith_btn.click(
+        t.faithfulness_panel, [analysis, c["stage"], c["target"], c["versus"], c["method"], panel.steps],
+        [plot, faith_md], **heavy,
+    )  # fmt: skip
+    rank_btn.click(
+        t.ranking_panel, [analysis, c["stage"], c["target"], c["versus"], panel.steps], [table, rank_md], **heavy
+    )
+    sanity_btn.click(
+        t.sanity_panel, [analysis, c["method"], c["stage"], c["target"], c["versus"], c["opacity"]],
+        [sanity, verdict], **heavy,
+    )  # fmt: skip
+    # /evaluate: the checks as JSON for scripts. The class arguments are free text (an index or a
+    # name), so they get their own hidden boxes rather than the pickers, which accept listed values only.
+    target_text = gr.Textbox(visible=False, label="target (class index or name; empty: the top class)")
+    versus_text = gr.Textbox(visible=False, label="versus (class index or name; empty: none)")
+    gr.Button(visible=False).click(
+        t.evaluate,
+        [c["image"], c["arch"], c["weights"], c["checkpoint"], c["stage"], c["method"], target_text, versus_text],
+        gr.JSON(visible=False),
+        api_name="evaluate",
+        concurrency_id="inference",
+    )

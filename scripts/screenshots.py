@@ -1,0 +1,136 @@
+"""Screenshots of the Explain tab for the README: the method gallery and the trust panel.
+
+Starts the app in this process on a fine-tuned checkpoint, opens it in Debian's Chromium
+(headless, through Playwright), uploads one photo, opens the views and writes
+``docs/screenshot-methods.png`` and ``docs/screenshot-trust.png``. Not run by the tests.
+
+Offline there are no ImageNet weights; a ResNet-50 fine-tuned on the generated shapes
+shows what the app does with a model that has learned something::
+
+    python -m resnet_demo finetune --make-sample /tmp/shapes
+    python -m resnet_demo finetune --data /tmp/shapes --weights random --freeze none --image-size 96 \\
+        --epochs 20 --batch-size 16 --optimizer adamw --lr 0.001 --out /tmp/shapes-run
+    python scripts/screenshots.py --checkpoint /tmp/shapes-run/best.pth --image /tmp/shapes/triangle/triangle_000.jpg
+
+The banner names the checkpoint's file, so give it a name that says what it is
+(``--name``, default ``resnet50-shapes-finetuned.pth``: the file is copied under that name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
+TIMEOUT_MS = 600_000  # a CPU runs the trust checks in tens of seconds; leave room
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a fine-tuned .pth")
+    parser.add_argument("--image", type=Path, required=True, help="the photo to explain")
+    parser.add_argument("--name", default="resnet50-shapes-finetuned.pth", help="the file name the banner shows")
+    parser.add_argument("--arch", default="resnet50", help="the checkpoint's architecture")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where the PNGs go")
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    return parser.parse_args(argv)
+
+
+def start_app(*, checkpoint: Path, arch: str):
+    """The whole app on ``checkpoint``, launched in this process; returns the Blocks (``.local_url``)."""
+    from resnet_demo.ui import CSS, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, THEME, build_demo
+
+    demo = build_demo(arch=arch, weights=str(checkpoint))
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=INFERENCE_LIMIT)
+    demo.launch(
+        server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True,
+        max_file_size=MAX_UPLOAD, theme=THEME, css=CSS,
+    )  # fmt: skip
+    return demo
+
+
+def clip_between(page, top_selector: str, bottom_selector: str, *, margin: int = 12) -> dict[str, float]:
+    """A page region from the top of one element to the bottom of another, full width."""
+    page.evaluate("window.scrollTo(0, 0)")  # bounding boxes are relative to the viewport: make it the page's
+    top = page.locator(top_selector).first.bounding_box()
+    bottom = page.locator(bottom_selector).first.bounding_box()
+    y = max(0.0, top["y"] - margin)
+    return {"x": 0, "y": y, "width": VIEWPORT["width"], "height": bottom["y"] + bottom["height"] + margin - y}
+
+
+def shoot(page, *, image: Path, out: Path) -> list[Path]:
+    """Upload ``image``, open the gallery and the trust panel, and write the two screenshots."""
+    page.goto(page.url)
+    page.locator("#weights-status").get_by_text("fine-tuned").wait_for()
+    page.locator("#photo input[type=file]").set_input_files(str(image))
+    page.locator("#top5").get_by_text("%").first.wait_for()
+    page.locator("#strip img").nth(4).wait_for()
+    page.locator("#fusion img").wait_for()
+    # layer3: finer maps than layer4, where the CAM family differs more (and CAM says it has none).
+    page.locator("#stage").get_by_text("layer3", exact=True).click()
+    page.locator("#caption").get_by_text("layer3").wait_for()
+    page.locator("#show-methods input[type=checkbox]").check()
+    page.locator("#methods").get_by_text("not available at layer3").wait_for()
+    page.locator("#methods img").nth(7).wait_for()
+    page.wait_for_timeout(1500)  # let the gallery's images finish drawing
+    methods = out / "screenshot-methods.png"
+    # The banner (which model), the photo, the map, the strip and every method.
+    page.screenshot(path=methods, full_page=True, clip=clip_between(page, "#weights-status", "#methods"))
+
+    page.locator("#trust").get_by_text("How far to trust this map").first.click()
+    page.locator("#faith-run").get_by_text("s)").wait_for()
+    page.locator("#faith-run").click()
+    page.locator("#faith-summary").get_by_text("Deletion AUC").wait_for()
+    page.locator("#rank-run").click()
+    page.locator("#ranking").get_by_text("random map (chance)").wait_for()
+    page.locator("#sanity-run").click()
+    page.locator("#verdict strong").first.wait_for()
+    page.locator("#sanity img").nth(5).wait_for()
+    page.wait_for_timeout(1500)
+    trust = out / "screenshot-trust.png"
+    page.screenshot(path=trust, full_page=True, clip=clip_between(page, "#trust", "#verdict"))
+    return [methods, trust]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        named = Path(tmp) / args.name
+        shutil.copyfile(args.checkpoint, named)
+        demo = start_app(checkpoint=named, arch=args.arch)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_context(viewport=VIEWPORT).new_page()
+                    page.set_default_timeout(TIMEOUT_MS)
+                    page.goto(demo.local_url)
+                    written = shoot(page, image=args.image, out=args.out)
+                finally:
+                    browser.close()
+        finally:
+            demo.close()
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

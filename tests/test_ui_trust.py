@@ -1,0 +1,280 @@
+"""The Explain tab's new views, called as plain functions: versus, fusion, the method gallery,
+the faithfulness and sanity panels, class names shown as text, and bad input as sentences.
+
+A small ResNet (one block per stage, three classes, 64 px crops) keeps every check fast;
+its class names are the kind an uploaded checkpoint could carry."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from markdown_it import MarkdownIt
+from torch import nn
+
+from resnet_demo.explain import REGISTRY, STAGES, Analysis, analyze, cheap_methods, overlay
+from resnet_demo.explain.sanity import randomization_check, verdict_step
+from resnet_demo.model import ResNet
+from resnet_demo.ui import explain_handlers as h
+from resnet_demo.ui import method_gallery as g
+from resnet_demo.ui import trust_handlers as t
+from resnet_demo.ui.markdown_text import md_text
+from resnet_demo.weights import LoadedModel, Preprocessing, WeightsSpec
+
+from .conftest import EXAMPLES
+
+CAT = EXAMPLES / "cat.jpg"
+HOSTILE = "<img src=x onerror=alert(1)>"
+CLASSES = (HOSTILE, "**bold** [link](http://x)", "tabby")
+TOP, NONE = h.TOP_CLASS, h.NO_VERSUS
+
+
+@pytest.fixture(scope="module")
+def small() -> LoadedModel:
+    """One bottleneck per stage, three classes with hostile names, random BatchNorm statistics."""
+    torch.manual_seed(0)
+    model = ResNet((1, 1, 1, 1), num_classes=len(CLASSES))
+    g_ = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g_) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g_) + 0.5)
+    spec = WeightsSpec(
+        arch="resnet50",  # priced as ResNet-50 by the cost estimates; the network itself is small
+        name="small.pth",
+        label="a generated checkpoint",
+        categories=CLASSES,
+        preprocessing=Preprocessing(resize_size=73, crop_size=64),
+        pretrained=True,
+    )
+    return LoadedModel(model.eval().requires_grad_(False), spec)
+
+
+@pytest.fixture
+def analysis(small: LoadedModel) -> Analysis:
+    return analyze(image=CAT, loaded=small, topk=3)
+
+
+def _classes(analysis: Analysis) -> tuple[int, int]:
+    """The top class and another one."""
+    first, second = (p.index for p in analysis.predictions[:2])
+    return first, second
+
+
+def _html(markdown: str) -> str:
+    return MarkdownIt("commonmark").render(markdown)
+
+
+def test_md_text_renders_literally() -> None:
+    for name in (HOSTILE, CLASSES[1], "# heading", "a & b", "1. item", "`code`"):
+        rendered = _html(md_text(name))
+        assert "<img" not in rendered and "<a " not in rendered and "<strong>" not in rendered
+        assert "<h1>" not in rendered and "<ol>" not in rendered and "<code>" not in rendered
+        plain = rendered.removeprefix("<p>").removesuffix("</p>\n")
+        assert plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == name
+
+
+def test_hostile_class_names_show_as_text_in_every_caption(analysis: Analysis) -> None:
+    hostile = CLASSES.index(HOSTILE)
+    other = next(i for i in range(len(CLASSES)) if i != hostile)
+    _heat, caption, *_ = h.rerender(analysis, "layer4", hostile, other, "gradcam", 0.5, "crop")
+    assert "&lt;img src\\=x onerror\\=alert\\(1\\)&gt;" in caption
+    rendered = _html(caption)
+    assert "<img" not in rendered and "<a href" not in rendered
+    assert "&lt;img src=x onerror=alert(1)&gt;" in rendered  # shown to the user exactly as named
+    assert "**bold** [link](http://x)" in rendered  # literally, not as bold text and a link
+    fig, summary = t.faithfulness_panel(analysis, "layer4", hostile, NONE, "gradcam", 4)
+    assert "<img" not in _html(summary) and "&lt;img" in _html(summary)
+
+
+def test_versus_caption_and_map(analysis: Analysis) -> None:
+    first, second = _classes(analysis)
+    heat, caption, strip, raw, fusion = h.rerender(analysis, "layer3", first, second, "gradcam", 0.5, "crop")
+    assert f"**{md_text(CLASSES[first])}** versus **{md_text(CLASSES[second])}**" in caption
+    contrastive = analysis.attribution(stage="layer3", target=first, method="gradcam", versus=second)
+    plain = analysis.attribution(stage="layer3", target=first, method="gradcam")
+    assert contrastive.versus == second and not np.array_equal(contrastive.heatmap, plain.heatmap)
+    assert np.array_equal(np.load(raw), contrastive.raw)  # the file is the contrastive map
+    assert f"-class{first}-vs{second}-" in Path(raw).name
+    with pytest.raises(gr.Error, match="cannot be explained against itself"):
+        h.rerender(analysis, "layer3", first, first, "gradcam", 0.5, "crop")
+
+
+def test_class_agnostic_method_drops_versus_and_says_so(analysis: Analysis) -> None:
+    first, second = _classes(analysis)
+    _heat, caption, *_ = h.rerender(analysis, "layer4", first, second, "eigencam", 0.5, "crop")
+    assert "Eigen-CAM" in caption and "ignores the class" in caption and "versus **" not in caption
+
+
+def test_fusion_is_the_max_of_the_strip_maps(analysis: Analysis) -> None:
+    first, second = _classes(analysis)
+    *_views, fusion = h.rerender(analysis, "layer2", first, second, "layercam", 1.0, "crop")  # the map alone
+    maps = analysis.attributions(stages=STAGES, target=first, method="layercam", versus=second)
+    expected = np.max(np.stack([m.heatmap for m in maps.values()]), axis=0)
+    fused = analysis.fusion(target=first, method="layercam", versus=second)
+    assert fused.stage == "fusion" and np.allclose(fused.heatmap, expected, atol=1e-6)
+    [(image, caption)] = fusion
+    assert caption == "LayerCAM fused" and isinstance(image, PIL.Image.Image)
+    assert np.array_equal(np.asarray(image), np.asarray(overlay(image=analysis.crop, heatmap=fused.heatmap, opacity=1)))
+
+
+def test_strip_follows_a_quick_method_and_falls_back_to_gradcam(analysis: Analysis) -> None:
+    _heat, _caption, strip, _raw, fusion = h.rerender(analysis, "layer4", TOP, NONE, "gradcam++", 0.5, "crop")
+    assert strip["label"].startswith("Grad-CAM++") and [c for _i, c in strip["value"]][0].startswith("stem")
+    _heat, _caption, strip, _raw, fusion = h.rerender(analysis, "layer4", TOP, NONE, "cam", 0.5, "crop")
+    assert strip["label"].startswith("Grad-CAM at") and fusion[0][1] == "Grad-CAM fused"  # CAM: layer4 only
+
+
+def test_unsupported_stage_is_a_sentence_and_the_picker_moves(analysis: Analysis) -> None:
+    with pytest.raises(gr.Error, match="layer4"):
+        h.rerender(analysis, "layer3", TOP, NONE, "cam", 0.5, "crop")
+    assert h.method_changed("cam", "layer3") == "layer4"
+    assert h.method_changed("cam", "layer4") == gr.skip()  # nothing to change
+    assert h.method_changed("gradcam", "stem") == gr.skip()
+    with pytest.raises(gr.Error, match="Unknown method"):
+        h.method_changed("no-such-method", "layer4")
+
+
+def test_method_picker_lists_the_registry_with_costs_and_limits() -> None:
+    choices = h.method_choices(arch="resnet152", stage="layer4")
+    assert [v for _label, v in choices] == list(REGISTRY)
+    labels = dict((v, label) for label, v in choices)
+    assert "(layer4 only)" in labels["cam"]
+    assert "s here)" in labels["scorecam"] and "s here)" not in labels["gradcam"]
+
+
+def test_method_gallery_shows_every_quick_method(analysis: Analysis) -> None:
+    first, second = _classes(analysis)
+    update = g.method_gallery(analysis, True, "layer3", first, second, 0.5)
+    tiles = update["value"]
+    assert update["visible"] is True and len(tiles) == len(cheap_methods())
+    captions = dict(zip(cheap_methods(), (c for _img, c in tiles), strict=True))
+    assert captions["cam"] == "CAM: not available at layer3 (layer4 only)"
+    assert "ignores the class" in captions["eigencam"]
+    assert captions["layercam"].startswith("LayerCAM · ")
+    assert all(img.size == analysis.crop.size for img, _c in tiles)
+    for name, (img, _c) in zip(cheap_methods(), tiles, strict=True):
+        if name != "cam":  # each tile is that method's own contrastive map (Eigen-CAM's plain one)
+            v = second if REGISTRY[name].class_specific else None
+            heat = analysis.attribution(stage="layer3", target=first, method=name, versus=v).heatmap
+            assert np.array_equal(np.asarray(img), np.asarray(overlay(image=analysis.crop, heatmap=heat, opacity=0.5)))
+    assert g.method_gallery(analysis, False, "layer3", first, second, 0.5) == {"__type__": "update", "visible": False}
+    with pytest.raises(gr.Error, match="Upload a photo first"):
+        g.method_gallery(None, True, "layer3", TOP, NONE, 0.5)
+
+
+def test_faithfulness_panel(analysis: Analysis) -> None:
+    fig, summary = t.faithfulness_panel(analysis, "layer4", TOP, NONE, "gradcam", 4)
+    assert fig.layout.height and len(fig.data) == 4  # deletion and insertion, of the map and of a random map
+    aucs = [float(x) for x in re.findall(r"AUC \*\*([0-9.]+)\*\*", summary)]
+    assert len(aucs) == 2 and all(0.0 <= a <= 1.0 for a in aucs)
+    assert "Grad-CAM" in summary and "4 steps" in summary and "random map" in summary
+    with pytest.raises(gr.Error, match="steps"):
+        t.faithfulness_panel(analysis, "layer4", TOP, NONE, "gradcam", 0)
+    with pytest.raises(gr.Error, match="Upload a photo first"):
+        t.faithfulness_panel(None, "layer4", TOP, NONE, "gradcam", 4)
+
+
+def test_ranking_panel_ranks_the_quick_methods(analysis: Analysis) -> None:
+    rows, note = t.ranking_panel(analysis, "layer4", TOP, NONE, 4)
+    ranked, chance = rows[:-1], rows[-1]
+    assert len(ranked) == len(cheap_methods())  # every quick method works at layer4
+    assert [r[0] for r in ranked] == [str(i) for i in range(1, len(ranked) + 1)]
+    scores = [float(r[4]) for r in ranked]
+    assert all(float(r[4]) == pytest.approx(float(r[2]) - float(r[3]), abs=2e-3) for r in rows)
+    assert scores == sorted(scores, reverse=True)
+    assert chance[1] == "random map (chance)" and "insertion AUC − deletion AUC" in note
+    rows3, _ = t.ranking_panel(analysis, "layer3", TOP, NONE, 4)
+    assert "CAM" not in [r[1] for r in rows3]  # CAM has no layer3 map
+
+
+def test_sanity_panel(analysis: Analysis, small: LoadedModel) -> None:
+    before = {k: v.clone() for k, v in small.model.state_dict().items()}
+    tiles, verdict = t.sanity_panel(analysis, "gradcam", "layer4", TOP, NONE, 0.5)
+    assert len(tiles) == 6 and tiles[0][1] == "original"
+    assert [c.split(":")[0] for _img, c in tiles[1:]] == ["+ fc", "+ layer4", "+ layer3", "+ layer2", "+ layer1"]
+    check = randomization_check(analysis, stage="layer4", method="gradcam")  # cached: the same result
+    for (_img, caption), step in zip(tiles[1:], check.steps, strict=True):
+        assert caption.endswith("all zero" if step.all_zero else f"ρ = {step.correlation:.2f}")
+    assert verdict.startswith(f"**{check.verdict[0].upper()}") and f"{check.steps[verdict_step(check.stage)].correlation:.2f}" in verdict
+    assert all(torch.equal(v, small.model.state_dict()[k]) for k, v in before.items())  # the shared model untouched
+
+
+def test_trust_buttons_say_the_time_before_a_check(analysis: Analysis) -> None:
+    plain = t.trust_buttons(None, "layer4", "gradcam", NONE, 16)
+    assert [b["value"] for b in plain] == [t.FAITH_LABEL, t.RANK_LABEL, t.SANITY_LABEL]
+    faith, rank, sanity = (b["value"] for b in t.trust_buttons(analysis, "layer4", "gradcam", NONE, 16))
+    assert faith.startswith(t.FAITH_LABEL + " (") and rank.startswith(t.RANK_LABEL + " (~")
+    assert sanity.startswith(t.SANITY_LABEL + " (") and sanity.endswith("\u00a0s)")
+    cost16 = t.expected_seconds(analysis, stage="layer4", method="gradcam", versus=None, steps=16)
+    cost4 = t.expected_seconds(analysis, stage="layer4", method="gradcam", versus=None, steps=4)
+    assert cost4["faithfulness"] < cost16["faithfulness"] < cost16["ranking"]
+
+
+def test_evaluate_handler_and_its_errors(analysis: Analysis, small: LoadedModel, monkeypatch) -> None:
+    monkeypatch.setattr(t, "resolve_model", lambda **kw: small)
+    monkeypatch.setattr(t, "DEFAULT_STEPS", 4)
+    first, second = _classes(analysis)
+    out = t.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer3", "gradcam", str(first), CLASSES[second])
+    assert out["map"] == {
+        "method": "gradcam", "stage": "layer3", "target": first, "target_label": CLASSES[first],
+        "versus": second, "versus_label": CLASSES[second],
+    }  # fmt: skip
+    faith = out["faithfulness"]
+    assert faith["steps"] == 4 and all(0.0 <= faith[k] <= 1.0 for k in faith if k.endswith("auc"))
+    assert out["ranking"]["methods"] and "eigencam" not in [m["method"] for m in out["ranking"]["methods"]]
+    assert [s["randomized"] for s in out["sanity"]["steps"]] == ["fc", "layer4", "layer3", "layer2", "layer1"]
+    assert set(out["timings"]) == {"analysis", "faithfulness", "ranking", "sanity", "total"}
+    assert json.loads(json.dumps(out)) == out  # JSON-able as it is
+    with pytest.raises(gr.Error, match="No class matches"):
+        t.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer4", "gradcam", "zebra", "")
+    with pytest.raises(gr.Error, match="layer4"):
+        t.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer2", "cam", "", "")
+    with pytest.raises(gr.Error, match="Send an image"):
+        t.evaluate(None, "resnet50", "upload", "small.pth", "layer4", "gradcam", "", "")
+
+
+def test_new_photo_resets_versus_and_fuses(analysis: Analysis) -> None:
+    picker, fusion, strip = h.photo_extras(analysis, "layercam", 0.5)
+    assert strip["label"] == "LayerCAM at every stage, same class"
+    assert picker["value"] == NONE and picker["choices"][0][1] == NONE
+    assert {v for _label, v in picker["choices"][1:]} == set(range(len(CLASSES)))
+    assert [c for _img, c in fusion] == ["LayerCAM fused"]
+
+
+def test_progress_reaches_the_bar_for_expensive_methods(analysis: Analysis) -> None:
+    seen: list[tuple[float, str]] = []
+
+    def bar(fraction: float, desc: str | None = None) -> None:
+        seen.append((fraction, desc or ""))
+
+    h.rerender(analysis, "layer4", TOP, NONE, "ablationcam", 0.5, "crop", progress=bar)
+    assert seen and seen[-1][0] == pytest.approx(1.0) and all("Ablation-CAM" in d for _f, d in seen)
+    assert [f for f, _d in seen] == sorted(f for f, _d in seen)
+
+
+def test_explain_tab_builds_with_api_endpoints_unchanged() -> None:
+    with gr.Blocks() as demo:
+        from resnet_demo.ui.explain_tab import build_explain_tab
+
+        build_explain_tab(arch="resnet50", weights="random", checkpoint=None, status=gr.Markdown(), analysis=gr.State())
+    api = {d.api_name: d for d in demo.fns.values() if d.api_name and d.api_visibility == "public"}
+    assert {"explain", "predict", "evaluate"} <= set(api)
+    assert [c.label for c in api["explain"].inputs] == [
+        "Photo", "Model", "Weights", "Fine-tuned checkpoint (.pth)", "Stage", "Method", "Heat-map opacity", "Show on",
+    ]  # fmt: skip
+    assert len(api["evaluate"].inputs) == 8 and len(api["explain"].outputs) == 9
+
+
+def test_crop_sizes_of_tiles(analysis: Analysis) -> None:
+    # The gallery's "not available" tile is the photo dimmed: same size, never brighter than the crop.
+    tile = g._unavailable(analysis)
+    assert tile.size == analysis.crop.size
+    assert np.asarray(tile).mean() < np.asarray(analysis.crop.convert("L")).mean()
