@@ -3,8 +3,9 @@
 * :func:`read_pth` loads plain data only (``torch.load(weights_only=True)``), and says what
   a file is when it is not a PyTorch checkpoint at all;
 * :func:`check_tensors` refuses NaN, infinite or non-float weights and buffers;
-* :func:`check_preprocessing` and :func:`check_class_names` check the metadata a fine-tune
-  checkpoint carries, every type and every size, within what a ResNet demo needs.
+* :func:`check_preprocessing`, :func:`check_class_names` and :func:`check_widths` check the
+  metadata a fine-tune checkpoint carries, every type and every size, within what a ResNet
+  demo needs.
 
 Each refusal is one :class:`WeightsError` sentence that names the file by its name alone:
 uploads live in server folders that are none of the user's business.
@@ -25,6 +26,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 
 from .errors import UserError
+from .model import ARCH_DEPTHS, Widths, standard_widths
 
 __all__ = [
     "INTERPOLATIONS",
@@ -34,6 +36,7 @@ __all__ = [
     "check_class_names",
     "check_preprocessing",
     "check_tensors",
+    "check_widths",
     "is_state_dict",
     "read_pth",
 ]
@@ -230,3 +233,24 @@ def check_class_names(names: Any, *, name: str, head_size: int | None) -> tuple[
     if head_size is not None and len(names) != head_size:
         raise _unusable(name, f"it names {len(names)} classes but its head (fc) has {head_size} outputs")
     return tuple(names)
+
+
+def check_widths(widths: Any, *, name: str, arch: str) -> Widths | None:
+    """The ``widths`` of a checkpoint of ``arch``: None (the standard widths) or one pair of
+    integers per block, each from 1 to the standard width of that convolution.
+
+    Returns None for the standard widths, whether absent or written out, so that every
+    unpruned model reads alike."""
+    if widths is None:
+        return None
+    standard = standard_widths(arch)
+    if not isinstance(widths, (list, tuple)) or len(widths) != len(standard):
+        what = f"{len(widths)} entries" if isinstance(widths, (list, tuple)) else f"{_short(widths)}"
+        raise _unusable(name, f"its widths must list one pair per block ({len(standard)} for {arch}), not {what}")
+    blocks = [f"layer{s + 1}.{i}" for s, n in enumerate(ARCH_DEPTHS[arch]) for i in range(n)]
+    for block, pair, (w1, w2) in zip(blocks, widths, standard, strict=True):
+        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_is_int(w) for w in pair)
+        if not ok or not (1 <= pair[0] <= w1 and 1 <= pair[1] <= w2):
+            raise _unusable(name, f"the widths of {block} must be two integers from 1 to {w1}, not {_short(pair)}")
+    checked = tuple((int(a), int(b)) for a, b in widths)
+    return None if checked == standard else checked

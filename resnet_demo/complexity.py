@@ -12,10 +12,10 @@ from functools import lru_cache
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .model import ARCH_DEPTHS, build_model
+from .model import ARCH_DEPTHS, ResNet, Widths, arch_of, build_model
 from .weights import weights_spec
 
-__all__ = ["GUIDE_TABLE", "ArchReport", "arch_report", "macs_by_module", "parameter_count"]
+__all__ = ["GUIDE_TABLE", "ArchReport", "arch_report", "macs_by_module", "model_complexity", "parameter_count"]
 
 # The reproduction guide's table: parameters (millions), "FLOPs" (billions; really multiply-accumulates)
 # and ImageNet top-1 (%).
@@ -31,15 +31,18 @@ def parameter_count(module: torch.nn.Module) -> int:
 
 
 @lru_cache(maxsize=16)
-def macs_by_module(arch: str, *, image_size: int = 224, num_classes: int = 1000) -> dict[str, int]:
+def macs_by_module(
+    arch: str, *, image_size: int = 224, num_classes: int = 1000, widths: Widths | None = None
+) -> dict[str, int]:
     """Multiply-accumulates of one image, per module path ("" is the whole model).
 
     Counted by ``FlopCounterMode`` (convolutions and the fc layer; BN, ReLU, pooling
     and additions are not multiply-accumulates) on the meta device, so nothing is
-    computed and it takes milliseconds.
+    computed and it takes milliseconds. ``widths`` counts a channel-pruned network
+    (see :meth:`~resnet_demo.model.ResNet.widths`); None the standard one.
     """
     with torch.device("meta"):
-        model = build_model(arch, num_classes=num_classes).eval()
+        model = build_model(arch, num_classes=num_classes, widths=widths).eval()
         x = torch.empty(1, 3, image_size, image_size)
     counter = FlopCounterMode(display=False, depth=None)
     with counter, torch.no_grad():
@@ -50,6 +53,14 @@ def macs_by_module(arch: str, *, image_size: int = 224, num_classes: int = 1000)
         "" if name == "Global" else name.partition(".")[2]: sum(per_op.values()) // 2
         for name, per_op in counter.get_flop_counts().items()
     }
+
+
+def model_complexity(model: ResNet, *, image_size: int = 224) -> tuple[int, int]:
+    """(parameters, multiply-accumulates of one ``image_size`` image) of any of our ResNets,
+    pruned or not; the MACs are counted on a meta-device twin, so ``model`` is never run."""
+    widths = tuple(model.widths())
+    macs = macs_by_module(arch_of(model), image_size=image_size, num_classes=model.fc.out_features, widths=widths)
+    return parameter_count(model), macs[""]
 
 
 @dataclass(frozen=True)

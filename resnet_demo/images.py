@@ -33,6 +33,7 @@ from .weights import Preprocessing
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "CropBox",
+    "display_copy",
     "ImageError",
     "ImageSource",
     "load_image",
@@ -75,6 +76,10 @@ class CropBox:
     @property
     def bottom(self) -> float:
         return self.top + self.height
+
+    def scaled(self, factor: float) -> CropBox:
+        """The same region in an image resized by ``factor`` (e.g. a display copy)."""
+        return CropBox(self.left * factor, self.top * factor, self.width * factor, self.height * factor)
 
 
 def _describe(source: ImageSource) -> str:
@@ -232,6 +237,22 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         hint = "it is truncated" if "truncated" in detail.lower() else "it is truncated or corrupt"
         raise ImageError(f"Could not read {what}: {hint} ({detail}). Try another copy of the file.") from e
     return image
+
+
+def display_copy(image: Image.Image, *, max_side: int) -> Image.Image:
+    """``image`` itself if its longer side is at most ``max_side`` pixels, else a copy shrunk to that.
+
+    What a server keeps of a photo to draw on: a 24 MP phone photo is 72 MB as RGB,
+    its 1024-pixel copy 2-3 MB.
+    """
+    if max_side < 1:
+        raise ValueError("max_side must be positive")
+    longer = max(image.size)
+    if longer <= max_side:
+        return image
+    scale = max_side / longer
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
 
 
 def _crop_offset(resized: int, crop: int) -> int:

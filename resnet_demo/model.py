@@ -20,6 +20,9 @@ torchvision's file, and neither changes the state_dict:
   together with the output of the stem and of each stage and, on request, the
   residual branch F(x) and the shortcut x of every bottleneck block.
 
+``ResNet(..., widths=...)`` builds a channel-pruned network (the outputs of every block's
+conv1 and conv2 narrower; module names unchanged), and :meth:`ResNet.widths` reads them back.
+
 Like torchvision ("ResNet v1.5"), the stride of a downsampling block sits on the
 3x3 convolution, not on the first 1x1 convolution as in the paper.
 """
@@ -34,14 +37,17 @@ from torch import Tensor, nn
 __all__ = [
     "ARCH_DEPTHS",
     "STAGES",
+    "Widths",
     "Bottleneck",
     "BlockOutput",
     "Intermediates",
     "ResNet",
+    "arch_of",
     "build_model",
     "resnet50",
     "resnet101",
     "resnet152",
+    "standard_widths",
 ]
 
 # Number of bottleneck blocks in layer1..layer4, from Table 1 of the paper.
@@ -50,6 +56,9 @@ ARCH_DEPTHS: dict[str, tuple[int, int, int, int]] = {
     "resnet101": (3, 4, 23, 3),
     "resnet152": (3, 8, 36, 3),
 }
+
+# The inner widths of every block in running order: (outputs of conv1, outputs of conv2).
+Widths = tuple[tuple[int, int], ...]
 
 # Points in the network whose outputs forward_intermediates can return.
 STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -69,7 +78,9 @@ class Bottleneck(nn.Module):
     """1x1 reduce -> 3x3 (carries the stride) -> 1x1 expand, added to the shortcut.
 
     ``planes`` is the width of the 3x3 convolution; the block outputs
-    ``planes * expansion`` channels.
+    ``planes * expansion`` channels. ``width``, when given, sets the outputs of conv1
+    and conv2 instead (a channel-pruned block); the output width stays
+    ``planes * expansion``, so the sum with the shortcut is unchanged.
     """
 
     expansion: int = 4
@@ -82,15 +93,17 @@ class Bottleneck(nn.Module):
         downsample: nn.Module | None = None,
         *,
         inplace: bool = False,
+        width: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        self.conv1 = conv1x1(inplanes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
+        w1, w2 = width or (planes, planes)
+        self.conv1 = conv1x1(inplanes, w1)
+        self.bn1 = nn.BatchNorm2d(w1)
         self.relu1 = nn.ReLU(inplace=inplace)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(w1, w2, stride)
+        self.bn2 = nn.BatchNorm2d(w2)
         self.relu2 = nn.ReLU(inplace=inplace)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.conv3 = conv1x1(w2, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu3 = nn.ReLU(inplace=inplace)
         self.downsample = downsample
@@ -152,7 +165,11 @@ class Intermediates:
 
 
 class ResNet(nn.Module):
-    """A ResNet of bottleneck blocks, with torchvision's module names."""
+    """A ResNet of bottleneck blocks, with torchvision's module names.
+
+    ``widths`` (one (conv1, conv2) output pair per block, in running order) builds a
+    channel-pruned network; None builds the standard widths.
+    """
 
     def __init__(
         self,
@@ -161,9 +178,15 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
         *,
         inplace: bool = False,
+        widths: Widths | None = None,
     ) -> None:
         super().__init__()
+        if widths is not None and len(widths) != sum(layers):
+            raise ValueError(f"widths has {len(widths)} pairs; this network has {sum(layers)} blocks.")
         self.inplanes = 64  # a cursor: the channel count entering the next block
+        # Per stage, its blocks' widths (None: standard), cut from the flat list in running order.
+        ends = [sum(layers[: i + 1]) for i in range(4)]
+        per_stage = [None if widths is None else widths[end - n : end] for end, n in zip(ends, layers, strict=True)]
 
         # The stem: 7x7/2 convolution then 3x3/2 max pool, 224 -> 56.
         self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
@@ -171,10 +194,10 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
-        self.layer1 = self._make_layer(64, layers[0])
-        self.layer2 = self._make_layer(128, layers[1], stride=2)
-        self.layer3 = self._make_layer(256, layers[2], stride=2)
-        self.layer4 = self._make_layer(512, layers[3], stride=2)
+        self.layer1 = self._make_layer(64, layers[0], widths=per_stage[0])
+        self.layer2 = self._make_layer(128, layers[1], stride=2, widths=per_stage[1])
+        self.layer3 = self._make_layer(256, layers[2], stride=2, widths=per_stage[2])
+        self.layer4 = self._make_layer(512, layers[3], stride=2, widths=per_stage[3])
 
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
@@ -205,7 +228,9 @@ class ResNet(nn.Module):
                     nn.init.constant_(m.bn3.weight, 0)
         self.set_inplace(inplace)
 
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(
+        self, planes: int, blocks: int, stride: int = 1, *, widths: Widths | None = None
+    ) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
             # Only the first block of a stage changes the shape, so only it needs a projection.
@@ -213,15 +238,27 @@ class ResNet(nn.Module):
                 conv1x1(self.inplanes, planes * Bottleneck.expansion, stride),
                 nn.BatchNorm2d(planes * Bottleneck.expansion),
             )
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
+        inner: list[tuple[int, int] | None] = [None] * blocks if widths is None else [(a, b) for a, b in widths]
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample, width=inner[0])]
         self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+        layers += [Bottleneck(self.inplanes, planes, width=inner[i]) for i in range(1, blocks)]
         return nn.Sequential(*layers)
 
     @property
     def stages(self) -> dict[str, nn.Sequential]:
         """layer1..layer4 by name."""
         return {"layer1": self.layer1, "layer2": self.layer2, "layer3": self.layer3, "layer4": self.layer4}
+
+    @property
+    def depths(self) -> tuple[int, int, int, int]:
+        """Blocks per stage, layer1..layer4."""
+        return tuple(len(layer) for layer in self.stages.values())  # type: ignore[return-value]
+
+    def widths(self) -> Widths:
+        """Every block's inner widths in running order: (outputs of conv1, outputs of conv2)."""
+        return tuple(
+            (block.conv1.out_channels, block.conv2.out_channels) for layer in self.stages.values() for block in layer
+        )
 
     def set_inplace(self, inplace: bool) -> ResNet:
         """Make every ReLU and every block's sum work in place (or not); returns ``self``.
@@ -312,13 +349,42 @@ class ResNet(nn.Module):
         return Intermediates(logits=logits, stages=stages, blocks=parts)
 
 
-def build_model(
-    arch: str, *, num_classes: int = 1000, zero_init_residual: bool = False, inplace: bool = False
-) -> ResNet:
-    """Build ``resnet50``, ``resnet101`` or ``resnet152`` with random (Kaiming) weights."""
+def standard_widths(arch: str) -> Widths:
+    """The inner widths of every block of the unpruned ``arch``: (planes, planes), in running order."""
     if arch not in ARCH_DEPTHS:
         raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_DEPTHS)}.")
-    return ResNet(ARCH_DEPTHS[arch], num_classes=num_classes, zero_init_residual=zero_init_residual, inplace=inplace)
+    return tuple((p, p) for p, n in zip((64, 128, 256, 512), ARCH_DEPTHS[arch], strict=True) for _ in range(n))
+
+
+def arch_of(model: ResNet) -> str:
+    """The architecture name of ``model``, read from its blocks per stage."""
+    found = [a for a, d in ARCH_DEPTHS.items() if d == model.depths]
+    if not found:
+        raise ValueError(f"No known architecture has {model.depths} blocks per stage.")
+    return found[0]
+
+
+def build_model(
+    arch: str,
+    *,
+    num_classes: int = 1000,
+    zero_init_residual: bool = False,
+    inplace: bool = False,
+    widths: Widths | None = None,
+) -> ResNet:
+    """Build ``resnet50``, ``resnet101`` or ``resnet152`` with random (Kaiming) weights.
+
+    ``widths`` (see :meth:`ResNet.widths`) builds a channel-pruned network; None the standard one.
+    """
+    if arch not in ARCH_DEPTHS:
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_DEPTHS)}.")
+    return ResNet(
+        ARCH_DEPTHS[arch],
+        num_classes=num_classes,
+        zero_init_residual=zero_init_residual,
+        inplace=inplace,
+        widths=widths,
+    )
 
 
 def resnet50(*, num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:

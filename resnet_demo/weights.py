@@ -38,16 +38,18 @@ from .checkpoint_files import (
     check_class_names,
     check_preprocessing,
     check_tensors,
+    check_widths,
     is_state_dict,
     read_pth,
 )
 from .devices import resolve_device
-from .model import ARCH_DEPTHS, ResNet, build_model
+from .model import ARCH_DEPTHS, ResNet, Widths, build_model
 
 __all__ = [
     "ARCHES",
     "CHECKPOINT_FORMAT",
     "DEFAULT_WEIGHTS",
+    "KEEP_FILE_MODELS",
     "NAMED_WEIGHTS",
     "LoadedModel",
     "Preprocessing",
@@ -121,6 +123,7 @@ class WeightsSpec:
     file_name: str | None = None
     path: Path | None = None  # a local file given by the user
     published: dict[str, float] = field(default_factory=dict)  # acc@1, acc@5, params, GMACs
+    widths: Widths | None = None  # a channel-pruned checkpoint's inner widths; None: the standard ones
 
     @property
     def num_classes(self) -> int:
@@ -238,8 +241,10 @@ def _read_local(arch: str, path: Path) -> tuple[WeightsSpec, dict[str, torch.Ten
     """A user's .pth: a plain state_dict or a fine-tune checkpoint, every part checked."""
     obj = read_pth(path)
     name = path.name
+    widths = None
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         state_dict, categories, preprocessing = _finetune_parts(obj, arch=arch, name=name)
+        widths = check_widths(obj.get("widths"), name=name, arch=arch)  # recorded by every checkpoint we write
         label = f"fine-tuned: {name}"
     elif is_state_dict(obj):
         state_dict = obj
@@ -262,6 +267,7 @@ def _read_local(arch: str, path: Path) -> tuple[WeightsSpec, dict[str, torch.Ten
         preprocessing=preprocessing,
         pretrained=True,
         path=path,
+        widths=widths,
     )
     return spec, state_dict
 
@@ -382,7 +388,7 @@ def load_model(
     _check_arch(arch)
     if weights not in NAMED_WEIGHTS:
         spec, state_dict = _read_local(arch, _local_path(weights))
-        model = build_model(arch, num_classes=spec.num_classes)
+        model = build_model(arch, num_classes=spec.num_classes, widths=spec.widths)
         _load_strict(model, state_dict, name=Path(spec.name).name, arch=arch)
         return LoadedModel(model.eval(), spec)
     spec = weights_spec(arch=arch, weights=weights)

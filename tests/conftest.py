@@ -111,8 +111,9 @@ def fake_pretrained(torch_home: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The whole app on an empty, offline weights cache: it must start and serve random weights."""
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The whole app (its ``gr.Blocks``, launched) on an empty, offline weights cache: it must
+    start and serve random weights."""
     home = tmp_path_factory.mktemp("torch_home")
     old = os.environ.get("TORCH_HOME")
     os.environ["TORCH_HOME"] = str(home)
@@ -132,7 +133,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         css=CSS,
     )
     try:
-        yield demo.local_url
+        yield demo
     finally:
         demo.close()
         clear_model_cache()
@@ -140,6 +141,12 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ.pop("TORCH_HOME", None)
         else:
             os.environ["TORCH_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def app_url(app: object) -> str:
+    """The URL of :func:`app`."""
+    return app.local_url  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- fine-tune data

@@ -12,11 +12,12 @@ BOTTOM = {"model", "weights", "checkpoint_files", "images", "fold", "devices", "
 
 # area -> project areas and third-party packages it must not import
 FORBIDDEN: dict[str, set[str]] = {
-    **{m: {"gradio", "plotly", "captum", "explain", "finetune", "data", "diagram", "bench", "ui"} for m in BOTTOM},
-    "explain": {"gradio", "plotly", "finetune", "data", "diagram", "bench", "ui"},
-    "finetune": {"gradio", "captum", "explain", "diagram", "bench", "ui"},
-    "data": {"gradio", "plotly", "captum", "explain", "finetune", "diagram", "bench", "ui"},
-    "diagram": {"gradio", "captum", "explain", "finetune", "data", "bench", "ui"},
+    **{m: {"gradio", "plotly", "captum", "explain", "finetune", "data", "diagram", "bench", "slim", "ui"} for m in BOTTOM},
+    "explain": {"gradio", "plotly", "finetune", "data", "diagram", "bench", "slim", "ui"},
+    "finetune": {"gradio", "captum", "explain", "diagram", "bench", "slim", "ui"},
+    "data": {"gradio", "plotly", "captum", "explain", "finetune", "diagram", "bench", "slim", "ui"},
+    "diagram": {"gradio", "captum", "explain", "finetune", "data", "bench", "slim", "ui"},
+    "slim": {"gradio", "captum", "explain", "diagram", "bench", "ui"},
     "bench": {"gradio", "ui"},
     "info": {"gradio", "plotly", "captum", "ui"},
 }
@@ -48,10 +49,10 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_module_imports_only_from_its_layer_or_below(path: Path) -> None:
     area = _area(path)
-    if path.name == "plots.py" and area == "finetune":
-        forbidden = FORBIDDEN[area]  # the training curves: plotly allowed here only
+    if path.name == "plots.py" and area in ("finetune", "slim"):
+        forbidden = FORBIDDEN[area]  # the training curves, accuracy vs MACs: plotly allowed here only
     else:
-        forbidden = FORBIDDEN.get(area, set()) | ({"plotly"} if area == "finetune" else set())
+        forbidden = FORBIDDEN.get(area, set()) | ({"plotly"} if area in ("finetune", "slim") else set())
     assert not _imports(path) & forbidden, f"{path.name} imports {sorted(_imports(path) & forbidden)}"
 
 

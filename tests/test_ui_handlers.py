@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
 import PIL.Image
 import pytest
 
+from resnet_demo.explain import analyze
 from resnet_demo.ui import architecture_handlers, compare_handlers, model_choice
 from resnet_demo.ui import explain_handlers as h
+from resnet_demo.ui.analysis_store import DISPLAY_MAX, AnalysisStore, stored
 from resnet_demo.ui.architecture_handlers import architecture_view
 from resnet_demo.ui.components import SafeImage
 from resnet_demo.ui.downloads import Downloads
+from resnet_demo.ui.temp_files import Limits, disk_usage, sweep
 
 from .conftest import EXAMPLES
 
@@ -32,7 +37,8 @@ def explain(image: str | None = CAT, arch: str = "resnet50", weights: str = "ima
 
 
 def test_explain_outputs_offline(offline: Path) -> None:
-    analysis, top5, status, picker, heat, caption, strip, features, raw = explain()
+    key, top5, status, picker, heat, caption, strip, features, raw = explain()
+    assert isinstance(key, str) and stored(key).predictions[0].label == next(iter(top5))  # the state holds a key
     assert len(top5) == 5 and all(isinstance(v, float) for v in top5.values())
     assert sum(top5.values()) <= 1.0 + 1e-6
     assert "UNTRAINED" in status and "resnet50-11ad3fa6.pth" in status
@@ -47,7 +53,7 @@ def test_explain_outputs_offline(offline: Path) -> None:
 
 
 def test_rerender_other_class_stage_and_full_view(offline: Path) -> None:
-    analysis = explain()[0]
+    analysis = stored(explain()[0])
     second = analysis.predictions[1]
     heat, caption, strip, raw, fusion = h.rerender(analysis, "layer3", second.index, h.NO_VERSUS, "gradcam", 0.3, "full")
     assert heat.size == analysis.image.size  # mapped back onto the whole photo
@@ -91,6 +97,57 @@ def test_safe_image_rejects_non_images(tmp_path: Path) -> None:
         SafeImage(type="filepath", image_mode=None).preprocess(_payload(path))
 
 
+def test_swept_upload_is_a_sentence(tmp_path: Path) -> None:
+    with pytest.raises(gr.Error, match="no longer on the server"):
+        SafeImage(type="filepath", image_mode=None).preprocess(_payload(tmp_path / "gone.jpg"))
+
+
+def test_big_photo_keeps_a_display_copy_and_the_same_answer(offline: Path, tmp_path: Path) -> None:
+    big = tmp_path / "big.jpg"
+    PIL.Image.open(CAT).resize((2400, 1600)).save(big)
+    analysis = stored(explain(str(big))[0])
+    assert max(analysis.image.size) == DISPLAY_MAX and analysis.prepared.full_size == (2400, 1600)
+    full = analyze(image=str(big), arch="resnet50", weights="random", loaded=analysis.loaded)
+    # The model saw the full photo: the same answer as from the photo itself.
+    assert [p.index for p in analysis.predictions] == [p.index for p in full.predictions]
+    box, scale = analysis.crop_box, DISPLAY_MAX / 2400
+    assert (box.left, box.width) == pytest.approx((full.crop_box.left * scale, full.crop_box.width * scale))
+    heat = h.rerender(analysis, "layer4", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.5, "full")[0]
+    assert heat.size == analysis.image.size  # the whole-photo view, on the display copy
+
+
+def test_store_bounds_sessions_and_rebuilds_idle_analyses(offline: Path) -> None:
+    store = AnalysisStore(ttl_s=60.0, hot_s=60.0, per_session=2)
+    first = stored(explain()[0])
+    keys = [store.put(first, session="a") for _ in range(3)]
+    assert store.get(keys[0]) is None and store.get(keys[2]) is first  # a session keeps its newest two
+    store.hot_s = 0.0
+    store.sweep()  # idle: only the prepared photo stays
+    again = store.get(keys[2])
+    assert again is not first and again.prepared is first.prepared
+    assert [(p.index, p.prob) for p in again.predictions] == [(p.index, p.prob) for p in first.predictions]
+    assert store.drop_session("a") == 2 and len(store) == 0
+    store.ttl_s = 0.0
+    key = store.put(first, session="b")
+    time.sleep(0.01)
+    assert store.get(key) is None and len(store) == 0  # past its time to live: gone
+
+
+def test_cache_sweep_removes_the_oldest_beyond_the_bounds(tmp_path: Path) -> None:
+    paths = []
+    for i in range(10):  # each in a folder of its own, as Gradio writes them
+        (tmp_path / f"h{i}").mkdir()
+        paths.append(_write(tmp_path / f"h{i}" / "image.jpeg", b"x" * 100))
+        time.sleep(0.002)  # distinct change times, oldest first
+    example = SimpleNamespace(keep_in_cache={str(paths[0])})
+    blocks = SimpleNamespace(temp_file_sets=[{str(p) for p in paths}], blocks={1: example})
+    gone = sweep(blocks, limits=Limits(max_files=4, min_age_s=0.0), keep={str(paths[1])})
+    # The example counts but stays; the kept checkpoint neither counts nor goes; the oldest others go.
+    assert gone == 5 and {p.name for p in tmp_path.iterdir()} == {"h0", "h1", "h7", "h8", "h9"}
+    assert disk_usage(blocks) == (5, 500)
+    assert sweep(blocks, limits=Limits(max_files=1, min_age_s=60.0)) == 0  # nothing that young goes
+
+
 def test_bad_choices_give_a_sentence(offline: Path) -> None:
     with pytest.raises(gr.Error, match="Upload a .pth checkpoint"):
         explain(CAT, "resnet50", model_choice.UPLOAD, None)
@@ -98,7 +155,7 @@ def test_bad_choices_give_a_sentence(offline: Path) -> None:
         explain(CAT, "resnet18")
     with pytest.raises(gr.Error, match="Unknown stage"):
         explain(CAT, "resnet50", "imagenet-v2", None, "layer9", "gradcam", 0.5, "crop")
-    analysis = explain()[0]
+    analysis = stored(explain()[0])
     with pytest.raises(gr.Error, match="Class 5000 does not exist"):
         h.rerender(analysis, "layer4", 5000, h.NO_VERSUS, "gradcam", 0.5, "crop")
     with pytest.raises(gr.Error, match="Class 5000 does not exist"):
@@ -117,7 +174,7 @@ def test_architecture_view_with_and_without_a_photo(offline: Path) -> None:
     fig, inside, feats, caption = architecture_view(None, "resnet101", "residual_ratio", "layer3.22")
     assert feats is None and "Run a photo" in caption
     assert fig.layout.height and inside.layout.height
-    analysis = explain()[0]
+    analysis = stored(explain()[0])
     fig, inside, feats, caption = architecture_view(analysis, "resnet50", "residual_ratio", "layer2.0")
     assert isinstance(feats, PIL.Image.Image)
     assert "layer2.0" in caption and "512×28×28" in caption and "residual ratio" in caption
@@ -231,3 +288,21 @@ def test_user_errors_show_user_text_literally() -> None:
     with pytest.raises(gr.Error) as info:
         handler()
     assert "<img" not in info.value.message and "&lt;img src=x onerror=alert(1)&gt;" in info.value.message
+
+
+def test_architecture_view_draws_a_slimmed_models_real_widths() -> None:
+    import dataclasses
+
+    from resnet_demo.model import resnet50
+    from resnet_demo.slim import prune_model
+    from resnet_demo.weights import load_model
+
+    loaded = load_model(arch="resnet50", weights="random")
+    model = prune_model(resnet50().eval(), fraction=0.3, criterion="l1")
+    analysis = analyze(image=CAT, loaded=dataclasses.replace(loaded, model=model))
+    w1, w2 = model.widths()[3 + 4]  # layer3.0
+    assert (w1, w2) == (179, 179)
+    fig, inside, _features, _caption = architecture_view(analysis, "resnet50", "residual_ratio", "layer3.0")
+    hovers = " ".join(str(t.hovertext or "") + str(t.text or "") for t in fig.data)
+    assert f"512 → {w1} → {w2} → 1024" in hovers and "512 → 256 → 256 → 1024" not in hovers
+    assert f"{w1}" in " ".join(str(t.text or "") + str(t.hovertext or "") for t in inside.data) + str(inside.layout)

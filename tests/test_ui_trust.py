@@ -24,6 +24,7 @@ from resnet_demo.model import ResNet
 from resnet_demo.ui import explain_handlers as h
 from resnet_demo.ui import method_gallery as g
 from resnet_demo.ui import trust_handlers as t
+from resnet_demo.ui.analysis_store import stored
 from resnet_demo.ui.markdown_text import md_text
 from resnet_demo.weights import LoadedModel, Preprocessing, WeightsSpec
 
@@ -241,12 +242,15 @@ def test_evaluate_handler_and_its_errors(analysis: Analysis, small: LoadedModel,
         t.evaluate(None, "resnet50", "upload", "small.pth", "layer4", "gradcam", "", "")
 
 
-def test_new_photo_resets_versus_and_fuses(analysis: Analysis) -> None:
-    picker, fusion, strip = h.photo_extras(analysis, "layercam", 0.5)
-    assert strip["label"] == "LayerCAM at every stage, same class"
+def test_new_photo_resets_versus_and_fuses_in_one_step(small: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(h, "resolve_model", lambda **_kwargs: small)
+    out = h.explain_ui(str(CAT), "resnet50", "upload", "small.pth", "layer4", "layercam", 0.5, "crop", progress=None)
+    key, _top5, _status, _classes, _heat, _caption, strip, _features, _raw, picker, fusion = out
+    assert strip["label"] == "LayerCAM at every stage, same class" and len(strip["value"]) == len(STAGES)
     assert picker["value"] == NONE and picker["choices"][0][1] == NONE
     assert {v for _label, v in picker["choices"][1:]} == set(range(len(CLASSES)))
     assert [c for _img, c in fusion] == ["LayerCAM fused"]
+    assert stored(key).loaded is small
 
 
 def test_progress_reaches_the_bar_for_expensive_methods(analysis: Analysis) -> None:

@@ -1,7 +1,9 @@
 """``python -m resnet_demo bench``: the explanation engine against reference pipelines
 (:mod:`.explain`), with ``--train`` the fine-tune step against the PyTorch ImageNet
 example (:mod:`.train`), or with ``--trust`` the faithfulness curves and the cost of
-every cheap explanation map (:mod:`.trust`)."""
+every cheap explanation map (:mod:`.trust`), with ``--slim`` a pruned and a distilled model
+against the original (:mod:`.slim`), or with ``--serve`` the app as its visitors see it
+(:mod:`.serve`)."""
 
 from __future__ import annotations
 
@@ -37,10 +39,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown to FILE")
     parser.add_argument("--train", action="store_true", help="benchmark fine-tuning instead (resnet_demo.bench.train)")
+    parser.add_argument("--slim", action="store_true", help="benchmark pruning and distillation (resnet_demo.bench.slim)")
     parser.add_argument("--device", default="auto", help="device for --train: auto (CUDA when there), cpu, cuda")
     parser.add_argument(
         "--trust", action="store_true", help="benchmark the trust checks instead (resnet_demo.bench.trust)"
     )
+    parser.add_argument(
+        "--serve", action="store_true", help="benchmark the app as visitors see it instead (resnet_demo.bench.serve)"
+    )
+    parser.add_argument("--clients", type=int, default=16, help="clients at once (the --serve throughput row)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -56,6 +63,10 @@ def main(args: argparse.Namespace) -> int:
     configure_threads()
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
+    if args.slim:
+        return int(importlib.import_module("resnet_demo.bench.slim").main(args) or 0)
     if args.trust:
         return int(importlib.import_module("resnet_demo.bench.trust").main(args) or 0)
+    if args.serve:  # the app runs in its own process, with its own threads
+        return int(importlib.import_module("resnet_demo.bench.serve").main(args) or 0)
     return run(args)

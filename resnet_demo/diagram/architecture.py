@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from .blocks import IMAGE_SIZE, BlockInfo, cached_block_infos, check_arch, meta_model
+from ..model import Widths
+from .blocks import IMAGE_SIZE, BlockInfo, cached_block_infos, check_arch, meta_model, widths_key
 from .colouring import STAT_CHOICES, block_colours, stat_values
 from .formatting import fmt_shape
 from .hover import block_hover, edge_nodes, projection_hover, stride_hover
@@ -32,8 +33,13 @@ def architecture_figure(
     selected: str | None = None,
     dark: bool = False,
     height: int | None = None,
+    widths: Widths | None = None,
 ) -> go.Figure:
     """The block diagram of ``arch``: one node per bottleneck block, stages as columns.
+
+    ``widths`` (a loaded model's :meth:`~resnet_demo.model.ResNet.widths`) draws a
+    channel-pruned model as it is: the hover of each block shows its real widths, params
+    and MACs. None, or the standard widths, draws the standard network.
 
     ``stats`` maps block names ("layer3.0") to the value of ``stat`` (a key of
     :data:`STAT_CHOICES`) for the last image; with it, blocks are coloured by value and a
@@ -47,7 +53,8 @@ def architecture_figure(
     if stat not in STAT_CHOICES:
         raise ValueError(f"Unknown statistic {stat!r}; choose one of {', '.join(STAT_CHOICES)}.")
     theme = Theme.of(dark)
-    blocks = cached_block_infos(arch, IMAGE_SIZE)
+    key = widths_key(arch, widths)
+    blocks = cached_block_infos(arch, IMAGE_SIZE, key)
     height = int(height or figure_height(arch=arch))
     g = grid(arch=arch, height=height)
     colouring = stat_values(stats, [b.name for b in blocks])
@@ -56,12 +63,12 @@ def architecture_figure(
     path = main_path(g.all_columns)
     fig.add_trace(_lines(*path, line={"color": NEUTRAL, "width": 1.6}, name="main path", showlegend=False))
     fig.add_traces(_shortcut_traces(blocks, g))
-    fig.add_trace(_edge_trace(arch, g, theme))
+    fig.add_trace(_edge_trace(arch, g, theme, key))
     fig.add_traces(_block_traces(blocks, g, theme, colouring=colouring, stat=stat, selected=selected))
     fig.add_trace(_stride_trace(blocks, g, theme))
     if selected in {b.name for b in blocks}:  # a stale name (another architecture's block) draws no ring
         fig.add_trace(_selection_ring(selected, g))
-    _add_stage_headers(fig, arch, g, theme)
+    _add_stage_headers(fig, arch, g, theme, key)
     coloured = colouring is not None
     meta = {"arch": arch, "stat": stat if coloured else None, "selected": selected}
     _finish_layout(fig, g, theme, height=height, coloured=coloured, meta=meta)
@@ -108,9 +115,9 @@ def _shortcut_traces(blocks: Sequence[BlockInfo], g: Grid) -> list[go.Scatter]:
     ]
 
 
-def _edge_trace(arch: str, g: Grid, theme: Theme) -> go.Scatter:
+def _edge_trace(arch: str, g: Grid, theme: Theme, widths: Widths | None) -> go.Scatter:
     """The stem and head nodes: the image as a circle, the layers as squares, labelled to the right."""
-    edges = edge_nodes(arch, image_size=IMAGE_SIZE)
+    edges = edge_nodes(arch, image_size=IMAGE_SIZE, widths=widths)
     return go.Scatter(
         x=[g.pos[n][0] for n in _EDGE_NAMES],
         y=[g.pos[n][1] for n in _EDGE_NAMES],
@@ -221,9 +228,9 @@ def _selection_ring(selected: str, g: Grid) -> go.Scatter:
     )
 
 
-def _add_stage_headers(fig: go.Figure, arch: str, g: Grid, theme: Theme) -> None:
+def _add_stage_headers(fig: go.Figure, arch: str, g: Grid, theme: Theme, widths: Widths | None) -> None:
     """Three lines over each stage's columns: its name, its size, and its output (or input, for the stem)."""
-    blocks = cached_block_infos(arch, IMAGE_SIZE)
+    blocks = cached_block_infos(arch, IMAGE_SIZE, widths)
     last = {b.stage: b for b in blocks}  # the last block of each stage
     for stage, cols in g.columns:
         if stage in last:
@@ -232,7 +239,7 @@ def _add_stage_headers(fig: go.Figure, arch: str, g: Grid, theme: Theme) -> None
         elif stage == "stem":
             text = f"<b>stem</b><br>1 conv<br>{fmt_shape(blocks[0].in_shape)}"
         else:
-            text = f"<b>head</b><br>1 fc<br>{meta_model(arch).fc.out_features} classes"
+            text = f"<b>head</b><br>1 fc<br>{meta_model(arch, widths).fc.out_features} classes"
         fig.add_annotation(
             x=(cols[0].x + cols[-1].x) / 2 + 0.12,
             y=0.75,

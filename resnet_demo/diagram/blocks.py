@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..complexity import macs_by_module, parameter_count
-from ..model import ARCH_DEPTHS, Bottleneck, ResNet, build_model
+from ..model import ARCH_DEPTHS, Bottleneck, ResNet, Widths, build_model, standard_widths
 
 Shape = tuple[int, int, int]  # (C, H, W) of one image
 
@@ -43,12 +43,22 @@ class BlockInfo:
         return self.stride > 1
 
 
-@lru_cache(maxsize=4)
-def meta_model(arch: str) -> ResNet:
-    """``arch`` built on the meta device, cached; callers only read its module attributes."""
+def widths_key(arch: str, widths: Widths | None) -> Widths | None:
+    """``widths`` as a hashable cache key: tuples of ints, and None for the standard widths,
+    so that a model that records its standard widths draws exactly like one that does not."""
+    if widths is None:
+        return None
+    key = tuple((int(a), int(b)) for a, b in widths)
+    return None if key == standard_widths(arch) else key
+
+
+@lru_cache(maxsize=8)
+def meta_model(arch: str, widths: Widths | None = None) -> ResNet:
+    """``arch`` (with ``widths``, see :func:`widths_key`) built on the meta device, cached;
+    callers only read its module attributes."""
     # Meta tensors have shapes but no storage: the structure costs nothing to keep.
     with torch.device("meta"):
-        return build_model(arch).eval()
+        return build_model(arch, widths=widths).eval()
 
 
 def pair(v: int | tuple[int, ...]) -> tuple[int, int]:
@@ -79,10 +89,11 @@ def block_shapes(block: Bottleneck, x: Shape) -> tuple[Shape, Shape, Shape]:
 
 
 @lru_cache(maxsize=16)
-def cached_block_infos(arch: str, image_size: int) -> tuple[BlockInfo, ...]:
-    """Every block of ``arch`` in running order, cached (an unchecked ``arch`` raises KeyError)."""
-    net = meta_model(arch)
-    macs = macs_by_module(arch, image_size=image_size)
+def cached_block_infos(arch: str, image_size: int, widths: Widths | None = None) -> tuple[BlockInfo, ...]:
+    """Every block of ``arch`` in running order, cached (an unchecked ``arch`` raises KeyError);
+    ``widths`` is a :func:`widths_key`."""
+    net = meta_model(arch, widths)
+    macs = macs_by_module(arch, image_size=image_size, widths=widths)
     x = stem_shapes(net, image_size)[2]
     infos = []
     for stage_name, stage in net.stages.items():
@@ -121,16 +132,17 @@ def check_arch(arch: str) -> None:
         raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_DEPTHS)}.")
 
 
-def block_infos(arch: str, *, image_size: int = 224) -> list[BlockInfo]:
-    """Every bottleneck block of ``arch``, in the order the network runs them."""
+def block_infos(arch: str, *, image_size: int = 224, widths: Widths | None = None) -> list[BlockInfo]:
+    """Every bottleneck block of ``arch`` (inner ``widths`` of a pruned model, see
+    :meth:`~resnet_demo.model.ResNet.widths`; None: standard), in the order the network runs them."""
     check_arch(arch)
-    return list(cached_block_infos(arch, image_size))
+    return list(cached_block_infos(arch, image_size, widths_key(arch, widths)))
 
 
-def block_choices(*, arch: str) -> list[tuple[str, str]]:
+def block_choices(*, arch: str, widths: Widths | None = None) -> list[tuple[str, str]]:
     """(label, block name) pairs for a dropdown, e.g. ("layer3.0 · 512→1024, stride 2", "layer3.0")."""
     out = []
-    for b in block_infos(arch):
+    for b in block_infos(arch, widths=widths):
         extra = f", stride {b.stride}" if b.downsamples else ""
         out.append((f"{b.name} · {b.widths[0]}→{b.widths[3]}{extra}", b.name))
     return out

@@ -13,8 +13,18 @@ import plotly.graph_objects as go
 from torch import nn
 
 from ..complexity import macs_by_module, parameter_count
-from ..model import Bottleneck
-from .blocks import IMAGE_SIZE, BlockInfo, Shape, block_shapes, cached_block_infos, check_arch, meta_model, pair
+from ..model import Bottleneck, Widths
+from .blocks import (
+    IMAGE_SIZE,
+    BlockInfo,
+    Shape,
+    block_shapes,
+    cached_block_infos,
+    check_arch,
+    meta_model,
+    pair,
+    widths_key,
+)
 from .formatting import fmt_count, fmt_shape
 from .theme import NEUTRAL, PROJECTION, Theme, base_layout
 
@@ -47,23 +57,27 @@ class _Box(NamedTuple):
     height: float = _BOX_H
 
 
-def block_figure(*, arch: str, block: str, dark: bool = False, height: int = 600) -> go.Figure:
+def block_figure(
+    *, arch: str, block: str, dark: bool = False, height: int = 600, widths: Widths | None = None
+) -> go.Figure:
     """The inside of one bottleneck block (``block`` like "layer3.0") with its real widths and shapes.
 
     The residual branch runs down the middle (1x1 reduce, 3x3 with the stride, 1x1
     expand, each followed by BN and, but for the last, ReLU); the shortcut runs down the
     left, as the identity or as a 1x1 projection + BN; both meet at the addition, then
     the last ReLU. Hovering a box shows its module name, shapes, parameters and MACs.
+    ``widths`` (a pruned model's :meth:`~resnet_demo.model.ResNet.widths`) draws its real widths.
     """
     check_arch(arch)
-    infos = {b.name: b for b in cached_block_infos(arch, IMAGE_SIZE)}
+    key = widths_key(arch, widths)
+    infos = {b.name: b for b in cached_block_infos(arch, IMAGE_SIZE, key)}
     if block not in infos:
         raise ValueError(f"{arch} has no block {block!r}; blocks run from layer1.0 to {list(infos)[-1]}.")
     b = infos[block]
     theme = Theme.of(dark)
     stage_name, idx = block.split(".")
-    mod: Bottleneck = meta_model(arch).stages[stage_name][int(idx)]
-    macs = macs_by_module(arch, image_size=IMAGE_SIZE)
+    mod: Bottleneck = meta_model(arch, key).stages[stage_name][int(idx)]
+    macs = macs_by_module(arch, image_size=IMAGE_SIZE, widths=key)
     shapes = (b.in_shape, *block_shapes(mod, b.in_shape))  # x, after conv1, conv2, conv3
 
     boxes = _residual_boxes(b, mod, shapes=shapes, macs=macs)

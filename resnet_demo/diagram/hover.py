@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..complexity import macs_by_module, parameter_count
+from ..model import Widths
 from .blocks import BlockInfo, cached_block_infos, meta_model, pair, stem_shapes
 from .formatting import fmt_count, fmt_shape
 
@@ -46,12 +47,13 @@ def stride_hover(b: BlockInfo) -> str:
     return f"<b>{b.name}</b> has stride {b.stride}: {fmt_shape(b.in_shape)} → {fmt_shape(b.out_shape)}"
 
 
-def edge_nodes(arch: str, *, image_size: int) -> dict[str, tuple[str, str]]:
-    """Label and hover of the stem and head nodes ("image", "conv1", "maxpool", "avgpool", "fc")."""
-    net = meta_model(arch)
-    macs = macs_by_module(arch, image_size=image_size)
+def edge_nodes(arch: str, *, image_size: int, widths: Widths | None = None) -> dict[str, tuple[str, str]]:
+    """Label and hover of the stem and head nodes ("image", "conv1", "maxpool", "avgpool", "fc");
+    ``widths`` is a :func:`~resnet_demo.diagram.blocks.widths_key`."""
+    net = meta_model(arch, widths)
+    macs = macs_by_module(arch, image_size=image_size, widths=widths)
     image, after_conv, after_pool = stem_shapes(net, image_size)
-    last = cached_block_infos(arch, image_size)[-1].out_shape
+    last = cached_block_infos(arch, image_size, widths)[-1].out_shape
     k, s = pair(net.conv1.kernel_size)[0], pair(net.conv1.stride)[0]
     pk, ps = pair(net.maxpool.kernel_size)[0], pair(net.maxpool.stride)[0]
     stem_params = parameter_count(net.conv1) + parameter_count(net.bn1)

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from ..complexity import arch_report, macs_by_module, parameter_count
-from ..model import ARCH_DEPTHS
-from .blocks import cached_block_infos, check_arch, meta_model, stem_shapes
+from ..model import ARCH_DEPTHS, Widths
+from .blocks import cached_block_infos, check_arch, meta_model, stem_shapes, widths_key
 from .formatting import fmt_shape
 
 
-def stage_table(*, arch: str, image_size: int = 224) -> list[dict[str, object]]:
+def stage_table(*, arch: str, image_size: int = 224, widths: Widths | None = None) -> list[dict[str, object]]:
     """Per-stage rows: stem, layer1..layer4, head, total.
 
     Keys: ``stage``, ``blocks``, ``weighted_layers`` (convolutions and fc: they add up to
     the 50/101/152 of the name), ``output_shape``, ``params``, ``macs``, ``gmacs``,
     ``params_share`` and ``macs_share`` (percent of the total). The total row equals
-    :func:`resnet_demo.complexity.arch_report`.
+    :func:`resnet_demo.complexity.arch_report` for the standard widths; ``widths`` (a pruned
+    model's, see :meth:`~resnet_demo.model.ResNet.widths`) gives that model's totals.
     """
     check_arch(arch)
-    net = meta_model(arch)
-    macs = macs_by_module(arch, image_size=image_size)
-    infos = cached_block_infos(arch, image_size)
+    key = widths_key(arch, widths)
+    net = meta_model(arch, key)
+    macs = macs_by_module(arch, image_size=image_size, widths=key)
+    infos = cached_block_infos(arch, image_size, key)
     totals = (parameter_count(net), macs[""])
 
     stem_params = parameter_count(net.conv1) + parameter_count(net.bn1)

@@ -82,14 +82,24 @@ class Attribution:
 
 @dataclass(frozen=True, eq=False)
 class Prepared:
-    """An image loaded and preprocessed for one weights entry (see :func:`~resnet_demo.explain.prepare`)."""
+    """An image loaded and preprocessed for one weights entry (see :func:`~resnet_demo.explain.prepare`).
 
-    image: Image.Image  # the whole image, RGB
+    ``image`` is the whole image, or a display copy of it (``prepare(display_max=...)``):
+    the tensor and the crop always come from the image at its loaded size, ``full_size``.
+    """
+
+    image: Image.Image  # the whole image, RGB, or its display copy
     tensor: Tensor  # (1, 3, crop, crop), normalised
     crop: Image.Image  # what the model saw
-    crop_box: CropBox  # where that is in ``image``
+    crop_box: CropBox  # where that is in ``image`` (in the display copy's pixels for a copy)
     preprocessing: Preprocessing
     timings: dict[str, float]
+    full_size: tuple[int, int] | None = None  # (W, H) of the image the model's crop came from; None: ``image``'s
+
+    @property
+    def reduced(self) -> bool:
+        """Whether ``image`` is a smaller display copy rather than the image itself."""
+        return self.full_size is not None and self.full_size != self.image.size
 
 
 def top_predictions(probs: np.ndarray, categories: Sequence[str], k: int) -> list[Prediction]:

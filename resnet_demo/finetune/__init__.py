@@ -17,6 +17,9 @@ Both checkpoints load in ``resnet_demo.weights.load_model(arch=..., weights=PATH
 and carry their class names and preprocessing. Every file is written to a temporary
 name and renamed, so a crash or Ctrl-C never leaves a half-written checkpoint.
 
+``--distill-from`` adds knowledge distillation from a teacher (:mod:`.distill`: the loss,
+in one place, and the teacher).
+
 One concept per module: :mod:`.config` (the settings and their one check),
 :mod:`.schedule` (learning rate per step), :mod:`.steps` (one optimizer step),
 :mod:`.build` (model, optimizer, precision), :mod:`.loaders` (the run's data),
@@ -28,20 +31,23 @@ plotly, imported on its own so the command line never loads plotly).
 
 from __future__ import annotations
 
-from .build import build_finetune_model, set_train_mode
+from .build import build_finetune_model, prepare_for_training, set_train_mode
 from .cli import configure_parser, main
 from .config import FREEZE_MODES, FinetuneConfig, validate_config
+from .distill import DistillationLoss, kd_loss, load_teacher
 from .estimate import StepTiming, estimate_seconds, measure_step
 from .events import FinetuneResult, TrainEvent, TrainingDiverged
-from .loop import finetune
+from .loop import ModelBuilder, finetune
 from .schedule import get_lr, optimizer_steps_per_epoch
 from .steps import AverageMeter, accuracy, apply_step, clip_gradients, forward_backward
 
 __all__ = [
     "FREEZE_MODES",
     "AverageMeter",
+    "DistillationLoss",
     "FinetuneConfig",
     "FinetuneResult",
+    "ModelBuilder",
     "StepTiming",
     "TrainEvent",
     "TrainingDiverged",
@@ -54,9 +60,12 @@ __all__ = [
     "finetune",
     "forward_backward",
     "get_lr",
+    "kd_loss",
+    "load_teacher",
     "main",
     "measure_step",
     "optimizer_steps_per_epoch",
+    "prepare_for_training",
     "set_train_mode",
     "validate_config",
 ]

@@ -13,7 +13,7 @@ from ..model import ResNet
 from ..weights import Preprocessing, load_model
 from .config import FinetuneConfig
 
-__all__ = ["build_finetune_model", "make_optimizer", "resolve_amp", "set_train_mode"]
+__all__ = ["build_finetune_model", "make_optimizer", "prepare_for_training", "resolve_amp", "set_train_mode"]
 
 # freeze mode -> the top-level modules that train; None: everything trains
 _TRAINABLE: dict[str, tuple[str, ...] | None] = {"head": ("fc",), "layer4": ("layer4", "fc"), "none": None}
@@ -41,6 +41,11 @@ def build_finetune_model(*, arch: str, weights: str, num_classes: int, freeze: s
     loaded = load_model(arch=arch, weights=weights)
     model = loaded.model
     model.fc = nn.Linear(model.fc.in_features, num_classes)  # init follows torch.manual_seed
+    return prepare_for_training(model, freeze=freeze), loaded.spec.preprocessing
+
+
+def prepare_for_training(model: ResNet, *, freeze: str) -> ResNet:
+    """In-place activations, and gradients for what trains under ``freeze`` only; returns ``model``."""
     # The explanation side needs every activation and sum intact; training does not. In
     # place, as in torchvision, each block saves two fresh activation-sized tensors, which
     # is what kept this loop behind the reference loop on CPU (see docs/bench-train.md).
@@ -48,7 +53,7 @@ def build_finetune_model(*, arch: str, weights: str, num_classes: int, freeze: s
     trainable = _TRAINABLE[freeze]
     for name, p in model.named_parameters():
         p.requires_grad_(trainable is None or name.split(".")[0] in trainable)
-    return model, loaded.spec.preprocessing
+    return model
 
 
 def set_train_mode(model: nn.Module, *, freeze: str, bn_eval: bool) -> None:

@@ -17,12 +17,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint_files import check_class_names, check_tensors, is_state_dict
+from ..checkpoint_files import check_class_names, check_tensors, is_state_dict, read_pth
 from ..errors import UserError
+from ..model import ResNet
 from ..weights import ARCHES, CHECKPOINT_FORMAT, Preprocessing
 from .config import RECIPE_FIELDS, FinetuneConfig
 
-__all__ = ["Progress", "atomic_save", "atomic_write_text", "check_resume", "cpu_state", "make_checkpoint"]
+__all__ = [
+    "Progress",
+    "atomic_save",
+    "atomic_write_text",
+    "check_resume",
+    "checkpoint_arch",
+    "cpu_state",
+    "make_checkpoint",
+    "same_classes",
+]
 
 
 @contextlib.contextmanager
@@ -82,7 +92,7 @@ def make_checkpoint(
     *,
     cfg: FinetuneConfig,
     class_names: tuple[str, ...],
-    model: nn.Module,
+    model: ResNet,
     preprocessing: Preprocessing,
     progress: Progress,
     total_steps: int,
@@ -91,13 +101,17 @@ def make_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict: model, classes, preprocessing and recipe, which is all that
-    ``best.pth`` needs; ``last.pth`` also passes ``optimizer`` and ``scaler`` to resume."""
+    """The checkpoint dict: model, its inner widths, classes, preprocessing and recipe, which
+    is all that ``best.pth`` needs; ``last.pth`` also passes ``optimizer`` and ``scaler`` to resume.
+
+    The widths (one (conv1, conv2) output pair per block) let a channel-pruned model be
+    built before its weights load; plain lists, so ``weights_only`` loading reads them."""
     ckpt: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "arch": cfg.arch,
         "class_names": list(class_names),
         "model": cpu_state(model),
+        "widths": [list(pair) for pair in model.widths()],
         "preprocessing": preprocessing.to_dict(),
         "config": cfg.to_dict(),
         "epoch": progress.epoch,
@@ -113,6 +127,35 @@ def make_checkpoint(
         ckpt["optimizer"] = optimizer.state_dict()
         ckpt["scaler"] = scaler.state_dict()
     return ckpt
+
+
+def checkpoint_arch(source: str, *, role: str) -> str:
+    """The architecture a checkpoint file records; :class:`UserError` (``role`` names the file's
+    part, e.g. "The teacher") unless it is a checkpoint of this project with class names."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise UserError(f"{role} {path.name[:80]!r} is not an existing checkpoint file.")
+    obj = read_pth(path)
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT or "class_names" not in obj:
+        raise UserError(
+            f"{role} {path.name} has no class names: use a checkpoint written by finetune or slim, which records them."
+        )
+    if obj.get("arch") not in ARCHES:
+        raise UserError(f"{role} {path.name} does not say which of {', '.join(ARCHES)} it is.")
+    return str(obj["arch"])
+
+
+def _few(names: tuple[str, ...]) -> str:
+    return ", ".join(n[:40] for n in names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def same_classes(theirs: tuple[str, ...], ours: tuple[str, ...], *, what: str, remedy: str) -> None:
+    """:class:`UserError` unless ``what`` (e.g. "The teacher x.pth") predicts the classes ``ours``, in order."""
+    if tuple(theirs) != tuple(ours):
+        raise UserError(
+            f"{what} predicts {len(theirs)} classes ({_few(theirs)}), not the {len(ours)} of the data "
+            f"({_few(ours)}): {remedy}"
+        )
 
 
 def check_resume(ckpt: Any, *, cfg: FinetuneConfig, class_names: tuple[str, ...], warn: Callable[[str], None]) -> None:

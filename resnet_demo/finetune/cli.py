@@ -21,9 +21,15 @@ __all__ = ["config_from_args", "configure_parser", "main"]
 _DEFAULTS = FinetuneConfig()
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``finetune`` command's options; each defaults to None, meaning "not given"."""
-    d = _DEFAULTS
+def configure_parser(
+    parser: argparse.ArgumentParser, *, defaults: FinetuneConfig | None = None, make_sample: bool = True
+) -> None:
+    """Add the ``finetune`` command's options; each defaults to None, meaning "not given".
+
+    ``defaults`` are the values the help text names (another command's recipe, e.g. slim's);
+    ``make_sample`` adds ``--make-sample``.
+    """
+    d = defaults or _DEFAULTS
     a = parser.add_argument
     a("--data", help="folder of class sub-folders (or train/ and val/), or a .zip of one")
     a("--out", help=f"output folder (default {d.out})")
@@ -53,11 +59,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     a("--color-jitter", type=float, help=f"default {d.color_jitter}")
     a("--eval-resize", type=int, help="short side before the eval center crop (default 256 at 224)")
     a("--extra-eval", choices=EXTRA_EVALS, help="also report this test at the end")
+    a("--distill-from", metavar="ARCH|PTH", help="teacher: resnet152 (ImageNet) or a checkpoint of the same classes")
+    a("--kd-temperature", type=float, help=f"distillation temperature T (default {d.kd_temperature:g})")
+    a("--kd-alpha", type=float, help=f"weight of the teacher's soft targets, 0 to 1 (default {d.kd_alpha:g})")
     a("--val-fraction", type=float, help=f"held out per class without a val/ folder (default {d.val_fraction})")
     a("--seed", type=int, help=f"default {d.seed}")
     a("--resume", metavar="LAST_PTH", help="continue a run; options not given are taken from its checkpoint")
     a("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
-    a("--make-sample", metavar="DIR", help="write the generated sample set (coloured shapes) to DIR and exit")
+    if make_sample:
+        a("--make-sample", metavar="DIR", help="write the generated sample set (coloured shapes) to DIR and exit")
 
 
 def _bool(text: str) -> bool:
@@ -68,19 +78,15 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
-def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    """Defaults, or the resumed checkpoint's config, overridden by the flags given."""
-    base = _DEFAULTS
+def config_from_args(args: argparse.Namespace, *, cls: type[FinetuneConfig] = FinetuneConfig) -> FinetuneConfig:
+    """``cls``'s defaults, or the resumed checkpoint's config, overridden by the flags given."""
+    base = cls()
     if getattr(args, "resume", None):
         ckpt = read_pth(Path(args.resume))
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
-            raise UserError(f"{args.resume} is not a last.pth of this fine-tune routine.")
-        base = FinetuneConfig.from_dict(ckpt["config"])
-    given = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(FinetuneConfig)
-        if getattr(args, f.name, None) is not None
-    }
+            raise UserError(f"{Path(args.resume).name} is not a last.pth of this fine-tune routine.")
+        base = cls.from_dict(ckpt["config"])
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
     return dataclasses.replace(base, **given)
 
 

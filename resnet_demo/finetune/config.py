@@ -81,6 +81,10 @@ class FinetuneConfig:
     color_jitter: float = 0.4  # brightness, contrast and saturation jitter; 0 turns it off
     eval_resize: int | None = None  # short side before the center crop; None: scaled (256 at 224)
     extra_eval: str = "none"  # also report "ten-crop" or "multi-scale" (ten crops at 3 sizes) at the end
+    # knowledge distillation (finetune/distill.py)
+    distill_from: str | None = None  # teacher: an arch (its ImageNet V2 weights) or a checkpoint of the same classes
+    kd_temperature: float = 4.0  # softens both distributions; Hinton et al. used 1-20, 4 is the common choice
+    kd_alpha: float = 0.5  # weight of the teacher's soft targets; 1 - alpha weighs the labels
     # bookkeeping
     seed: int = 0  # split, head init, data order and augmentation
     resume: str | None = None  # last.pth of an earlier run with this recipe, to continue it
@@ -116,6 +120,7 @@ RECIPE_FIELDS = (
     "arch", "freeze", "freeze_bn", "epochs", "batch_size", "accum_steps", "optimizer", "lr", "momentum",
     "weight_decay", "warmup_epochs", "min_lr_ratio", "label_smoothing", "clip_grad_norm", "amp",
     "image_size", "scale_min", "scale_max", "random_resized_crop", "color_jitter", "val_fraction", "seed",
+    "distill_from", "kd_temperature", "kd_alpha",
 )  # fmt: skip
 
 
@@ -174,6 +179,11 @@ def validate_config(cfg: FinetuneConfig, *, server: bool = False) -> None:
         (0 <= cfg.label_smoothing < 1, "Label smoothing must be at least 0 and below 1."),
         (cfg.clip_grad_norm >= 0, "The gradient clipping norm must be 0 (off) or above."),
         (cfg.warmup_epochs >= 0, "Warmup epochs must be 0 or more."),
+        (
+            0 < cfg.kd_temperature <= 100,
+            "The distillation temperature must be above 0 and at most 100 (4 is the usual value).",
+        ),
+        (0 <= cfg.kd_alpha <= 1, "The distillation weight (alpha) must be from 0 to 1."),
     ]
     for ok, message in checks:
         if not ok:

@@ -25,13 +25,16 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from ..checkpoint_files import check_widths
 from ..data import ImageListDataset, eval_transform, load_image_set, multi_view_transform, train_transform
 from ..devices import resolve_device
 from ..errors import UserError
+from ..model import ResNet, build_model
 from ..weights import Preprocessing, read_pth
-from .build import build_finetune_model, make_optimizer, resolve_amp, set_train_mode
+from .build import build_finetune_model, make_optimizer, prepare_for_training, resolve_amp, set_train_mode
 from .checkpoints import Progress, atomic_save, atomic_write_text, check_resume, cpu_state, make_checkpoint
 from .config import FinetuneConfig, validate_config
+from .distill import make_criterion
 from .distributed import Dist, ShardSampler, SkipSampler, all_sum, distributed_run, log_main, sync_buffers
 from .evaluate import evaluate
 from .events import EventKind, FinetuneResult, TrainEvent, TrainingDiverged
@@ -39,7 +42,10 @@ from .loaders import default_workers, make_loader, run_data
 from .schedule import get_lr, optimizer_steps_per_epoch, warmup_steps_for
 from .steps import AverageMeter, accuracy, apply_step, clip_gradients, forward_backward
 
-__all__ = ["finetune"]
+__all__ = ["ModelBuilder", "finetune"]
+
+# The starting model of a run, given the data's class names: (model, preprocessing).
+ModelBuilder = Callable[[tuple[str, ...]], tuple[ResNet, Preprocessing]]
 
 
 def finetune(
@@ -47,6 +53,7 @@ def finetune(
     *,
     callback: Callable[[TrainEvent], None] | None = None,
     stop: threading.Event | None = None,
+    build: ModelBuilder | None = None,
 ) -> FinetuneResult:
     """Run the fine-tune that ``config`` describes; see :mod:`resnet_demo.finetune` for the files.
 
@@ -54,11 +61,13 @@ def finetune(
     after every epoch and at the end (rank 0 only). Setting ``stop`` ends the run at the
     next step with a usable ``last.pth``; so does Ctrl-C (which is then re-raised).
     A NaN or infinite loss raises :class:`TrainingDiverged` and writes nothing more.
+    ``build`` replaces the default start (``cfg.weights`` with a new head for the data's
+    classes, ``cfg.freeze`` applied): the slim command starts from a pruned model.
     """
     cfg = dataclasses.replace(config)
     validate_config(cfg)
     with distributed_run(cfg.device) as d, run_data(cfg.data, d) as data_root:
-        return _Run(cfg, d, data_root, callback, stop).run()
+        return _Run(cfg, d, data_root, callback, stop, build).run()
 
 
 class _Stopped(Exception):
@@ -85,8 +94,9 @@ class _Run:
         data_root: Path,
         callback: Callable[[TrainEvent], None] | None,
         stop: threading.Event | None,
+        build: ModelBuilder | None = None,
     ) -> None:
-        self.cfg, self.d, self.stop = cfg, d, stop
+        self.cfg, self.d, self.stop, self.build = cfg, d, stop, build
         self.callback = callback if d.main else None
         self.out = Path(cfg.out)
         self.last_path, self.best_path = self.out / "last.pth", self.out / "best.pth"
@@ -123,16 +133,20 @@ class _Run:
     def _setup_model(self, resume: dict[str, Any] | None) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # the new head's init
-        # A resumed run overwrites every weight, so it needs no download of the init weights.
-        model, pre = build_finetune_model(
-            arch=cfg.arch,
-            weights="random" if resume is not None else cfg.weights,
-            num_classes=self.images.num_classes,
-            freeze=cfg.freeze,
-        )
         if resume is not None:
+            # A resumed run overwrites every weight: no init weights to download, only the widths to build.
+            name = Path(cfg.resume).name  # type: ignore[arg-type]
+            widths = check_widths(resume.get("widths"), name=name, arch=cfg.arch)
+            model = build_model(cfg.arch, num_classes=self.images.num_classes, widths=widths)
             model.load_state_dict(resume["model"])
-            pre = Preprocessing.from_dict(resume["preprocessing"], name=Path(cfg.resume).name)  # type: ignore[arg-type]
+            prepare_for_training(model, freeze=cfg.freeze)
+            pre = Preprocessing.from_dict(resume["preprocessing"], name=name)
+        elif self.build is not None:
+            model, pre = self.build(self.images.class_names)
+        else:
+            model, pre = build_finetune_model(
+                arch=cfg.arch, weights=cfg.weights, num_classes=self.images.num_classes, freeze=cfg.freeze
+            )
         self.preprocessing = Preprocessing(
             resize_size=cfg.eval_resize_size, crop_size=cfg.image_size, mean=pre.mean, std=pre.std
         )
@@ -145,7 +159,15 @@ class _Run:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.criterion, self.teacher = make_criterion(
+            label_smoothing=cfg.label_smoothing,
+            distill_from=cfg.distill_from,
+            temperature=cfg.kd_temperature,
+            alpha=cfg.kd_alpha,
+            class_names=self.images.class_names,
+            device=self.device,
+            channels_last=cfg.channels_last,
+        )
 
     def _setup_data(self) -> None:
         cfg, d, pre = self.cfg, self.d, self.preprocessing
@@ -358,6 +380,7 @@ class _Run:
                     amp_dtype=self.amp_dtype,
                     scaler=self.scaler,
                     loss_divisor=size,
+                    teacher=self.teacher,
                 )
             step_loss += loss.float() * targets.shape[0]
             step_correct += accuracy(logits.float(), targets)[0]

@@ -47,13 +47,23 @@ def forward_backward(
     amp_dtype: torch.dtype | None,
     scaler: torch.amp.GradScaler,
     loss_divisor: int,
+    teacher: nn.Module | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One micro-batch: forward under autocast, backward of ``loss / loss_divisor``
-    (so accumulated gradients average over the group). Returns (loss, logits), detached."""
+    (so accumulated gradients average over the group). Returns (loss, logits), detached.
+
+    With a ``teacher`` (knowledge distillation), it sees the same batch without gradients,
+    and the loss is ``criterion(logits, targets, teacher_logits)``.
+    """
     device_type = images.device.type
     with torch.autocast(device_type=device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits = model(images)  # (B, num_classes)
-        loss = criterion(logits, targets)
+        if teacher is None:
+            loss = criterion(logits, targets)
+        else:
+            with torch.no_grad():  # not inference_mode: the KL term keeps these logits for its backward
+                teacher_logits = teacher(images)  # (B, num_classes)
+            loss = criterion(logits, targets, teacher_logits)
     scaler.scale(loss / loss_divisor).backward()
     return loss.detach(), logits.detach()
 

@@ -3,13 +3,16 @@
 * :mod:`.demo`: ``build_demo`` (the banner, the tabs, the events across tabs) and the command line;
 * :mod:`.settings`: queue and upload limits, theme and CSS;
 * one ``*_tab`` module per tab (layout and events) with its ``*_handlers`` (plain functions):
-  Explain, Architecture, Compare depths, Fine-tune;
+  Explain, Architecture, Compare depths, Fine-tune, Slim;
 * :mod:`.method_gallery` (every quick method side by side) and :mod:`.trust_panel` with
   :mod:`.trust_handlers` (faithfulness curves, the method ranking, the randomisation
   sanity check, the ``/evaluate`` endpoint): the Explain tab's explanation extras;
 * :mod:`.model_choice`: the model and weights pickers and the weights banner;
-* :mod:`.finetune_job` and :mod:`.session_folders`: the server's one fine-tune, and each
-  browser session's work folder;
+* :mod:`.finetune_job` and :mod:`.session_folders`: the server's one training job (fine-tune or slim), and each
+  browser session's work folder and downloadable checkpoint;
+* :mod:`.analysis_store`: each visitor's analyses, kept on the server (``gr.State`` holds a key),
+  bounded, dropped when idle or when the visitor leaves; :mod:`.temp_files`: the app's files in
+  Gradio's cache, bounded; :mod:`.housekeeping`: the timer and the ``unload`` event that tidy both;
 * :mod:`.downloads`: the bounded folder of raw maps; :mod:`.components`: small shared pieces;
   :mod:`.markdown_text`: user text (class names) shown literally in Markdown.
 """

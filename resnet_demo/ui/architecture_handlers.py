@@ -10,6 +10,7 @@ import gradio as gr
 from .. import diagram
 from ..explain import Analysis
 from ..weights import ARCHES
+from .analysis_store import stored_or_none
 from .components import user_errors
 from .model_choice import ARCH_LABELS
 
@@ -42,21 +43,24 @@ def _block_caption(analysis: Analysis, block: str) -> tuple[Any, str]:
 
 
 @user_errors
-def architecture_view(analysis: Analysis | None, arch: str, color_by: str, block: str | None) -> tuple[Any, ...]:
+def architecture_view(analysis: Analysis | str | None, arch: str, color_by: str, block: str | None) -> tuple[Any, ...]:
     """Architecture tab: the diagram (coloured by the last photo of this arch), the selected
     block's inside and its feature maps. Returns (diagram, block figure, feature maps, caption)."""
     if arch not in ARCHES:
         raise gr.Error(f"Unknown model {arch!r}.")
     names = [b.name for b in diagram.block_infos(arch)]
     block = block if block in names else names[0]  # a stale pick from another arch
-    live = analysis if analysis is not None and analysis.arch == arch else None
+    found = stored_or_none(analysis)  # an expired photo only leaves the diagram uncoloured
+    live = found if found is not None and found.arch == arch else None
     stats = None
     if live is not None and color_by in diagram.STAT_CHOICES:
         stats = {b.name: float(getattr(b, color_by)) for b in live.blocks}
+    # A slimmed checkpoint is drawn as it is: its real widths, params and MACs.
+    widths = live.loaded.model.widths() if live is not None else None
     fig = diagram.architecture_figure(
-        arch=arch, stats=stats, stat=color_by if stats else "residual_ratio", selected=block
+        arch=arch, stats=stats, stat=color_by if stats else "residual_ratio", selected=block, widths=widths
     )
-    inside = diagram.block_figure(arch=arch, block=block)
+    inside = diagram.block_figure(arch=arch, block=block, widths=widths)
     if live is not None:
         features, caption = _block_caption(live, block)
     else:

@@ -10,6 +10,7 @@ import gradio as gr
 from .. import diagram
 from . import architecture_handlers as h
 from .model_choice import ARCH_CHOICES
+from .settings import IMAGE_FORMAT
 
 ABOUT = (
     "Each box is one bottleneck block (1x1 reduce, 3x3, 1x1 expand). Diamonds mark the first "
@@ -40,7 +41,7 @@ def build_architecture_tab(*, arch: str, tab: gr.Tab, analysis: gr.State) -> Arc
     diagram_plot = gr.Plot(show_label=False, elem_id="diagram")
     with gr.Row():
         block_plot = gr.Plot(show_label=False, elem_id="block-inside")
-        block_features = gr.Image(label="Feature maps of the selected block", interactive=False, format="png")
+        block_features = gr.Image(label="Feature maps of the selected block", interactive=False, format=IMAGE_FORMAT)
     stage_rows, stage_headers, compare_rows, compare_headers = h.table_rows(arch=arch)
     stage_table = gr.Dataframe(stage_rows, headers=stage_headers, label="Per stage", interactive=False)
     gr.Dataframe(

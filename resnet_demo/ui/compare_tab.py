@@ -9,6 +9,7 @@ from ..weights import ARCHES
 from .compare_handlers import compare
 from .components import SafeImage, example_photos
 from .model_choice import ARCH_LABELS, WEIGHT_CHOICES
+from .settings import IMAGE_FORMAT
 
 
 def build_compare_tab(*, weights: str) -> None:
@@ -27,7 +28,9 @@ def build_compare_tab(*, weights: str) -> None:
             with gr.Column():
                 outputs += [
                     gr.Label(num_top_classes=5, label=ARCH_LABELS[arch]),
-                    gr.Image(label=f"{ARCH_LABELS[arch]}: layer4 Grad-CAM", interactive=False, height=220),
+                    gr.Image(
+                        label=f"{ARCH_LABELS[arch]}: layer4 Grad-CAM", interactive=False, height=220, format=IMAGE_FORMAT
+                    ),
                     gr.Markdown(),
                 ]
-    run.click(compare, [image, weights_in], outputs, api_name="compare", concurrency_id="inference")
+    run.click(compare, [image, weights_in], outputs, api_name="compare", concurrency_id="checks")

@@ -88,5 +88,9 @@ class SafeImage(gr.Image):
                 "This image has too many pixels to process safely (a possible decompression bomb). "
                 "Please upload a smaller image."
             ) from e
+        except FileNotFoundError as e:  # swept from the server's cache since it was uploaded
+            raise gr.Error(
+                "This photo is no longer on the server (uploads are kept for a while only). Upload it again."
+            ) from e
         except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise gr.Error("That file is not an image we can read. Please upload a JPEG, PNG, WebP, BMP or GIF.") from e

@@ -8,16 +8,20 @@ import os
 import sys
 
 import gradio as gr
+import torch
 
-from ..devices import resolve_device
+from ..devices import configure_threads, resolve_device
 from ..errors import UserError
 from ..weights import ARCHES, DEFAULT_WEIGHTS
 from .architecture_tab import build_architecture_tab
 from .compare_tab import build_compare_tab
 from .explain_tab import build_explain_tab
 from .finetune_tab import build_finetune_tab
+from .housekeeping import start_tidying, visitor_left
 from .model_choice import SETTINGS, resolve_model, start_choice, status_markdown, use_checkpoint
 from .settings import CSS, DELETE_CACHE, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, STATE_TTL_S, THEME
+from .slim_handlers import use_slimmed
+from .slim_tab import build_slim_tab
 
 INTRO = """# ResNet Explorer
 Pick **ResNet-50, 101 or 152**, drop in a photo, and see what the network predicts and **why**:
@@ -35,7 +39,8 @@ def build_demo(*, arch: str = "resnet50", weights: str = DEFAULT_WEIGHTS, device
     with gr.Blocks(title="ResNet Explorer", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         status = gr.Markdown(initial_status, elem_id="weights-status", elem_classes=["banner-warn"])
-        analysis = gr.State(None, time_to_live=STATE_TTL_S)  # the user's last photo, shared by the tabs
+        # The key of the user's last photo in the analysis store (.analysis_store), shared by the tabs.
+        analysis = gr.State(None, time_to_live=STATE_TTL_S)
         with gr.Tabs() as tabs:
             with gr.Tab("Explain", id="explain"):
                 explain = build_explain_tab(
@@ -47,15 +52,30 @@ def build_demo(*, arch: str = "resnet50", weights: str = DEFAULT_WEIGHTS, device
                 build_compare_tab(weights=weights)
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune = build_finetune_tab()
+            with gr.Tab("Slim", id="slim"):
+                slimmed = build_slim_tab(trained=finetune.checkpoint)
 
         # The diagram shows the model of the last explained photo, coloured by it.
-        explain.explained.then(lambda a: a, explain.arch, architecture.arch, api_visibility="private")
+        explain.explained.then(lambda a: a, explain.arch, architecture.arch, api_visibility="private", queue=False)
         finetune.use_button.click(
             use_checkpoint,
             [finetune.checkpoint, finetune.arch],
             [explain.arch, explain.weights, explain.checkpoint, tabs],
             api_visibility="private",
         )
+        slimmed.use_button.click(
+            use_slimmed,
+            slimmed.checkpoint,
+            [explain.arch, explain.weights, explain.checkpoint, tabs],
+            api_visibility="private",
+        )
+
+        def left(request: gr.Request) -> None:
+            # A visitor's analyses, files and session go when their page closes, not after Gradio's hour.
+            visitor_left(request, blocks=demo)
+
+        demo.unload(left)
+    start_tidying(demo)
     return demo
 
 
@@ -95,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:  # e.g. --device cuda without a GPU, or a --weights file that does not load
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # The cores shared out among the requests that run at once: oversubscribed threads wait on each other.
+    torch.set_num_threads(max(1, configure_threads() // INFERENCE_LIMIT))
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=INFERENCE_LIMIT)
     demo.launch(**launch_kwargs(args))
     return 0

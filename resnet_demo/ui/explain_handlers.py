@@ -23,17 +23,19 @@ from ..explain import (
     method_cost,
     overlay,
     overlay_on_full,
+    prepare,
 )
+from .analysis_store import ANALYSES, DISPLAY_MAX, NO_PHOTO, stored
 from .components import user_errors
 from .downloads import DOWNLOADS
 from .markdown_text import md_text
 from .model_choice import UNTRAINED_BANNER, resolve_model, status_markdown
+from .session_folders import session_name
 
 STAGE_CHOICES: list[tuple[str, str]] = [(s, s) for s in STAGES]
 VIEW_CHOICES: list[tuple[str, str]] = [("The crop the model saw", "crop"), ("The whole photo", "full")]
 TOP_CLASS = -1  # the class picker's value for "whatever the model ranks first"
 NO_VERSUS = -1  # the versus picker's value for "no second class": the plain class score
-NO_PHOTO = "Upload a photo first (or click one of the examples)."
 STRIP_FALLBACK = "gradcam"  # the strip and the fusion of methods that have no map at every stage
 
 Progress = Callable[[float], None]
@@ -220,6 +222,35 @@ def strip_label(method: str) -> str:
     return f"{METHODS[strip_method(method)]} at every stage, same class"
 
 
+def explain_photo(
+    image: str | None, arch: str, weights: str, checkpoint: str | None, stage: str, method: str, opacity: float,
+    view: str, *, session: str, progress: Any = None,
+) -> tuple[Any, ...]:  # fmt: skip
+    """One forward pass of a new photo (or model), kept in the store for ``session``, and every view of it.
+
+    Returns (analysis key, analysis, top-5, status, class picker, overlay, caption, strip, feature maps, raw map).
+    """
+    if image is None:
+        raise gr.Error(NO_PHOTO)
+    _check_view(opacity=opacity, view=view)
+    loaded = resolve_model(arch=arch, weights=weights, checkpoint=checkpoint)
+    # Only a display copy of the photo is kept (a phone photo would pin 70 MB per visitor);
+    # the model's crop comes from the photo at its loaded size.
+    prepared = prepare(image=image, preprocessing=loaded.spec.preprocessing, display_max=DISPLAY_MAX)
+    # The strip's Grad-CAM at every stage: one backward in the same pass beats one per stage later.
+    stages = STAGES if get_method(strip_method(method)).class_specific else ()
+    analysis = analyze(
+        image=prepared, arch=arch, weights=loaded.spec.name, topk=5, loaded=loaded, gradcam_stages=stages
+    )
+    key = ANALYSES.put(analysis, session=session)
+    heat, caption, strip, raw = _views(
+        analysis, stage=stage, target=None, method=method, opacity=opacity, view=view, progress=progress
+    )
+    picker = gr.update(choices=class_choices(analysis), value=TOP_CLASS)
+    features = _features(analysis)
+    return key, analysis, label_dict(analysis), status_markdown(loaded), picker, heat, caption, strip, features, raw
+
+
 @user_errors
 def run_explain(
     image: str | None,
@@ -230,43 +261,44 @@ def run_explain(
     method: str,
     opacity: float,
     view: str,
+    request: gr.Request | None = None,
     progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar; not an API input)
 ) -> tuple[Any, ...]:
-    """Explain tab, a new photo or model: one forward, then every view of it.
+    """``/explain``: a new photo or model, one forward, then every view of it.
 
-    Returns (analysis state, top-5, status, class picker, overlay, caption, strip,
-    feature maps, raw map file).
+    Returns (analysis key for the state, top-5, status, class picker, overlay, caption,
+    strip, feature maps, raw map file).
     """
-    if image is None:
-        raise gr.Error(NO_PHOTO)
-    _check_view(opacity=opacity, view=view)
-    loaded = resolve_model(arch=arch, weights=weights, checkpoint=checkpoint)
-    analysis = analyze(image=image, arch=arch, weights=loaded.spec.name, topk=5, loaded=loaded)
-    heat, caption, strip, raw = _views(
-        analysis, stage=stage, target=None, method=method, opacity=opacity, view=view, progress=progress
+    key, _analysis, *views = explain_photo(
+        image, arch, weights, checkpoint, stage, method, opacity, view, session=session_name(request), progress=progress
     )
-    picker = gr.update(choices=class_choices(analysis), value=TOP_CLASS)
-    features = _features(analysis)
-    return analysis, label_dict(analysis), status_markdown(loaded), picker, heat, caption, strip, features, raw
+    return key, *views
 
 
 @user_errors
-def photo_extras(analysis: Analysis | None, method: str, opacity: float) -> tuple[Any, ...]:
-    """After a new photo: the versus picker's classes (reset to nothing), the fused map of the top
-    class, and the strip's label (``/explain`` returns the strip's images alone).
+def explain_ui(
+    image: str | None, arch: str, weights: str, checkpoint: str | None, stage: str, method: str, opacity: float,
+    view: str, request: gr.Request | None = None,
+    progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
+) -> tuple[Any, ...]:  # fmt: skip
+    """The tab's own event for a new photo or model: ``/explain``'s outputs and what else a new photo
+    resets (the versus picker, the fused map, the strip's label) in one step, one round trip.
 
-    Returns (versus picker, fusion image, strip label).
+    Returns (analysis key, top-5, status, class picker, overlay, caption, strip, feature maps,
+    raw map file, versus picker, fusion image).
     """
-    if analysis is None:
-        return gr.skip(), gr.skip(), gr.skip()
-    picker = gr.update(choices=versus_choices(analysis), value=NO_VERSUS)
+    key, analysis, top5, status, picker, heat, caption, strip, features, raw = explain_photo(
+        image, arch, weights, checkpoint, stage, method, opacity, view, session=session_name(request), progress=progress
+    )
+    versus = gr.update(choices=versus_choices(analysis), value=NO_VERSUS)
     fusion = fusion_view(analysis, target=None, versus=None, method=method, opacity=opacity)
-    return picker, fusion, gr.update(label=strip_label(method))
+    strip_update = gr.update(value=strip, label=strip_label(method))
+    return key, top5, status, picker, heat, caption, strip_update, features, raw, versus, fusion
 
 
 @user_errors
 def rerender(
-    analysis: Analysis | None,
+    analysis: Analysis | str | None,
     stage: str,
     target: int | None,
     versus: int | None,
@@ -280,8 +312,7 @@ def rerender(
     No new forward pass: the analysis in the user's state serves it.
     Returns (overlay, caption, strip, raw map file, fusion image).
     """
-    if analysis is None:
-        raise gr.Error(NO_PHOTO)
+    analysis = stored(analysis)
     _check_view(opacity=opacity, view=view)
     t, v = class_index(target), class_index(versus)
     heat, caption, strip, raw = _views(

@@ -13,7 +13,7 @@ import gradio as gr
 from . import explain_handlers as h
 from .components import SafeImage, example_photos
 from .model_choice import ARCH_CHOICES, WEIGHT_CHOICES, checkpoint_visibility, weights_status
-from .settings import INFERENCE_LIMIT
+from .settings import IMAGE_FORMAT, INFERENCE_LIMIT
 from .trust_panel import TrustPanel, build_trust_panel, wire_trust_panel
 
 
@@ -93,20 +93,22 @@ def build_explain_tab(
             with gr.Row():
                 method = gr.Dropdown(h.method_choices(arch=arch), value="gradcam", label="Method", elem_id="method")
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heat-map opacity")
-            heatmap = gr.Image(label="Heat map", elem_id="heatmap", format="png", height=360, interactive=False)
+            heatmap = gr.Image(label="Heat map", elem_id="heatmap", format=IMAGE_FORMAT, height=360, interactive=False)
             caption = gr.Markdown(elem_id="caption", latex_delimiters=[])
             raw = gr.File(label="Raw map (.npy, before upsampling)", interactive=False)
     with gr.Row(equal_height=True):
         strip = gr.Gallery(
-            label="Grad-CAM at every stage, same class", columns=5, height=220, elem_id="strip", scale=5
+            label="Grad-CAM at every stage, same class", columns=5, height=220, elem_id="strip", scale=5,
+            format=IMAGE_FORMAT,
         )
         # A one-tile gallery, so the fused map looks and scales like the strip's tiles.
         fusion = gr.Gallery(
-            label="Fused (max)", columns=1, height=220, elem_id="fusion", scale=1, min_width=220
+            label="Fused (max)", columns=1, height=220, elem_id="fusion", scale=1, min_width=220, format=IMAGE_FORMAT
         )
     trust = build_trust_panel()
     features = gr.Gallery(
-        label="Feature maps: the most active channels of each stage", columns=5, height=260, elem_id="features"
+        label="Feature maps: the most active channels of each stage", columns=5, height=260, elem_id="features",
+        format=IMAGE_FORMAT,
     )
     tab = ExplainTab(
         arch=arch_in, weights=weights_in, checkpoint=checkpoint_in, image=image, run=run, examples=examples,
@@ -140,14 +142,15 @@ def _wire(tab: ExplainTab, *, status: gr.Markdown, analysis: gr.State) -> Any:
     outputs = [analysis, tab.top5, status, tab.target, tab.heatmap, tab.caption, tab.strip, tab.features, tab.raw]
     inputs = [tab.image, *model_inputs, tab.stage, tab.method, tab.opacity, tab.view]
     inference = {"concurrency_id": "inference", "concurrency_limit": INFERENCE_LIMIT, "trigger_mode": "always_last"}
-    explained = gr.on(
-        [tab.run.click, tab.image.upload], h.run_explain, inputs, outputs, api_name="explain", **inference
-    )
+    # The page's own event: /explain's outputs and the new photo's extras in one step (a chained
+    # second event would cost another round trip through the queue before the page is complete).
+    page = {"fn": h.explain_ui, "inputs": inputs, "outputs": [*outputs, tab.versus, tab.fusion], **inference}
+    explained = gr.on([tab.run.click, tab.image.upload], api_visibility="private", **page)
     # Clicking an example fills the photo (no upload event), then explains it.
-    example = tab.examples.load_input_event.then(h.run_explain, inputs, outputs, api_visibility="private", **inference)
+    example = tab.examples.load_input_event.then(api_visibility="private", **page)
     photo_done = [explained, example]
-    for event in photo_done:  # /explain's outputs stay as they were: the new views follow in their own step
-        event.then(h.photo_extras, [analysis, tab.method, tab.opacity], [tab.versus, tab.fusion, tab.strip], **_VIEW)
+    # /explain for scripts: the same analysis, its outputs as they always were.
+    gr.Button(visible=False).click(h.run_explain, inputs, outputs, api_name="explain", **inference)
 
     # Another view of the same photo. A method without a map at the current stage first moves
     # the stage (programmatically: the stage's .input does not fire), then renders once.

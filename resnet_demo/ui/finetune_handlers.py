@@ -35,7 +35,7 @@ from ..finetune.plots import TrainingHistory, format_duration, training_figure
 from . import finetune_job as jobs
 from .components import user_errors
 from .model_choice import app_message
-from .session_folders import fresh_folder, prune, session_dir, session_name
+from .session_folders import fresh_folder, offer, prune, session_dir, session_name
 
 log = logging.getLogger("resnet_demo.ui.finetune")
 
@@ -227,12 +227,17 @@ def run_finetune(
                 last_yield = time.monotonic()
                 yield _status(history, job), training_figure(history), no_file, disabled
         if job.error is not None:
+            shutil.rmtree(cfg.out, ignore_errors=True)
             raise _failure(job.error)
         result = job.result
         assert result is not None
+        # Only the checkpoint offered for download stays on disk (in Gradio's cache, served
+        # without a copy); the resumable last.pth and the logs go now.
         path = result.best or result.last
-        ready = gr.update(interactive=path is not None)
-        yield _final_status(result), training_figure(history), str(path) if path else None, ready
+        offered = offer(session, path) if path is not None else None
+        shutil.rmtree(cfg.out, ignore_errors=True)
+        ready = gr.update(interactive=offered is not None)
+        yield _final_status(result), training_figure(history), str(offered) if offered else None, ready
 
 
 @user_errors

@@ -13,8 +13,9 @@ import PIL.Image
 import PIL.ImageEnhance
 
 from ..explain import REGISTRY, Analysis, cheap_methods, overlay
+from .analysis_store import stored
 from .components import user_errors
-from .explain_handlers import NO_PHOTO, class_index
+from .explain_handlers import class_index
 
 # How much a tile keeps of the photo when the method has no map at the stage: dimmed, so it
 # reads as "nothing here" and never as a map.
@@ -54,12 +55,11 @@ def gallery_tiles(
 
 @user_errors
 def method_gallery(
-    analysis: Analysis | None, show: bool, stage: str, target: int | None, versus: int | None, opacity: float
+    analysis: Analysis | str | None, show: bool, stage: str, target: int | None, versus: int | None, opacity: float
 ) -> dict[str, Any]:
     """The gallery for the tab's current photo, stage, class and versus class; hidden while ``show`` is off."""
     if not show:
         return gr.update(visible=False)
-    if analysis is None:
-        raise gr.Error(NO_PHOTO)
-    tiles = gallery_tiles(analysis, stage=stage, target=class_index(target), versus=class_index(versus), opacity=opacity)
+    t, v = class_index(target), class_index(versus)
+    tiles = gallery_tiles(stored(analysis), stage=stage, target=t, versus=v, opacity=opacity)
     return gr.update(value=tiles, visible=True)

@@ -1,21 +1,32 @@
-"""One work folder per browser session, for the Fine-tune tab's data and runs.
+"""One work folder per browser session, for the Fine-tune tab's data and runs, and the
+checkpoints handed to each session for download.
 
-Everything the tab writes lives under :data:`WORK_ROOT`, in the system temp folder
-(which Gradio may serve files from); folders idle for hours are removed, since a
-Space's disk is small.
+Everything the tab writes lives under :data:`WORK_ROOT`, in the system temp folder. A
+finished run keeps only the checkpoint the user may download, moved into Gradio's cache
+(so that Gradio serves it without a copy of its own) and spared by the cache sweeper
+(:mod:`.temp_files`). Both go with the session: when its page closes (``demo.unload``)
+or after :data:`STALE_AFTER_S` idle, since a Space's disk is small.
 """
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
+
+from .settings import STATE_TTL_S
 
 WORK_ROOT = Path(tempfile.gettempdir()) / "resnet_demo_finetune"
-STALE_AFTER_S = 6 * 3600
+STALE_AFTER_S = STATE_TTL_S
+
+_OFFERED: dict[str, set[Path]] = {}  # session -> checkpoints in Gradio's cache it may download
+_OFFERED_LOCK = threading.Lock()
 
 
 def session_name(request: gr.Request | None) -> str:
@@ -33,13 +44,13 @@ def session_dir(session: str) -> Path:
 
 
 def prune(*, keep: str | None) -> None:
-    """Remove other sessions' folders idle for hours, except ``keep`` (the running fine-tune's)."""
+    """Forget other sessions idle for :data:`STALE_AFTER_S`, except ``keep`` (the running fine-tune's)."""
     if not WORK_ROOT.exists():
         return
     now = time.time()
     for d in WORK_ROOT.iterdir():
         if d.is_dir() and d.name != keep and now - d.stat().st_mtime > STALE_AFTER_S:
-            shutil.rmtree(d, ignore_errors=True)
+            forget(d.name)
 
 
 def fresh_folder(parent: Path, *, prefix: str) -> Path:
@@ -47,3 +58,36 @@ def fresh_folder(parent: Path, *, prefix: str) -> Path:
     for old in parent.glob(f"{prefix}-*"):
         shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=parent))
+
+
+def offer(session: str, path: Path) -> Path:
+    """Move the checkpoint at ``path`` into a folder of its own in Gradio's cache, for ``session``
+    to download; returns where it is now. The session's earlier checkpoint goes."""
+    folder = Path(get_upload_folder()) / f"finetuned-{secrets.token_hex(16)}"  # unguessable, like Gradio's
+    folder.mkdir(parents=True)
+    moved = Path(shutil.move(str(path), str(folder / path.name)))
+    with _OFFERED_LOCK:
+        earlier, _OFFERED[session] = _OFFERED.get(session, set()), {moved}
+    _remove_files(earlier)
+    return moved
+
+
+def offered_files() -> set[str]:
+    """Every checkpoint offered to a session still here: the cache sweeper spares them."""
+    with _OFFERED_LOCK:
+        return {str(p) for paths in _OFFERED.values() for p in paths}
+
+
+def forget(session: str) -> None:
+    """Remove ``session``'s work folder and the checkpoints offered to it."""
+    shutil.rmtree(WORK_ROOT / session, ignore_errors=True)
+    with _OFFERED_LOCK:
+        paths = _OFFERED.pop(session, set())
+    _remove_files(paths)
+
+
+def _remove_files(paths: set[Path]) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
+        if p.parent.name.startswith("finetuned-"):  # the folder offer() made for it
+            shutil.rmtree(p.parent, ignore_errors=True)

@@ -19,8 +19,9 @@ from ..explain.classes import resolve_class
 from ..explain.faithfulness import Faithfulness, MethodScore, faithfulness, rank_methods
 from ..explain.sanity import SANITY_STEPS, SanityCheck, randomization_check, verdict_step
 from ..explain_figures import faithfulness_figure
+from .analysis_store import stored, stored_or_none
 from .components import user_errors
-from .explain_handlers import NO_PHOTO, class_index, progress_for, subject, versus_for
+from .explain_handlers import class_index, progress_for, subject, versus_for
 from .markdown_text import md_text
 from .model_choice import resolve_model
 
@@ -83,9 +84,10 @@ def _about(seconds: float) -> str:
 
 @user_errors
 def trust_buttons(
-    analysis: Analysis | None, stage: str, method: str, versus: int | None, steps: int
+    analysis: Analysis | str | None, stage: str, method: str, versus: int | None, steps: int
 ) -> tuple[Any, Any, Any]:
     """The three buttons' labels with their expected time here (plain labels before a photo)."""
+    analysis = stored_or_none(analysis)
     if analysis is None:
         return gr.update(value=FAITH_LABEL), gr.update(value=RANK_LABEL), gr.update(value=SANITY_LABEL)
     cost = expected_seconds(
@@ -133,7 +135,7 @@ def _subject_of(analysis: Analysis, result: Faithfulness) -> str:
 
 @user_errors
 def faithfulness_panel(
-    analysis: Analysis | None,
+    analysis: Analysis | str | None,
     stage: str,
     target: int | None,
     versus: int | None,
@@ -145,8 +147,7 @@ def faithfulness_panel(
 
     Returns (figure, summary Markdown).
     """
-    if analysis is None:
-        raise gr.Error(NO_PHOTO)
+    analysis = stored(analysis)
     t, v = class_index(target), versus_for(method, class_index(versus))
     progress(0.0, desc="Computing the map…")
     att = analysis.attribution(
@@ -175,7 +176,7 @@ def _aucs(insertion: float, deletion: float) -> list[str]:
 
 @user_errors
 def ranking_panel(
-    analysis: Analysis | None,
+    analysis: Analysis | str | None,
     stage: str,
     target: int | None,
     versus: int | None,
@@ -183,8 +184,7 @@ def ranking_panel(
     progress: Any = gr.Progress(),  # noqa: B008
 ) -> tuple[list[list[Any]], str]:
     """Every quick method at the tab's stage and class, ranked on this photo. Returns (rows, note)."""
-    if analysis is None:
-        raise gr.Error(NO_PHOTO)
+    analysis = stored(analysis)
     t, v = class_index(target), class_index(versus)
     scores = rank_methods(
         analysis, stage=stage, target=t, versus=v, steps=_steps(steps), progress=progress_for(progress, "Ranking…")
@@ -228,7 +228,7 @@ def sanity_verdict(check: SanityCheck, *, versus_dropped: bool = False) -> str:
 
 @user_errors
 def sanity_panel(
-    analysis: Analysis | None,
+    analysis: Analysis | str | None,
     method: str,
     stage: str,
     target: int | None,
@@ -237,8 +237,7 @@ def sanity_panel(
     progress: Any = gr.Progress(),  # noqa: B008
 ) -> tuple[list[tuple[PIL.Image.Image, str]], str]:
     """The randomisation check of the tab's current map. Returns (gallery strip, verdict Markdown)."""
-    if analysis is None:
-        raise gr.Error(NO_PHOTO)
+    analysis = stored(analysis)
     check = randomization_check(
         analysis, stage=stage, target=class_index(target), method=method,
         progress=progress_for(progress, "Randomising the network, top down…"),

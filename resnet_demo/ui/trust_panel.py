@@ -10,6 +10,7 @@ import gradio as gr
 
 from . import trust_handlers as t
 from .method_gallery import method_gallery
+from .settings import IMAGE_FORMAT
 
 TRUST_INTRO = """Two checks of the map above, computed only when you ask (each costs dozens of forward passes):
 
@@ -35,9 +36,9 @@ class TrustPanel:
 def build_trust_panel() -> TrustPanel:
     """Lay out the gallery and the accordion; ``wire_trust_panel`` connects them."""
     show = gr.Checkbox(value=False, label="Compare every quick method side by side", elem_id="show-methods")
-    gallery = gr.Gallery(
-        label="Every quick method at this stage, same class", columns=4, height=680, visible=False,  # two rows of four at full width
-        elem_id="methods", object_fit="contain",
+    gallery = gr.Gallery(  # two rows of four at full width
+        label="Every quick method at this stage, same class", columns=4, height=680, visible=False,
+        elem_id="methods", object_fit="contain", format=IMAGE_FORMAT,
     )  # fmt: skip
     with gr.Accordion("How far to trust this map", open=False, elem_id="trust"):
         gr.Markdown(TRUST_INTRO)
@@ -58,7 +59,7 @@ def build_trust_panel() -> TrustPanel:
         sanity = gr.Gallery(
             label="The map as the network is randomised, one more part at each step, top down "
             "(ρ: rank correlation with the original map)",
-            columns=6, height=240, elem_id="sanity", object_fit="contain",
+            columns=6, height=240, elem_id="sanity", object_fit="contain", format=IMAGE_FORMAT,
         )  # fmt: skip
         verdict = gr.Markdown(elem_id="verdict", latex_delimiters=[])
     return TrustPanel(
@@ -81,6 +82,8 @@ def wire_trust_panel(
     plot, faith_md, table, rank_md, sanity, verdict = panel.results
     faith_btn, rank_btn, sanity_btn = panel.buttons
     heavy = {"concurrency_id": "inference", "api_visibility": "private"}
+    # Checks take seconds: a queue of their own, so that new photos are not held up behind them.
+    checks = {"concurrency_id": "checks", "api_visibility": "private"}
     gallery_inputs = [analysis, panel.show_gallery, c["stage"], c["target"], c["versus"], c["opacity"]]
     gallery_triggers = [panel.show_gallery.change, c["stage"].change, c["target"].input, c["versus"].input]
     gr.on([*gallery_triggers, c["opacity"].release], method_gallery, gallery_inputs, panel.gallery, **heavy)
@@ -93,14 +96,14 @@ def wire_trust_panel(
         event.then(clear_results, None, list(panel.results), api_visibility="private", queue=False)
     faith_btn.click(
         t.faithfulness_panel, [analysis, c["stage"], c["target"], c["versus"], c["method"], panel.steps],
-        [plot, faith_md], **heavy,
+        [plot, faith_md], **checks,
     )  # fmt: skip
     rank_btn.click(
-        t.ranking_panel, [analysis, c["stage"], c["target"], c["versus"], panel.steps], [table, rank_md], **heavy
+        t.ranking_panel, [analysis, c["stage"], c["target"], c["versus"], panel.steps], [table, rank_md], **checks
     )
     sanity_btn.click(
         t.sanity_panel, [analysis, c["method"], c["stage"], c["target"], c["versus"], c["opacity"]],
-        [sanity, verdict], **heavy,
+        [sanity, verdict], **checks,
     )  # fmt: skip
     # /evaluate: the checks as JSON for scripts. The class arguments are free text (an index or a
     # name), so they get their own hidden boxes rather than the pickers, which accept listed values only.
@@ -111,5 +114,5 @@ def wire_trust_panel(
         [c["image"], c["arch"], c["weights"], c["checkpoint"], c["stage"], c["method"], target_text, versus_text],
         gr.JSON(visible=False),
         api_name="evaluate",
-        concurrency_id="inference",
+        concurrency_id="checks",
     )

@@ -1,0 +1,263 @@
+"""The app as its visitors see it (``python -m resnet_demo bench --serve``).
+
+The app runs as its own process (``python app.py``'s entry point, on a free port; the
+benchmark never imports the app), driven over HTTP like a visitor or a script would:
+
+* round trip: ``/explain`` with ``gradio_client``, one warm client, until the answer is in
+  (and, reported beside it, until every returned file is fetched as well: the client
+  fetches the dozen files one by one, a new connection each);
+* the handler's own time, in a separate process, called as a plain function;
+* the browser: photo upload to every panel drawn, in Debian's Chromium via Playwright;
+* throughput: 16 clients at once, 5 photos each: requests per second, median latency, and
+  whether every answer equals the serial one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .report import cpu_description, markdown, text_table, write_text
+
+__all__ = ["GOALS", "main"]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run",
+]  # fmt: skip
+# row -> (goal, the number to hold to it, whether lower is better)
+GOALS: dict[str, tuple[str, float, bool]] = {
+    "round trip (s)": ("<= 0.40 s", 0.40, True),
+    "handler (s)": ("(part of the round trip)", float("inf"), True),
+    "browser: upload to every panel (s)": ("<= 0.60 s", 0.60, True),
+    "16 clients: requests/s": (">= 3.5 requests/s", 3.5, False),
+}
+_SERVER = "import sys; from resnet_demo.ui import main; sys.exit(main())"
+_HANDLER = """
+import json, statistics, sys, time
+from resnet_demo.ui.explain_handlers import run_explain
+photo, arch, weights, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+call = lambda: run_explain(photo, arch, weights, None, "layer4", "gradcam", 0.5, "crop", progress=None)
+call(); call()
+times = []
+for _ in range(n):
+    t0 = time.perf_counter(); call(); times.append(time.perf_counter() - t0)
+print(json.dumps(statistics.median(times)))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(*, weights: str, env: dict[str, str] | None = None, timeout_s: float = 180.0) -> Iterator[str]:
+    """The app in a process of its own on a free port; yields its URL, stops it on leaving."""
+    port = _free_port()
+    cmd = [sys.executable, "-c", _SERVER, "--port", str(port), "--weights", weights]
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                why = proc.stderr.read().decode()[-2000:] if proc.stderr is not None else ""
+                raise RuntimeError(f"the app did not start: {why}")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(url, timeout=5).close()
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not answer within {timeout_s:.0f} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _explain(client: Any, photo: Path) -> tuple[Any, ...]:
+    from gradio_client import handle_file
+
+    args = (handle_file(str(photo)), "resnet50", "imagenet-v2", None, "layer4", "gradcam", 0.5, "crop")
+    return tuple(client.predict(*args, api_name="/explain"))
+
+
+def _client(url: str, *, files: bool | str = False) -> Any:
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=files, analytics_enabled=False)
+
+
+def _median_s(fn: Callable[[], Any], *, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def round_trips(url: str, photo: Path, *, repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds of ``/explain`` from one warm client: the answer alone, and with every file fetched."""
+    answer = _client(url)
+    with tempfile.TemporaryDirectory() as folder:
+        fetching = _client(url, files=folder)
+        return {
+            "answer": _median_s(lambda: _explain(answer, photo), repeats=repeats, warmup=warmup),
+            "with files": _median_s(lambda: _explain(fetching, photo), repeats=repeats, warmup=warmup),
+        }
+
+
+def handler_s(photo: Path, *, weights: str, repeats: int) -> float:
+    """Median seconds of the ``/explain`` handler called as a function, in a process of its own."""
+    cmd = [sys.executable, "-c", _HANDLER, str(photo), "resnet50", weights, str(repeats)]
+    return float(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()))
+
+
+def browser_s(url: str, photos: list[Path], *, repeats: int) -> float | None:
+    """Median seconds from setting a photo in the page to every panel drawn with its maps; None
+    without Chromium or Playwright. Consecutive photos differ, so every panel must change."""
+    if not CHROMIUM.exists():
+        return None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    times = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            for i in range(repeats + 1):  # the first warms up
+                before = page.evaluate(_SOURCES)
+                t0 = time.perf_counter()
+                page.locator("#photo input[type=file]").set_input_files(str(photos[i % len(photos)]))
+                page.wait_for_function(_ALL_NEW, arg=before, timeout=60_000, polling=10)
+                if i:
+                    times.append(time.perf_counter() - t0)
+        finally:
+            browser.close()
+    return statistics.median(times)
+
+
+_PANELS = "#heatmap img, #strip img, #features img, #fusion img"
+_SOURCES = f"() => [...document.querySelectorAll('{_PANELS}')].map(i => i.src)"
+# Every panel's images (1 + 5 + 5 + 1) there, new, and decoded.
+_ALL_NEW = f"""(before) => {{
+  const imgs = [...document.querySelectorAll('{_PANELS}')];
+  return imgs.length >= 12 && imgs.every(i => !before.includes(i.src) && i.complete && i.naturalWidth > 0);
+}}"""
+
+
+def throughput(url: str, photos: list[Path], *, clients: int, per_client: int) -> dict[str, Any]:
+    """``clients`` clients at once, ``per_client`` photos each: requests/s, median latency, and
+    whether every answer (top-5 and their probabilities) equals the serial one."""
+    serial_client = _client(url)
+    serial = {p: _top5(_explain(serial_client, p)) for p in photos}
+    pool = [_client(url) for _ in range(clients)]
+
+    def visitor(i: int) -> list[tuple[Path, float, Any]]:
+        out = []
+        for j in range(per_client):
+            photo = photos[(i + j) % len(photos)]
+            t0 = time.perf_counter()
+            answer = _top5(_explain(pool[i], photo))
+            out.append((photo, time.perf_counter() - t0, answer))
+        return out
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as ex:
+        results = [r for batch in ex.map(visitor, range(clients)) for r in batch]
+    wall = time.perf_counter() - t0
+    same = all(_close(answer, serial[photo]) for photo, _s, answer in results)
+    return {
+        "requests": len(results),
+        "requests_per_s": len(results) / wall,
+        "median_latency_s": statistics.median(s for _p, s, _a in results),
+        "same_as_serial": same,
+    }
+
+
+def _top5(answer: tuple[Any, ...]) -> list[tuple[str, float]]:
+    return [(c["label"], float(c["confidence"])) for c in answer[0]["confidences"]]
+
+
+def _close(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
+    # Threads split the sums differently: the same classes, probabilities equal to float32 rounding.
+    same_classes = [x for x, _ in a] == [x for x, _ in b]
+    return same_classes and all(abs(p - q) <= 1e-4 for (_, p), (_, q) in zip(a, b, strict=True))
+
+
+def _verdict(row: str, value: float | None) -> str:
+    goal, bound, lower = GOALS[row]
+    if value is None:
+        return f"{goal}: skipped"
+    met = value <= bound if lower else value >= bound
+    return f"{goal}: {'met' if met else 'NOT met'}"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure every row; returns them with the machine and the notes."""
+    photos = sorted(EXAMPLES.glob("*.jpg"))
+    photo = Path(args.image)
+    notes: list[str] = []
+    with serving(weights=args.weights) as url:
+        trips = round_trips(url, photo, repeats=args.repeats, warmup=args.warmup)
+        browser = browser_s(url, photos, repeats=max(3, args.repeats // 2))
+        if browser is None:
+            notes.append("browser row skipped: no /usr/bin/chromium or no playwright")
+        load = throughput(url, photos, clients=args.clients, per_client=5)
+    handler = handler_s(photo, weights=args.weights, repeats=args.repeats)
+    notes.append(f"round trip with every returned file fetched as well: {trips['with files']:.3f} s")
+    notes.append(
+        f"{args.clients} clients x 5 photos: median latency {load['median_latency_s']:.2f} s; "
+        f"every answer the serial one: {load['same_as_serial']}"
+    )
+    values = {
+        "round trip (s)": trips["answer"],
+        "handler (s)": handler,
+        "browser: upload to every panel (s)": browser,
+        "16 clients: requests/s": load["requests_per_s"],
+    }
+    return {"machine": cpu_description(), "values": values, "throughput": load, "round_trips": trips, "notes": notes}
+
+
+def main(args: argparse.Namespace) -> int:
+    """``bench --serve``: print the table (or JSON), each row beside its goal."""
+    result = run(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    rows = [
+        [name, "-" if value is None else f"{value:.3f}", _verdict(name, value)]
+        for name, value in result["values"].items()
+    ]
+    columns = [("serving", 36), ("measured", 9), ("goal", 0)]
+    print("\n".join([f"# {result['machine']}", *text_table(columns, rows), *(f"- {n}" for n in result["notes"])]))
+    if args.markdown:
+        intro = f"Serving, on {result['machine']}:\n\n" + "\n".join(f"- {n}" for n in result["notes"])
+        write_text(args.markdown, markdown(intro, [c for c, _w in columns], {"resnet50": rows}))
+    return 0
