@@ -444,3 +444,19 @@ def test_the_benchmark_rows_run_and_count_what_they_time() -> None:
     assert set(r["cpu_latency_ms"]) == set(r["macs"]) and all(v > 0 for v in r["cpu_latency_ms"].values())
     assert r["cpu_latency_ratio"]["original"] == 1.0
     assert set(r["distill"]["median_s"]) == {"student step", "teacher forward", "distillation step"}
+
+
+def test_accuracy_figure_keeps_labels_apart_and_literal() -> None:
+    from resnet_demo.slim.plots import accuracy_macs_figure
+
+    rows = [
+        {"name": "original", "label": "original <b>mine</b>.pth", "macs": 4.1e9, "val_top1": 80.0, "params": 25,
+         "latency_ms": 30.0},
+        {"name": "pruned", "label": "pruned 30%", "macs": 2.6e9, "val_top1": 70.0, "params": 15, "latency_ms": None},
+        {"name": "slim", "label": "slim", "macs": 2.6e9, "val_top1": 78.0, "params": 15, "latency_ms": 24.0},
+    ]  # fmt: skip
+    fig = accuracy_macs_figure({"arch": "resnet50", "image_size": 224, "rows": rows})
+    points = [t for t in fig.data if t.text]
+    assert [t.textposition for t in points] == ["top center", "bottom center", "top center"]
+    assert "<b>mine</b>" not in points[0].name and "&lt;b&gt;mine" in points[0].name
+    assert fig.layout.height

@@ -5,6 +5,7 @@ Imported on its own, so the command line's run loads plotly only to write the fi
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,10 +37,11 @@ def accuracy_macs_figure(report: SlimReport | Mapping[str, Any], *, height: int 
                 mode="markers+text",
                 marker={"size": 14, "color": _COLOURS.get(r["name"], "#22c55e")},
                 text=[r["name"]],
-                textposition="top center",
-                name=r["label"],
+                # The pruned and the slim model share their MACs: their names go on opposite sides.
+                textposition="bottom center" if r["name"] == "pruned" else "top center",
+                name=html.escape(r["label"]),  # labels name the user's checkpoint file
                 hovertext=[
-                    f"<b>{r['label']}</b><br>val top-1 {r['val_top1']:.1f}%<br>{r['macs'] / 1e9:.3f} GMACs"
+                    f"<b>{html.escape(r['label'])}</b><br>val top-1 {r['val_top1']:.1f}%<br>{r['macs'] / 1e9:.3f} GMACs"
                     f"<br>{r['params']:,} params<br>CPU latency, batch 1: {latency}"
                 ],
                 hoverinfo="text",
