@@ -1,4 +1,4 @@
-"""Command line: ``python -m resnet_demo {info,explain,evaluate,finetune,slim,bench} ...``.
+"""Command line: ``python -m resnet_demo {info,explain,evaluate,finetune,slim,transfer,bench} ...``.
 
 Each command lives in its own module, which defines ``configure_parser(parser)`` and
 ``main(args) -> int``; this file only dispatches. A :class:`UserError` (bad file, bad
@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("resnet_demo.finetune.cli", "fine-tune on a folder or zip of class sub-folders"),
     "evaluate": ("resnet_demo.explain.evaluate_cli", "how far to trust a map: faithfulness curves, sanity check"),
     "slim": ("resnet_demo.slim.cli", "prune a fine-tuned model's channels and recover by fine-tuning (or distilling)"),
+    "transfer": ("resnet_demo.transfer.cli", "the ResNet backbone in segmentation and detection: masks, boxes, Grad-CAM"),
     "bench": ("resnet_demo.bench.cli", "benchmark the explanation engine against references"),
 }
 

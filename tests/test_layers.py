@@ -19,6 +19,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "diagram": {"gradio", "captum", "explain", "finetune", "data", "bench", "slim", "ui"},
     "slim": {"gradio", "captum", "explain", "diagram", "bench", "ui"},
     "bench": {"gradio", "ui"},
+    "transfer": {"gradio", "plotly", "captum", "explain", "finetune", "data", "diagram", "bench", "slim", "ui"},
     "info": {"gradio", "plotly", "captum", "ui"},
 }
 

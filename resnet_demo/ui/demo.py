@@ -22,6 +22,7 @@ from .model_choice import SETTINGS, resolve_model, start_choice, status_markdown
 from .settings import CSS, DELETE_CACHE, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, STATE_TTL_S, THEME
 from .slim_handlers import use_slimmed
 from .slim_tab import build_slim_tab
+from .transfer_tab import build_transfer_tab
 
 INTRO = """# ResNet Explorer
 Pick **ResNet-50, 101 or 152**, drop in a photo, and see what the network predicts and **why**:
@@ -50,6 +51,8 @@ def build_demo(*, arch: str = "resnet50", weights: str = DEFAULT_WEIGHTS, device
                 architecture = build_architecture_tab(arch=arch, tab=arch_tab, analysis=analysis)
             with gr.Tab("Compare depths", id="compare"):
                 build_compare_tab(weights=weights)
+            with gr.Tab("Transfer", id="transfer"):
+                build_transfer_tab()
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune = build_finetune_tab()
             with gr.Tab("Slim", id="slim"):

@@ -1,0 +1,104 @@
+"""Object detection on a photo: boxes, labels and scores over a threshold, and masks for Mask R-CNN."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from ..errors import UserError
+from .weights import TransferModel
+
+__all__ = ["Detection", "Detections", "check_threshold", "detect", "detector_batch", "raw_detections", "shell", "sized"]
+
+MIN_SIZE, MAX_SIZE = 64, 1333  # torchvision evaluates at 800 (longest side at most 1333)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One object found."""
+
+    index: int  # its rank in the model's output, for explaining it
+    label: str
+    label_index: int
+    score: float  # in [0, 1]
+    box: tuple[float, float, float, float]  # (x0, y0, x1, y1) in the photo's pixels
+    mask: np.ndarray | None = None  # (H, W) bool, Mask R-CNN only
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Every object over the threshold, highest score first; an empty tuple is an answer too."""
+
+    items: tuple[Detection, ...]
+    threshold: float
+    photo_size: tuple[int, int]  # (width, height)
+
+
+def check_threshold(threshold: float) -> float:
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"The score threshold must be between 0 and 1, not {threshold}.")
+    return float(threshold)
+
+
+def shell(model: nn.Module, **replace: nn.Module) -> nn.Module:
+    """A per-call copy of ``model``'s top level sharing every weight, with the named children replaced:
+    the shared model itself is never changed or hooked."""
+    out = copy.copy(model)
+    out._modules = OrderedDict(model._modules)  # a new dict, so that replacing a child leaves the original alone
+    for name, module in replace.items():
+        out._modules[name] = module
+    return out
+
+
+def sized(model: nn.Module, size: int | None) -> nn.Module:
+    """``model`` itself, or a shell whose transform resizes the short side to ``size`` (torchvision's: 800)."""
+    if size is None:
+        return model
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise UserError(f"The input size must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {size}.")
+    t = model.transform
+    transform = GeneralizedRCNNTransform(size, round(size * 1333 / 800), t.image_mean, t.image_std)
+    return shell(model, transform=transform.eval())  # in training mode it would skip mapping boxes back
+
+
+def raw_detections(model: nn.Module, image: Image.Image) -> dict[str, Tensor]:
+    """The model's own output for the photo: boxes (N, 4), labels (N,), scores (N,), masks (N, 1, H, W)."""
+    return model([TF.to_tensor(image.convert("RGB"))])[0]  # (3, H, W) in [0, 1]: the model normalises
+
+
+def detector_batch(loaded: TransferModel, image: Image.Image, *, size: int | None = None) -> Tensor:
+    """The batch the detector's backbone sees: the model's own transform (resize, normalise, pad to 32)."""
+    with torch.inference_mode():
+        return sized(loaded.model, size).transform([TF.to_tensor(image.convert("RGB"))])[0].tensors  # (1, 3, h, w)
+
+
+def detect(*, loaded: TransferModel, image: Image.Image, threshold: float = 0.5, size: int | None = None) -> Detections:
+    """Detect the objects in ``image`` whose score is at least ``threshold``."""
+    threshold = check_threshold(threshold)
+    with torch.inference_mode():
+        out = raw_detections(sized(loaded.model, size), image)
+    categories = loaded.spec.categories
+    items = []
+    for i, (box, label, score) in enumerate(zip(out["boxes"], out["labels"], out["scores"], strict=True)):
+        if float(score) < threshold:
+            continue
+        mask = (out["masks"][i, 0] > 0.5).numpy() if "masks" in out else None  # (H, W)
+        items.append(
+            Detection(
+                index=i,
+                label=categories[int(label)],
+                label_index=int(label),
+                score=float(score),
+                box=tuple(float(v) for v in box),  # type: ignore[arg-type]
+                mask=mask,
+            )
+        )
+    return Detections(items=tuple(items), threshold=threshold, photo_size=image.size)

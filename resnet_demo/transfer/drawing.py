@@ -1,0 +1,47 @@
+"""Pictures of the results, for the command line and the app: coloured masks and boxes over the photo."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .detect import Detections
+from .segment import Segmentation
+
+__all__ = ["draw_detections", "draw_segmentation", "hex_colour", "palette"]
+
+
+def palette(index: int) -> tuple[int, int, int]:
+    """PASCAL VOC's colour for class ``index`` (its bits spread over R, G and B)."""
+    rgb = [0, 0, 0]
+    for shift in range(8):
+        for channel in range(3):
+            rgb[channel] |= ((index >> (3 * shift + channel)) & 1) << (7 - shift)
+    return rgb[0], rgb[1], rgb[2]
+
+
+def hex_colour(index: int) -> str:
+    """:func:`palette` as ``#rrggbb``, for a legend."""
+    return "#{:02x}{:02x}{:02x}".format(*palette(index))
+
+
+def draw_segmentation(image: Image.Image, result: Segmentation, *, opacity: float = 0.5) -> Image.Image:
+    """Every pixel tinted with its class's colour."""
+    colours = np.array([palette(i) for i in range(256)], dtype=np.uint8)[result.mask]  # (H, W, 3)
+    return Image.blend(image.convert("RGB"), Image.fromarray(colours), opacity)
+
+
+def draw_detections(image: Image.Image, result: Detections) -> Image.Image:
+    """Each detection's box with its label and score (and its mask, for Mask R-CNN)."""
+    drawn = image.convert("RGB")
+    for d in result.items:
+        colour = palette(d.label_index % 255 + 1)  # never index 0, which is black
+        if d.mask is not None:
+            tint = Image.blend(drawn, Image.new("RGB", drawn.size, colour), 0.4)
+            drawn.paste(tint, mask=Image.fromarray(d.mask.astype(np.uint8) * 255))
+    draw = ImageDraw.Draw(drawn)
+    for d in result.items:
+        colour = palette(d.label_index % 255 + 1)
+        draw.rectangle(d.box, outline=colour, width=3)
+        draw.text((d.box[0] + 3, d.box[1] + 2), f"{d.label} {d.score:.2f}", fill=colour)
+    return drawn

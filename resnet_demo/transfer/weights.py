@@ -1,0 +1,224 @@
+"""torchvision's published segmentation and detection weights, from the classifier's cache.
+
+Every entry's file name, categories, preprocessing and published metrics are read from
+torchvision's weights enums. The files live where :mod:`resnet_demo.weights` keeps the
+classifier's (``$TORCH_HOME/hub/checkpoints``), are fetched the same way (or refused when
+downloads are off), and are read as hostile input by :func:`read_pth`. Each model is built
+once, frozen and shared read-only; at most :data:`KEEP_MODELS` stay loaded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision.models.detection as tvd
+import torchvision.models.segmentation as tvs
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from ..checkpoint_files import WeightsError, check_tensors, is_state_dict, read_pth
+from ..weights import WeightsSpec, _fetch, _fit_problem, offline
+
+__all__ = [
+    "BACKBONES",
+    "KEEP_MODELS",
+    "MODELS",
+    "TASKS",
+    "TransferModel",
+    "TransferSpec",
+    "clear_transfer_cache",
+    "load_transfer",
+    "shared_transfer",
+    "transfer_spec",
+]
+
+TASKS: tuple[str, ...] = ("segment", "detect")
+BACKBONES: tuple[str, ...] = ("resnet50", "resnet101")
+
+# (task, model, backbone) -> (torchvision builder, its weights entry). Detection ships ResNet-50 only.
+_ENTRIES: dict[tuple[str, str, str], tuple[Callable[..., nn.Module], Any]] = {
+    ("segment", "deeplabv3", "resnet50"): (tvs.deeplabv3_resnet50, tvs.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1),
+    ("segment", "deeplabv3", "resnet101"): (
+        tvs.deeplabv3_resnet101,
+        tvs.DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1,
+    ),
+    ("segment", "fcn", "resnet50"): (tvs.fcn_resnet50, tvs.FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1),
+    ("segment", "fcn", "resnet101"): (tvs.fcn_resnet101, tvs.FCN_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1),
+    ("detect", "fasterrcnn", "resnet50"): (tvd.fasterrcnn_resnet50_fpn, tvd.FasterRCNN_ResNet50_FPN_Weights.COCO_V1),
+    ("detect", "fasterrcnn_v2", "resnet50"): (
+        tvd.fasterrcnn_resnet50_fpn_v2,
+        tvd.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
+    ),
+    ("detect", "maskrcnn", "resnet50"): (tvd.maskrcnn_resnet50_fpn, tvd.MaskRCNN_ResNet50_FPN_Weights.COCO_V1),
+    ("detect", "maskrcnn_v2", "resnet50"): (
+        tvd.maskrcnn_resnet50_fpn_v2,
+        tvd.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
+    ),
+    ("detect", "retinanet", "resnet50"): (tvd.retinanet_resnet50_fpn, tvd.RetinaNet_ResNet50_FPN_Weights.COCO_V1),
+    ("detect", "retinanet_v2", "resnet50"): (
+        tvd.retinanet_resnet50_fpn_v2,
+        tvd.RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1,
+    ),
+}
+MODELS: dict[str, tuple[str, ...]] = {
+    task: tuple(dict.fromkeys(m for t, m, _ in _ENTRIES if t == task)) for task in TASKS
+}
+DEFAULT_MODEL = {"segment": "deeplabv3", "detect": "fasterrcnn"}
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    """One published segmentation or detection entry, as torchvision describes it."""
+
+    task: str  # "segment" or "detect"
+    model: str  # "deeplabv3", "fcn", "fasterrcnn", ...
+    backbone: str  # "resnet50" or "resnet101"
+    label: str  # for people: "DeepLabV3 ResNet-50 (COCO, VOC labels)"
+    categories: tuple[str, ...]
+    url: str
+    file_name: str
+    resize_size: int | None  # segmentation: the short side the entry's transform resizes to
+    mean: tuple[float, ...]  # segmentation's normalisation (detection models normalise inside)
+    std: tuple[float, ...]
+    metrics: dict[str, float]  # e.g. {"miou": 66.4, "pixel_acc": 92.4} or {"box_map": 37.0}
+    num_params: int
+    gflops: float
+
+    @property
+    def frozen_batchnorm(self) -> bool:
+        """torchvision builds its v1 detection backbones with frozen BatchNorm (fixed statistics and affine)."""
+        return self.task == "detect" and not self.model.endswith("_v2")
+
+    @property
+    def dilated(self) -> bool:
+        """Segmentation backbones trade layer3/layer4's stride for dilation: output stride 8, not 32."""
+        return self.task == "segment"
+
+
+def _choose(task: str, model: str | None, backbone: str) -> tuple[str, str]:
+    if task not in TASKS:
+        raise WeightsError(f"Unknown task {task!r:.40}; choose one of {', '.join(TASKS)}.")
+    model = DEFAULT_MODEL[task] if model is None else model
+    if model not in MODELS[task]:
+        raise WeightsError(f"Unknown {task} model {model!r:.40}; choose one of {', '.join(MODELS[task])}.")
+    if (task, model, backbone) not in _ENTRIES:
+        have = [b for t, m, b in _ENTRIES if (t, m) == (task, model)]
+        raise WeightsError(f"{model} is published on {', '.join(have)} only, not on {backbone!r:.40}.")
+    return task, model
+
+
+def transfer_spec(*, task: str, model: str | None = None, backbone: str = "resnet50") -> TransferSpec:
+    """Describe a published entry without loading anything (:class:`WeightsError` for an unknown one)."""
+    task, model = _choose(task, model, backbone)
+    entry = _ENTRIES[(task, model, backbone)][1]
+    meta = entry.meta
+    transform = entry.transforms()
+    resize = getattr(transform, "resize_size", None)
+    metrics = next(iter(meta["_metrics"].values()))
+    return TransferSpec(
+        task=task,
+        model=model,
+        backbone=backbone,
+        label=f"{model} {backbone} ({entry.name})",
+        categories=tuple(meta["categories"]),
+        url=entry.url,
+        file_name=entry.url.rsplit("/", 1)[-1],
+        resize_size=int(resize[0]) if resize else None,
+        mean=tuple(getattr(transform, "mean", ())),
+        std=tuple(getattr(transform, "std", ())),
+        metrics={k: float(v) for k, v in metrics.items()},
+        num_params=int(meta["num_params"]),
+        gflops=float(meta["_ops"]),
+    )
+
+
+@dataclass(frozen=True)
+class TransferModel:
+    """A torchvision segmentation or detection model in eval mode, with its spec."""
+
+    model: nn.Module
+    spec: TransferSpec
+
+
+def _freeze_batchnorm(module: nn.Module) -> None:
+    """Swap every BatchNorm2d for torchvision's FrozenBatchNorm2d, as its builder does for pretrained v1
+    detection backbones (their files then carry no ``num_batches_tracked``)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, FrozenBatchNorm2d(child.num_features, eps=child.eps))
+        else:
+            _freeze_batchnorm(child)
+
+
+def _build(spec: TransferSpec) -> nn.Module:
+    builder = _ENTRIES[(spec.task, spec.model, spec.backbone)][0]
+    kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None, "num_classes": len(spec.categories)}
+    if spec.task == "segment":
+        kwargs["aux_loss"] = True  # the published files carry the auxiliary head
+    model = builder(**kwargs)
+    if spec.frozen_batchnorm:
+        _freeze_batchnorm(model.backbone.body)
+    return model
+
+
+def load_transfer(
+    *, task: str, model: str | None = None, backbone: str = "resnet50", download: bool | None = None
+) -> TransferModel:
+    """Build the entry's model and load its published file from torchvision's cache, strictly, in eval mode.
+
+    ``download=None`` fetches a missing file unless downloads are off (``RESNET_DEMO_OFFLINE=1``).
+    """
+    spec = transfer_spec(task=task, model=model, backbone=backbone)
+    # The classifier's fetcher reads only the url, file name, label and arch of a spec.
+    fetch_spec = WeightsSpec(
+        arch=f"{spec.model} on {spec.backbone}", name=spec.model, label="torchvision's", categories=spec.categories,
+        preprocessing=None, pretrained=True, url=spec.url, file_name=spec.file_name,  # type: ignore[arg-type]
+    )
+    try:
+        path = _fetch(fetch_spec, download=(not offline()) if download is None else download, progress=False)
+    except WeightsError as e:  # the classifier's remedy names --weights, which this command has not
+        target = Path(torch.hub.get_dir()) / "checkpoints" / spec.file_name
+        raise WeightsError(e.problem, cli_fix=f"Fix: download {spec.url} and place it at {target}.") from e
+    state_dict = read_pth(path)
+    if not is_state_dict(state_dict):
+        raise WeightsError(f"{path.name} in torchvision's cache is not a state_dict.")
+    check_tensors(state_dict, name=path.name)
+    net = _build(spec)
+    problem = _fit_problem(net, state_dict)
+    if problem is not None:
+        raise WeightsError(f"{path.name} does not fit {spec.label}: {problem}.")
+    net.load_state_dict(state_dict, strict=True)
+    return TransferModel(net.eval(), spec)
+
+
+KEEP_MODELS = 2  # a detection model with its activations is ~0.5-1 GB; two bound the app's memory
+_CACHE: OrderedDict[tuple[str, str, str], TransferModel] = OrderedDict()  # least recently used first
+_LOCK = threading.Lock()
+
+
+def shared_transfer(*, task: str, model: str | None = None, backbone: str = "resnet50") -> TransferModel:
+    """:func:`load_transfer`, once per entry, frozen and shared read-only (the :data:`KEEP_MODELS` most recent)."""
+    spec = transfer_spec(task=task, model=model, backbone=backbone)
+    key = (spec.task, spec.model, spec.backbone)
+    with _LOCK:  # two users asking for the same model load it once
+        if key not in _CACHE:
+            loaded = load_transfer(task=task, model=spec.model, backbone=backbone)
+            for p in loaded.model.parameters():
+                p.requires_grad_(False)
+            _CACHE[key] = loaded
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > KEEP_MODELS:
+            _CACHE.popitem(last=False)
+        return _CACHE[key]
+
+
+def clear_transfer_cache() -> None:
+    """Forget every loaded model (tests, or after new files were placed in the cache)."""
+    with _LOCK:
+        _CACHE.clear()

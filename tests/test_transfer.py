@@ -1,0 +1,327 @@
+"""The transfer package: torchvision's segmentation and detection entries offline, their backbone as our
+ResNet, masks, boxes, thresholds, Grad-CAM targets and bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from resnet_demo.errors import UserError
+from resnet_demo.model import build_model
+from resnet_demo.transfer import cli
+from resnet_demo.transfer.backbone import backbone_stages, map_backbone_key, our_backbone
+from resnet_demo.transfer.detect import detect, detector_batch
+from resnet_demo.transfer.explain import detection_cam, segment_cam
+from resnet_demo.transfer.run import backbone_check
+from resnet_demo.transfer.segment import prepare_segment, segment
+from resnet_demo.transfer.weights import (
+    _ENTRIES,
+    TransferModel,
+    _build,
+    clear_transfer_cache,
+    load_transfer,
+    shared_transfer,
+    transfer_spec,
+)
+
+# The entries given files here: one per family, frozen and plain BatchNorm, dilated and not.
+FILED = [("segment", "deeplabv3"), ("detect", "fasterrcnn"), ("detect", "maskrcnn_v2"), ("detect", "retinanet")]
+SIZE = 128  # input short side: agreement, not accuracy, is tested
+
+
+def _generated(task: str, model: str, seed: int) -> dict[str, torch.Tensor]:
+    """The entry's state_dict with random BatchNorm statistics, so that equal outputs mean equal wiring;
+    RetinaNet's class prior is raised so that untrained weights still detect something."""
+    torch.manual_seed(seed)
+    sd = _build(transfer_spec(task=task, model=model)).state_dict()
+    g = torch.Generator().manual_seed(seed)
+    for k, v in sd.items():
+        if k.endswith("running_var"):
+            sd[k] = torch.rand(v.shape, generator=g) + 0.5
+        elif k.endswith("running_mean"):
+            sd[k] = torch.randn(v.shape, generator=g) * 0.1
+    if model == "retinanet":
+        sd["head.classification_head.cls_logits.bias"].zero_()  # sigmoid(0) = 0.5 over the 0.05 cut
+    return sd
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A TORCH_HOME holding generated files under torchvision's names for the FILED entries."""
+    root = tmp_path_factory.mktemp("transfer_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(root))
+        checkpoints = root / "hub" / "checkpoints"
+        checkpoints.mkdir(parents=True)
+        for i, (task, model) in enumerate(FILED):
+            torch.save(_generated(task, model, seed=i), checkpoints / transfer_spec(task=task, model=model).file_name)
+        clear_transfer_cache()
+        yield checkpoints
+        clear_transfer_cache()
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    """A small photo: shapes on noise, 160 x 128."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (128, 160, 3), dtype=np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((20, 20, 90, 100), fill=(200, 40, 40))
+    draw.rectangle((100, 30, 150, 110), fill=(30, 160, 60))
+    return image
+
+
+@pytest.fixture(scope="module")
+def loaded(home: Path) -> dict[str, TransferModel]:
+    return {model: load_transfer(task=task, model=model) for task, model in FILED}
+
+
+@pytest.mark.parametrize(("task", "model"), FILED)
+def test_offline_loading_matches_torchvision(task: str, model: str, loaded: dict[str, TransferModel], home: Path) -> None:
+    ours = loaded[model]
+    builder, entry = _ENTRIES[(task, model, "resnet50")]
+    reference = builder(weights=entry).eval()  # torchvision's own loader reads the same file (downloads blocked)
+    assert ours.model.state_dict().keys() == reference.state_dict().keys()
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in ours.model.state_dict().items())
+    assert ours.spec.categories == tuple(entry.meta["categories"])
+    assert ours.spec.metrics == {k: float(v) for k, v in next(iter(entry.meta["_metrics"].values())).items()}
+
+
+def test_missing_file_offline_is_a_clear_error(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(UserError, match="not in torchvision's cache.*downloads are off") as e:
+        load_transfer(task="segment", model="fcn", backbone="resnet101")
+    assert str(tmp_path) not in e.value.problem  # the app shows the problem; only the CLI's fix names the path
+    assert e.value.cli_fix.endswith(f"{tmp_path}/hub/checkpoints/fcn_resnet101_coco-7ecb50ca.pth.")
+
+
+@pytest.mark.parametrize(("task", "model"), [*FILED, ("segment", "fcn")])
+def test_backbone_is_our_resnet(task: str, model: str, loaded: dict[str, TransferModel], photo: Image.Image) -> None:
+    spec = transfer_spec(task=task, model=model)
+    held = loaded.get(model) or TransferModel(_build(spec).eval(), spec)
+    x = prepare_segment(held, photo, size=SIZE) if task == "segment" else detector_batch(held, photo, size=SIZE)
+    diffs = backbone_check(held, x)
+    assert set(diffs) == {"stem", "layer1", "layer2", "layer3", "layer4"}
+    assert max(diffs.values()) < 1e-5
+    with torch.no_grad():
+        layer4 = backbone_stages(held, x)["layer4"]
+    # Dilation keeps DeepLab's and FCN's layer4 at 1/8 of the input; the detectors' is 1/32.
+    assert layer4.shape[-1] == (-(-x.shape[-1] // 8) if spec.dilated else -(-x.shape[-1] // 32))
+
+
+def test_undilated_resnet_differs_from_deeplab(loaded: dict[str, TransferModel], photo: Image.Image) -> None:
+    held = loaded["deeplabv3"]
+    plain = build_model("resnet50").eval()
+    plain.load_state_dict(our_backbone(held).state_dict())  # same weights, no dilation
+    x = prepare_segment(held, photo, size=SIZE)
+    with torch.no_grad():
+        _, ours = plain.forward_stages(x, stop="layer4")
+        theirs = backbone_stages(held, x)
+    assert torch.allclose(ours["layer2"], theirs["layer2"], atol=1e-4)
+    assert ours["layer3"].shape != theirs["layer3"].shape
+
+
+def test_key_mapping_is_one_prefix() -> None:
+    assert map_backbone_key("backbone.layer3.5.conv2.weight", task="segment") == "layer3.5.conv2.weight"
+    assert map_backbone_key("backbone.body.bn1.running_var", task="detect") == "bn1.running_var"
+    assert map_backbone_key("backbone.fpn.inner_blocks.0.0.weight", task="detect") is None
+    assert map_backbone_key("classifier.0.convs.0.0.weight", task="segment") is None
+
+
+def test_segmentation_mask_is_the_photo_size(loaded: dict[str, TransferModel], photo: Image.Image) -> None:
+    result = segment(loaded=loaded["deeplabv3"], image=photo, size=SIZE)
+    assert result.mask.shape == (photo.height, photo.width) and result.mask.dtype == np.uint8
+    assert min(result.input_size) == SIZE
+    assert abs(sum(c.share for c in result.classes) - 1.0) < 1e-6
+    assert [c.share for c in result.classes] == sorted((c.share for c in result.classes), reverse=True)
+    assert {c.index for c in result.classes} == set(np.unique(result.mask).tolist())
+
+
+@pytest.mark.parametrize("model", ["fasterrcnn", "maskrcnn_v2", "retinanet"])
+def test_detections_and_threshold(model: str, loaded: dict[str, TransferModel], photo: Image.Image) -> None:
+    everything = detect(loaded=loaded[model], image=photo, threshold=0.0, size=SIZE)
+    assert everything.items, "the generated weights should detect something"
+    scores = [d.score for d in everything.items]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    for d in everything.items:
+        x0, y0, x1, y1 = d.box
+        assert 0 <= x0 <= x1 <= photo.width and 0 <= y0 <= y1 <= photo.height
+        assert (d.mask is not None) == (model == "maskrcnn_v2")
+        assert d.mask is None or (d.mask.shape == (photo.height, photo.width) and d.mask.dtype == bool)
+    cut = float(np.median(scores))
+    kept = detect(loaded=loaded[model], image=photo, threshold=cut, size=SIZE)
+    assert [d.index for d in kept.items] == [d.index for d in everything.items if d.score >= cut]
+    assert len(kept.items) < len(everything.items) or min(scores) == cut
+
+
+def test_nothing_detected_is_an_answer(loaded: dict[str, TransferModel], photo: Image.Image) -> None:
+    assert detect(loaded=loaded["fasterrcnn"], image=photo, threshold=1.0, size=SIZE).items == ()
+
+
+def _independent_cam(held: TransferModel, x: torch.Tensor, category: int, stage: str) -> np.ndarray:
+    """The same target computed with a forward hook on a model of the test's own."""
+    saved: list[torch.Tensor] = []
+    handle = getattr(held.model.backbone, stage).register_forward_hook(lambda m, i, o: saved.append(o))
+    try:
+        x = x.clone().requires_grad_()  # the weights take no gradient: let one reach the stage
+        logits = held.model(x)["out"][0]  # (K, h, w)
+        target = (logits[category] * (logits.argmax(0) == category)).sum()
+        (grad,) = torch.autograd.grad(target, saved[0])
+    finally:
+        handle.remove()
+    cam = torch.relu((grad.mean((2, 3), keepdim=True) * saved[0]).sum(1))[0].detach()
+    return (cam / cam.max()).numpy()
+
+
+def test_segment_gradcam_equals_independent_computation(home: Path, photo: Image.Image) -> None:
+    held = load_transfer(task="segment", model="deeplabv3")  # ours to hook, not the shared one
+    for p in held.model.parameters():
+        p.requires_grad_(False)
+    found = segment(loaded=held, image=photo, size=SIZE).classes
+    x = prepare_segment(held, photo, size=SIZE)
+    for category, stage in ((found[0].index, "layer4"), (found[-1].index, "layer2")):
+        cam = segment_cam(loaded=held, image=photo, category=category, stage=stage, size=SIZE)
+        reference = _independent_cam(held, x, category, stage)
+        assert cam.heatmap.shape == reference.shape
+        assert np.abs(cam.heatmap - reference).max() < 1e-4
+
+
+def test_segment_gradcam_agrees_with_pytorch_grad_cam(home: Path, photo: Image.Image) -> None:
+    gradcam = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    held = load_transfer(task="segment", model="deeplabv3")
+    x = prepare_segment(held, photo, size=SIZE)
+    with torch.no_grad():
+        pred = held.model(x)["out"][0].argmax(0)  # (h, w)
+    category = int(pred.flatten().mode().values)
+
+    class Out(torch.nn.Module):  # pytorch-grad-cam wants a tensor out, not DeepLab's dict
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = held.model
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.net(t)["out"]
+
+    mask = (pred == category).float().numpy()
+    with gradcam.GradCAM(model=Out(), target_layers=[held.model.backbone.layer4]) as cam:
+        theirs = cam(input_tensor=x, targets=[SemanticSegmentationTarget(category, mask)])[0]  # (h, w) at input size
+    ours = segment_cam(loaded=held, image=photo, category=category, size=SIZE).heatmap
+    up = F.interpolate(torch.from_numpy(ours)[None, None], size=theirs.shape, mode="bilinear")[0, 0].numpy()
+    assert np.corrcoef(up.ravel(), theirs.ravel())[0, 1] >= 0.99
+
+
+def test_detection_gradcam(loaded: dict[str, TransferModel], photo: Image.Image) -> None:
+    first = detect(loaded=loaded["fasterrcnn"], image=photo, threshold=0.0, size=SIZE).items[0]
+    cam = detection_cam(loaded=loaded["fasterrcnn"], image=photo, index=first.index, stage="layer3", size=SIZE)
+    assert cam.heatmap.shape == (SIZE // 16, -(-photo.width * SIZE // photo.height // 16))
+    assert cam.all_zero or (cam.heatmap.min() >= 0.0 and cam.heatmap.max() == pytest.approx(1.0))
+    assert first.label in cam.target
+
+
+def test_shared_models_are_frozen_and_bounded(home: Path) -> None:
+    a = shared_transfer(task="segment", model="deeplabv3")
+    assert shared_transfer(task="segment") is a
+    assert not any(p.requires_grad for p in a.model.parameters())
+    for _, model in FILED[1:]:
+        shared_transfer(task="detect", model=model)
+    assert shared_transfer(task="segment", model="deeplabv3") is not a  # pushed out: at most KEEP_MODELS stay
+
+
+@pytest.mark.parametrize(
+    ("change", "sentence"),
+    [
+        ({"task": "classify"}, "Unknown task 'classify'; choose one of segment, detect."),
+        ({"model": "yolo"}, "Unknown detect model 'yolo'; choose one of"),
+        ({"backbone": "resnet101"}, "fasterrcnn is published on resnet50 only"),
+        ({"stage": "layer9"}, "Unknown stage 'layer9'"),
+        ({"image": "no-such-photo.jpg"}, "no-such-photo.jpg"),
+        ({"threshold": 1.5}, "The score threshold must be between 0 and 1"),
+    ],
+)
+def test_bad_input_is_one_sentence(change: dict, sentence: str, home: Path, photo: Image.Image, tmp_path: Path) -> None:
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    args = _args(path, tmp_path, **change)
+    with pytest.raises(UserError) as e:
+        cli.main(args)
+    assert sentence in str(e.value) and "\n" not in str(e.value)
+
+
+def _args(photo_path: Path, out: Path, **change: object) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.configure_parser(parser)
+    args = parser.parse_args([str(photo_path), "--task", "detect", "--out", str(out / "out"), "--size", str(SIZE)])
+    for key, value in change.items():
+        setattr(args, key, value if key != "image" else str(out / str(value)))
+    return args
+
+
+@pytest.mark.parametrize(("task", "threshold"), [("segment", 0.5), ("detect", 1.0), ("detect", 0.0)])
+def test_cli_writes_json_png_and_npy(
+    task: str, threshold: float, home: Path, photo: Image.Image, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    assert cli.main(_args(path, tmp_path, task=task, threshold=threshold, json=True)) == 0
+    summary = json.loads(capsys.readouterr().out)
+    out = tmp_path / "out"
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert max(summary["backbone_relative_diff"].values()) < 1e-5
+    if task == "segment":
+        assert Image.open(out / "mask.png").size == photo.size and summary["classes"]
+    elif threshold == 1.0:
+        assert summary["detections"] == [] and summary["gradcam"] is None  # nothing detected: an answer
+    else:
+        assert summary["detections"] and (out / "detections.png").exists()
+    if summary["gradcam"] is not None:
+        assert np.load(out / f"gradcam_{summary['gradcam']['stage']}.npy").ndim == 2
+
+
+def test_app_handler_segments_and_explains(home: Path, photo: Image.Image, tmp_path: Path) -> None:
+    from resnet_demo.ui.transfer_handlers import transfer
+
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    picture, legend, heat, summary = transfer(str(path), "segment", "deeplabv3", "resnet50", 0.5, "layer3")
+    assert picture.size == photo.size and heat.size == photo.size
+    assert legend.startswith("Classes found:") and "%" in legend
+    assert "dilated" in summary and "layer3, layer4" in summary and "Grad-CAM at layer3" in summary
+
+
+def test_app_handler_nothing_detected_and_bad_input(home: Path, photo: Image.Image, tmp_path: Path) -> None:
+    import gradio as gr
+
+    from resnet_demo.transfer.detect import Detections
+    from resnet_demo.transfer.run import TransferResult
+    from resnet_demo.ui.transfer_handlers import _legend, summary_markdown, transfer
+
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    empty = TransferResult(None, Detections(items=(), threshold=0.9, photo_size=photo.size), None, {"layer4": 0.0})
+    assert _legend(empty) == "Nothing detected with a score of at least 0.90: lower the threshold."
+    spec = transfer_spec(task="detect", model="retinanet")
+    assert "frozen" in summary_markdown(spec, empty) and "Grad-CAM" not in summary_markdown(spec, empty)
+    with pytest.raises(gr.Error, match="Upload a photo first"):
+        transfer(None, "detect", "fasterrcnn", "resnet50", 0.5, "layer4")
+    with pytest.raises(gr.Error, match="Unknown segment model 'retinanet'"):
+        transfer(str(path), "segment", "retinanet", "resnet50", 0.5, "layer4")
+
+
+def test_tab_wires_the_transfer_endpoint() -> None:
+    import gradio as gr
+
+    from resnet_demo.ui.transfer_tab import build_transfer_tab
+
+    with gr.Blocks() as demo:
+        build_transfer_tab()
+    assert "/transfer" in {f"/{d.api_name}" for d in demo.fns.values() if d.api_name}
