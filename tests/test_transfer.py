@@ -325,3 +325,25 @@ def test_tab_wires_the_transfer_endpoint() -> None:
     with gr.Blocks() as demo:
         build_transfer_tab()
     assert "/transfer" in {f"/{d.api_name}" for d in demo.fns.values() if d.api_name}
+
+
+def test_app_handler_runs_offline_on_random_weights(
+    photo: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like every tab: no published file and downloads off -> random weights, labelled, with the reason."""
+    from resnet_demo.transfer.weights import clear_transfer_cache
+    from resnet_demo.ui.transfer_handlers import transfer
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    clear_transfer_cache()
+    try:
+        path = tmp_path / "photo.png"
+        photo.save(path)
+        picture, legend, heat, summary = transfer(str(path), "segment", "fcn", "resnet50", 0.5, "layer4")
+        assert picture.size == photo.size and legend.startswith("Classes found:")
+        assert "UNTRAINED" in summary and "not in torchvision's cache" in summary
+        assert str(tmp_path) not in summary  # the reason, never the server's path
+        with pytest.raises(UserError, match="not in torchvision's cache"):
+            load_transfer(task="segment", model="fcn", backbone="resnet50")  # the core still refuses by default
+    finally:
+        clear_transfer_cache()

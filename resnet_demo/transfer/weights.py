@@ -144,6 +144,12 @@ class TransferModel:
 
     model: nn.Module
     spec: TransferSpec
+    # Why the published weights could not be had, when the model runs on random weights instead.
+    untrained_because: str | None = None
+
+    @property
+    def untrained(self) -> bool:
+        return self.untrained_because is not None
 
 
 def _freeze_batchnorm(module: nn.Module) -> None:
@@ -168,12 +174,29 @@ def _build(spec: TransferSpec) -> nn.Module:
 
 
 def load_transfer(
-    *, task: str, model: str | None = None, backbone: str = "resnet50", download: bool | None = None
+    *,
+    task: str,
+    model: str | None = None,
+    backbone: str = "resnet50",
+    download: bool | None = None,
+    fallback_to_random: bool = False,
 ) -> TransferModel:
     """Build the entry's model and load its published file from torchvision's cache, strictly, in eval mode.
 
     ``download=None`` fetches a missing file unless downloads are off (``RESNET_DEMO_OFFLINE=1``).
+    With ``fallback_to_random``, weights that cannot be had leave the model on its random
+    initialisation, marked ``untrained`` with the reason (the app stays usable offline).
     """
+    try:
+        return _load_published(task=task, model=model, backbone=backbone, download=download)
+    except WeightsError as e:
+        if not fallback_to_random:
+            raise
+        spec = transfer_spec(task=task, model=model, backbone=backbone)
+        return TransferModel(_build(spec).eval(), spec, untrained_because=e.problem)
+
+
+def _load_published(*, task: str, model: str | None, backbone: str, download: bool | None) -> TransferModel:
     spec = transfer_spec(task=task, model=model, backbone=backbone)
     # The classifier's fetcher reads only the url, file name, label and arch of a spec.
     fetch_spec = WeightsSpec(
@@ -198,17 +221,21 @@ def load_transfer(
 
 
 KEEP_MODELS = 2  # a detection model with its activations is ~0.5-1 GB; two bound the app's memory
-_CACHE: OrderedDict[tuple[str, str, str], TransferModel] = OrderedDict()  # least recently used first
+_CACHE: OrderedDict[tuple[str, str, str, bool], TransferModel] = OrderedDict()  # least recently used first
 _LOCK = threading.Lock()
 
 
-def shared_transfer(*, task: str, model: str | None = None, backbone: str = "resnet50") -> TransferModel:
+def shared_transfer(
+    *, task: str, model: str | None = None, backbone: str = "resnet50", fallback_to_random: bool = False
+) -> TransferModel:
     """:func:`load_transfer`, once per entry, frozen and shared read-only (the :data:`KEEP_MODELS` most recent)."""
     spec = transfer_spec(task=task, model=model, backbone=backbone)
-    key = (spec.task, spec.model, spec.backbone)
+    key = (spec.task, spec.model, spec.backbone, fallback_to_random)
     with _LOCK:  # two users asking for the same model load it once
         if key not in _CACHE:
-            loaded = load_transfer(task=task, model=spec.model, backbone=backbone)
+            loaded = load_transfer(
+                task=task, model=spec.model, backbone=backbone, fallback_to_random=fallback_to_random
+            )
             for p in loaded.model.parameters():
                 p.requires_grad_(False)
             _CACHE[key] = loaded

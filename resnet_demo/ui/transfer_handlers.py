@@ -7,7 +7,6 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from ..checkpoint_files import WeightsError
 from ..images import load_image
 from ..model import STAGES
 from ..render import overlay
@@ -68,11 +67,8 @@ def transfer(image: str | None, task: str, model: str, backbone: str, threshold:
     if stage not in STAGES:
         raise gr.Error(f"Unknown stage {stage[:40]!r}; pick one of {', '.join(STAGES)}.")
     photo: Image.Image = load_image(image)
-    try:
-        loaded = shared_transfer(task=spec.task, model=spec.model, backbone=spec.backbone)
-    except WeightsError as e:  # its command-line remedy names server paths: the app says it in its own words
-        hint = " The server is offline: an administrator must place the file in torchvision's cache." if offline() else ""
-        raise gr.Error(f"{e.problem}{hint}") from e
+    # Like every tab, usable offline: on random weights, labelled UNTRAINED with the reason.
+    loaded = shared_transfer(task=spec.task, model=spec.model, backbone=spec.backbone, fallback_to_random=True)
     result = run_transfer(loaded=loaded, image=photo, threshold=float(threshold), stage=stage)
     if result.segmentation is not None:
         picture = draw_segmentation(photo, result.segmentation)
@@ -80,4 +76,11 @@ def transfer(image: str | None, task: str, model: str, backbone: str, threshold:
         assert result.detections is not None
         picture = draw_detections(photo, result.detections)
     heat = None if result.cam is None else overlay(image=photo, heatmap=result.cam.heatmap)
-    return picture, _legend(result), heat, summary_markdown(spec, result)
+    summary = summary_markdown(spec, result)
+    if loaded.untrained:
+        hint = " The server is offline: an administrator must place the file in torchvision's cache." if offline() else ""
+        summary = (
+            f"⚠️ **{spec.label} on random weights (UNTRAINED): masks, boxes and maps are meaningless.** "
+            f"{loaded.untrained_because}{hint}\n\n{summary}"
+        )
+    return picture, _legend(result), heat, summary
