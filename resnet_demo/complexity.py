@@ -12,7 +12,7 @@ from functools import lru_cache
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .model import ARCH_DEPTHS, ResNet, Widths, arch_of, build_model
+from .model import ARCH_DEPTHS, Dilation, ResNet, Widths, arch_of, build_model, dilation_flags
 from .weights import weights_spec
 
 __all__ = ["GUIDE_TABLE", "ArchReport", "arch_report", "macs_by_module", "model_complexity", "parameter_count"]
@@ -30,9 +30,13 @@ def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@lru_cache(maxsize=16)
 def macs_by_module(
-    arch: str, *, image_size: int = 224, num_classes: int = 1000, widths: Widths | None = None
+    arch: str,
+    *,
+    image_size: int = 224,
+    num_classes: int = 1000,
+    widths: Widths | None = None,
+    replace_stride_with_dilation: Dilation | list[bool] | None = None,
 ) -> dict[str, int]:
     """Multiply-accumulates of one image, per module path ("" is the whole model).
 
@@ -40,9 +44,20 @@ def macs_by_module(
     and additions are not multiply-accumulates) on the meta device, so nothing is
     computed and it takes milliseconds. ``widths`` counts a channel-pruned network
     (see :meth:`~resnet_demo.model.ResNet.widths`); None the standard one.
+    ``replace_stride_with_dilation`` counts a dilated network (larger feature maps from
+    layer3 on for DeepLab's setting); None, or all False, the standard one. Cached.
     """
+    flags = dilation_flags(replace_stride_with_dilation)
+    # One cache entry per network: None and (False, False, False) build the same one.
+    return _macs_by_module(arch, image_size, num_classes, widths, flags if any(flags) else None)
+
+
+@lru_cache(maxsize=16)
+def _macs_by_module(
+    arch: str, image_size: int, num_classes: int, widths: Widths | None, dilation: Dilation | None
+) -> dict[str, int]:
     with torch.device("meta"):
-        model = build_model(arch, num_classes=num_classes, widths=widths).eval()
+        model = build_model(arch, num_classes=num_classes, widths=widths, replace_stride_with_dilation=dilation).eval()
         x = torch.empty(1, 3, image_size, image_size)
     counter = FlopCounterMode(display=False, depth=None)
     with counter, torch.no_grad():
@@ -57,9 +72,15 @@ def macs_by_module(
 
 def model_complexity(model: ResNet, *, image_size: int = 224) -> tuple[int, int]:
     """(parameters, multiply-accumulates of one ``image_size`` image) of any of our ResNets,
-    pruned or not; the MACs are counted on a meta-device twin, so ``model`` is never run."""
+    pruned or dilated or not; the MACs are counted on a meta-device twin, so ``model`` is never run."""
     widths = tuple(model.widths())
-    macs = macs_by_module(arch_of(model), image_size=image_size, num_classes=model.fc.out_features, widths=widths)
+    macs = macs_by_module(
+        arch_of(model),
+        image_size=image_size,
+        num_classes=model.fc.out_features,
+        widths=widths,
+        replace_stride_with_dilation=model.replace_stride_with_dilation,
+    )
     return parameter_count(model), macs[""]
 
 

@@ -22,6 +22,9 @@ torchvision's file, and neither changes the state_dict:
 
 ``ResNet(..., widths=...)`` builds a channel-pruned network (the outputs of every block's
 conv1 and conv2 narrower; module names unchanged), and :meth:`ResNet.widths` reads them back.
+``ResNet(..., replace_stride_with_dilation=...)`` trades the stride of layer2..layer4 for
+dilation exactly as torchvision does (DeepLabV3 and FCN use ``(False, True, True)``); the
+state_dict is unchanged, and the model records the setting for its consumers.
 
 Like torchvision ("ResNet v1.5"), the stride of a downsampling block sits on the
 3x3 convolution, not on the first 1x1 convolution as in the paper.
@@ -40,10 +43,13 @@ __all__ = [
     "Widths",
     "Bottleneck",
     "BlockOutput",
+    "Dilation",
     "Intermediates",
+    "NO_DILATION",
     "ResNet",
     "arch_of",
     "build_model",
+    "dilation_flags",
     "resnet50",
     "resnet101",
     "resnet152",
@@ -60,13 +66,21 @@ ARCH_DEPTHS: dict[str, tuple[int, int, int, int]] = {
 # The inner widths of every block in running order: (outputs of conv1, outputs of conv2).
 Widths = tuple[tuple[int, int], ...]
 
+# Per stage, layer2..layer4: True trades the stage's stride 2 for dilation (torchvision's
+# replace_stride_with_dilation). Its feature maps then keep the previous stage's size.
+Dilation = tuple[bool, bool, bool]
+NO_DILATION: Dilation = (False, False, False)
+
 # Points in the network whose outputs forward_intermediates can return.
 STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """3x3 convolution with padding 1; no bias, since a BatchNorm always follows."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    """3x3 convolution; padding equal to the dilation keeps H and W at stride 1. No bias, since a
+    BatchNorm always follows."""
+    return nn.Conv2d(
+        in_planes, out_planes, kernel_size=3, stride=stride, padding=dilation, dilation=dilation, bias=False
+    )
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -80,7 +94,8 @@ class Bottleneck(nn.Module):
     ``planes`` is the width of the 3x3 convolution; the block outputs
     ``planes * expansion`` channels. ``width``, when given, sets the outputs of conv1
     and conv2 instead (a channel-pruned block); the output width stays
-    ``planes * expansion``, so the sum with the shortcut is unchanged.
+    ``planes * expansion``, so the sum with the shortcut is unchanged. ``dilation`` spaces
+    the 3x3 convolution's taps (see :class:`ResNet`'s ``replace_stride_with_dilation``).
     """
 
     expansion: int = 4
@@ -92,6 +107,7 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         downsample: nn.Module | None = None,
         *,
+        dilation: int = 1,
         inplace: bool = False,
         width: tuple[int, int] | None = None,
     ) -> None:
@@ -100,7 +116,7 @@ class Bottleneck(nn.Module):
         self.conv1 = conv1x1(inplanes, w1)
         self.bn1 = nn.BatchNorm2d(w1)
         self.relu1 = nn.ReLU(inplace=inplace)
-        self.conv2 = conv3x3(w1, w2, stride)
+        self.conv2 = conv3x3(w1, w2, stride, dilation)
         self.bn2 = nn.BatchNorm2d(w2)
         self.relu2 = nn.ReLU(inplace=inplace)
         self.conv3 = conv1x1(w2, planes * self.expansion)
@@ -108,6 +124,7 @@ class Bottleneck(nn.Module):
         self.relu3 = nn.ReLU(inplace=inplace)
         self.downsample = downsample
         self.stride = stride
+        self.dilation = dilation
         self.inplace = inplace  # see ResNet.set_inplace
 
     def residual(self, x: Tensor) -> Tensor:
@@ -169,6 +186,11 @@ class ResNet(nn.Module):
 
     ``widths`` (one (conv1, conv2) output pair per block, in running order) builds a
     channel-pruned network; None builds the standard widths.
+
+    ``replace_stride_with_dilation`` (three bools, for layer2..layer4; None: all False) is
+    torchvision's: a True stage keeps stride 1 and doubles the dilation of its 3x3
+    convolutions instead, so its output keeps the previous stage's size. The setting is
+    kept as ``self.replace_stride_with_dilation`` (a tuple), and ``feature_info`` follows it.
     """
 
     def __init__(
@@ -179,11 +201,15 @@ class ResNet(nn.Module):
         *,
         inplace: bool = False,
         widths: Widths | None = None,
+        replace_stride_with_dilation: Dilation | list[bool] | None = None,
     ) -> None:
         super().__init__()
+        dilated = dilation_flags(replace_stride_with_dilation)
+        self.replace_stride_with_dilation: Dilation = dilated
         if widths is not None and len(widths) != sum(layers):
             raise ValueError(f"widths has {len(widths)} pairs; this network has {sum(layers)} blocks.")
         self.inplanes = 64  # a cursor: the channel count entering the next block
+        self.dilation = 1  # a cursor too: the dilation of the last stage built
         # Per stage, its blocks' widths (None: standard), cut from the flat list in running order.
         ends = [sum(layers[: i + 1]) for i in range(4)]
         per_stage = [None if widths is None else widths[end - n : end] for end, n in zip(ends, layers, strict=True)]
@@ -195,21 +221,21 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
         self.layer1 = self._make_layer(64, layers[0], widths=per_stage[0])
-        self.layer2 = self._make_layer(128, layers[1], stride=2, widths=per_stage[1])
-        self.layer3 = self._make_layer(256, layers[2], stride=2, widths=per_stage[2])
-        self.layer4 = self._make_layer(512, layers[3], stride=2, widths=per_stage[3])
+        self.layer2 = self._make_layer(128, layers[1], stride=2, dilate=dilated[0], widths=per_stage[1])
+        self.layer3 = self._make_layer(256, layers[2], stride=2, dilate=dilated[1], widths=per_stage[2])
+        self.layer4 = self._make_layer(512, layers[3], stride=2, dilate=dilated[2], widths=per_stage[3])
 
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
 
         # One description of the network for every consumer (UI, Grad-CAM, diagram),
-        # in the manner of timm's feature_info.
+        # in the manner of timm's feature_info. A dilated stage keeps the previous reduction.
+        reductions = [4, 4]
+        for d in dilated:
+            reductions.append(reductions[-1] if d else reductions[-1] * 2)
         self.feature_info: list[dict[str, int | str]] = [
-            {"module": "stem", "num_chs": 64, "reduction": 4},
-            {"module": "layer1", "num_chs": 256, "reduction": 4},
-            {"module": "layer2", "num_chs": 512, "reduction": 8},
-            {"module": "layer3", "num_chs": 1024, "reduction": 16},
-            {"module": "layer4", "num_chs": 2048, "reduction": 32},
+            {"module": name, "num_chs": chs, "reduction": r}
+            for name, chs, r in zip(STAGES, (64, 256, 512, 1024, 2048), reductions, strict=True)
         ]
 
         for m in self.modules():
@@ -229,8 +255,14 @@ class ResNet(nn.Module):
         self.set_inplace(inplace)
 
     def _make_layer(
-        self, planes: int, blocks: int, stride: int = 1, *, widths: Widths | None = None
+        self, planes: int, blocks: int, stride: int = 1, *, dilate: bool = False, widths: Widths | None = None
     ) -> nn.Sequential:
+        previous_dilation = self.dilation
+        if dilate:
+            # torchvision's rule: the stride becomes dilation; the first block still sees the
+            # previous stage's dilation, the others the new one.
+            self.dilation *= stride
+            stride = 1
         downsample = None
         if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
             # Only the first block of a stage changes the shape, so only it needs a projection.
@@ -239,9 +271,11 @@ class ResNet(nn.Module):
                 nn.BatchNorm2d(planes * Bottleneck.expansion),
             )
         inner: list[tuple[int, int] | None] = [None] * blocks if widths is None else [(a, b) for a, b in widths]
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample, width=inner[0])]
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample, dilation=previous_dilation, width=inner[0])]
         self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes, width=inner[i]) for i in range(1, blocks)]
+        layers += [
+            Bottleneck(self.inplanes, planes, dilation=self.dilation, width=inner[i]) for i in range(1, blocks)
+        ]
         return nn.Sequential(*layers)
 
     @property
@@ -349,6 +383,22 @@ class ResNet(nn.Module):
         return Intermediates(logits=logits, stages=stages, blocks=parts)
 
 
+def dilation_flags(replace_stride_with_dilation: Dilation | list[bool] | None) -> Dilation:
+    """``replace_stride_with_dilation`` checked and as a tuple; None is no dilation.
+
+    Raises ValueError unless it is None or a tuple or list of three bools (layer2..layer4).
+    """
+    if replace_stride_with_dilation is None:
+        return NO_DILATION
+    value = replace_stride_with_dilation
+    if not isinstance(value, (tuple, list)) or len(value) != 3 or not all(isinstance(v, bool) for v in value):
+        raise ValueError(
+            "replace_stride_with_dilation must be None or three bools, for layer2, layer3 and layer4; "
+            f"got {value!r}."
+        )
+    return (value[0], value[1], value[2])
+
+
 def standard_widths(arch: str) -> Widths:
     """The inner widths of every block of the unpruned ``arch``: (planes, planes), in running order."""
     if arch not in ARCH_DEPTHS:
@@ -371,10 +421,12 @@ def build_model(
     zero_init_residual: bool = False,
     inplace: bool = False,
     widths: Widths | None = None,
+    replace_stride_with_dilation: Dilation | list[bool] | None = None,
 ) -> ResNet:
     """Build ``resnet50``, ``resnet101`` or ``resnet152`` with random (Kaiming) weights.
 
     ``widths`` (see :meth:`ResNet.widths`) builds a channel-pruned network; None the standard one.
+    ``replace_stride_with_dilation`` is torchvision's (see :class:`ResNet`); None: no dilation.
     """
     if arch not in ARCH_DEPTHS:
         raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_DEPTHS)}.")
@@ -384,6 +436,7 @@ def build_model(
         zero_init_residual=zero_init_residual,
         inplace=inplace,
         widths=widths,
+        replace_stride_with_dilation=replace_stride_with_dilation,
     )
 
 

@@ -57,12 +57,14 @@ __all__ = [
     "WeightsSpec",
     "cache_path",
     "clear_model_cache",
+    "fetch_weights_file",
     "is_shared",
     "load_model",
     "offline",
     "read_pth",
     "shared_model",
     "shared_models",
+    "state_dict_fit_problem",
     "weights_spec",
 ]
 
@@ -291,9 +293,13 @@ def _finetune_parts(
     return state_dict, categories, Preprocessing.from_dict(obj.get("preprocessing"), name=name)
 
 
-def _fit_problem(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:
-    """What keeps ``state_dict`` from loading into ``model``: the first few missing,
-    unexpected and wrongly shaped keys, or None when it fits."""
+def state_dict_fit_problem(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``state_dict`` from loading strictly into ``model``, or None when it fits.
+
+    One clause per kind of mismatch (missing, unexpected, wrongly shaped keys), each naming
+    its first three keys, e.g. ``"1 missing (fc.bias); 1 of the wrong shape (fc.weight [10, 2048]
+    where [1000, 2048] is needed)"``: short enough for a one-sentence error.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -314,7 +320,7 @@ def _load_strict(
     model: nn.Module, state_dict: dict[str, torch.Tensor], *, name: str, arch: str, cli_fix: str = ""
 ) -> None:
     """Load every key of ``state_dict`` into ``model``, or say (naming the file ``name``) why it does not fit."""
-    problem = _fit_problem(model, state_dict)
+    problem = state_dict_fit_problem(model, state_dict)
     if problem is not None:
         raise WeightsError(
             f"{name} does not fit {arch} (wrong key names or shapes: {problem}); "
@@ -332,7 +338,14 @@ def _cli_fix(spec: WeightsSpec, path: Path) -> str:
     )
 
 
-def _fetch(spec: WeightsSpec, *, download: bool, progress: bool) -> Path:
+def fetch_weights_file(spec: WeightsSpec, *, download: bool, progress: bool) -> Path:
+    """The file of a named weights entry in torchvision's cache, downloaded there first when
+    missing and ``download`` allows it (its hash checked, as torch.hub does).
+
+    Reads only the spec's ``url``, ``file_name``, ``label`` and ``arch``. Raises
+    :class:`WeightsError` when the file is missing and downloads are off, or the download
+    fails; the sentence names the file, and its ``cli_fix`` says where to place it by hand.
+    """
     path = cache_path(spec)
     if path.exists():
         return path
@@ -356,7 +369,7 @@ def _fetch(spec: WeightsSpec, *, download: bool, progress: bool) -> Path:
 
 def _load_named(spec: WeightsSpec, *, download: bool, progress: bool) -> ResNet:
     """torchvision's published weights from its cache (downloaded when missing and allowed), checked."""
-    path = _fetch(spec, download=download, progress=progress)
+    path = fetch_weights_file(spec, download=download, progress=progress)
     fix = f"Fix: delete {path} so that it is downloaded again, or pass --weights PATH or --weights random."
     try:
         state_dict = read_pth(path)

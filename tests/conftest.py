@@ -196,3 +196,41 @@ def pretrained_state(sample_data: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture
 def pretrained(fake_pretrained: Callable[..., Path], pretrained_state: dict[str, torch.Tensor]) -> Path:
     return fake_pretrained("resnet50", "imagenet-v2", state_dict=pretrained_state)
+
+
+# ----------------------------------------------------------------------------- checkpoints to slim
+
+SHAPES = ("circle", "square", "triangle")  # the classes of a 3-class sample set
+
+
+def save_checkpoint(model: torch.nn.Module, path: Path, *, classes: tuple[str, ...] = SHAPES, crop: int = 64) -> Path:
+    """``model`` saved at ``path`` as this project's fine-tune checkpoint: class names, and the
+    preprocessing of a run at ``crop`` px."""
+    from resnet_demo.finetune import FinetuneConfig
+    from resnet_demo.finetune.checkpoints import Progress, atomic_save, make_checkpoint
+    from resnet_demo.weights import Preprocessing
+
+    ckpt = make_checkpoint(
+        cfg=FinetuneConfig(arch="resnet50"),
+        class_names=classes,
+        model=model,
+        preprocessing=Preprocessing(resize_size=crop * 256 // 224, crop_size=crop),
+        progress=Progress(),
+        total_steps=0,
+        val_top1=None,
+    )
+    atomic_save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def finetuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A "fine-tuned" ResNet-50 checkpoint, ``shapes.pth``, of the sample sets' three classes at
+    32 px (generated weights, a small random head): the model to slim."""
+    from resnet_demo.model import build_model
+
+    model = build_model("resnet50", num_classes=len(SHAPES))
+    state = random_state_dict("resnet50", seed=6)
+    state["fc.weight"], state["fc.bias"] = torch.randn(len(SHAPES), 2048) * 0.05, torch.zeros(len(SHAPES))
+    model.load_state_dict(state)
+    return save_checkpoint(model, tmp_path_factory.mktemp("finetuned") / "shapes.pth", crop=32)

@@ -112,3 +112,41 @@ def test_methods_faithfulness_and_sanity(page) -> None:
     assert "learned weights" in verdict.inner_text()
     page.locator("#sanity").scroll_into_view_if_needed()
     page.screenshot(path=ARTIFACTS / "07-sanity.png", full_page=False)
+
+
+def test_transfer_tab(page) -> None:
+    page.get_by_role("tab", name="Transfer").click()
+    page.locator("#transfer-run").wait_for()
+    page.locator("#transfer-diagram .js-plotly-plot").wait_for()  # the backbone, before any photo
+    page.locator("#transfer-size input").click()
+    page.get_by_role("option", name="320").click()  # the random-weights app: only the wiring is tested
+    page.locator("#transfer-photo input[type=file]").set_input_files(str(EXAMPLES / "cat.jpg"))
+    page.locator("#transfer-run").click()
+    page.locator("#transfer-strip img").nth(4).wait_for()  # Grad-CAM at all five stages
+    page.locator("#transfer-features img").nth(4).wait_for()
+    summary = page.locator("#transfer-summary")
+    summary.get_by_text("UNTRAINED").wait_for()
+    assert "Backbone = our resnet50" in summary.inner_text()
+    diagram = page.locator("#transfer-diagram")
+    diagram.get_by_text("ASPP head").first.wait_for()  # the stages DeepLabV3's heads read are marked
+    box = diagram.locator(".js-plotly-plot").bounding_box()
+    assert box is not None and box["height"] > 200, "the diagram rendered at (almost) zero height"
+    page.screenshot(path=ARTIFACTS / "08-transfer.png", full_page=True)
+
+    # Explain another class the photo was segmented into: the menu lists them after the run.
+    page.locator("#transfer-target input").click()
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    names = [t.split("\n")[-1].split(" (")[0] for t in options.all_inner_texts()]  # past the selected one's ✓
+    current = page.locator("#transfer-target input").input_value().split(" (")[0]
+    others = [n for n in names if n != current]
+    if others:
+        options.filter(has_text=f"{others[0]} (").first.click()
+        summary.get_by_text(f"class '{others[0]}'").wait_for()
+        page.locator("#transfer-legend").click()  # leaving the menu must not start another run
+        page.wait_for_timeout(1500)
+        assert page.get_by_text("processing |").count() == 0, "a second run started after the pick"
+    else:
+        page.keyboard.press("Escape")
+    page.locator("#transfer-strip").scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "09-transfer-strip.png", full_page=False)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from resnet_demo import model as model_module
-from resnet_demo.complexity import arch_report, parameter_count
+from resnet_demo.complexity import arch_report, macs_by_module, model_complexity, parameter_count
 from resnet_demo.diagram import (
     STAT_CHOICES,
     architecture_figure,
@@ -31,6 +31,8 @@ from resnet_demo.diagram import (
     stage_table,
 )
 from resnet_demo.model import ARCH_DEPTHS, build_model
+from resnet_demo.transfer.backbone import DILATION, HEAD_INPUTS, READS, reads
+from resnet_demo.transfer.weights import MODELS, _build, transfer_spec
 
 ARCHES = list(ARCH_DEPTHS)
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,6 +294,142 @@ def test_model_source_is_read_from_the_running_module() -> None:
         chunk = inspect.getsource(obj)
         assert chunk in src and chunk in file_text
     compile(src, "model_source", "exec")  # whole definitions, not fragments
+
+
+DEFAULT_TRACES = [
+    "main path",
+    "identity shortcut (x)",
+    "projection shortcut (1×1 conv + BN)",
+    "projection conv",
+    "stem and head",
+    "bottleneck blocks",
+    "stride 2: halves H and W",
+]
+
+
+def _headers(fig) -> dict[str, str]:
+    """Stage name -> its header annotation's text."""
+    out = {}
+    for a in fig.layout.annotations:
+        if a.text and a.text.startswith("<b>"):
+            out[a.text.split("</b>")[0].removeprefix("<b>")] = a.text
+    return out
+
+
+def _hover(fig, block: str) -> str:
+    blocks = _trace(fig, "bottleneck blocks")
+    return blocks.hovertext[list(blocks.customdata).index(block)]
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_default_figure_is_unchanged_by_the_new_options(arch: str) -> None:
+    fig = architecture_figure(arch=arch)
+    assert [t.name for t in fig.data] == DEFAULT_TRACES
+    assert set(fig.layout.meta) == {"arch", "stat", "selected"}
+    assert not any("dilation" in (a.text or "") for a in fig.layout.annotations)
+    same = architecture_figure(arch=arch, replace_stride_with_dilation=[False, False, False], taps={}, note="")
+    assert same == fig
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_dilated_shapes_agree_with_a_meta_forward_pass(arch: str) -> None:
+    with torch.device("meta"):
+        net = build_model(arch, replace_stride_with_dilation=DILATION).eval()
+    with torch.no_grad():
+        out = net.forward_intermediates(torch.empty(1, 3, 224, 224, device="meta"), blocks=True)
+    infos = block_infos(arch, replace_stride_with_dilation=DILATION)
+    assert [(b.name, b.out_shape) for b in infos] == [(b.name, tuple(b.output.shape[1:])) for b in out.blocks]
+    plain = {b.name: b for b in block_infos(arch)}
+    for b in infos:
+        assert b.stride == (2 if b.name == "layer2.0" else 1), b.name
+        assert b.dilation == {"layer3": 1 if b.index == 0 else 2, "layer4": 2 if b.index == 0 else 4}.get(b.stage, 1)
+        # The same weights, so the same parameters; layer4's maps are 4x4 times larger, so 16x the MACs.
+        assert b.params == plain[b.name].params
+        if b.stage == "layer4" and b.index > 0:
+            assert b.macs == 16 * plain[b.name].macs
+    total = macs_by_module(arch, replace_stride_with_dilation=list(DILATION))[""]
+    assert total > macs_by_module(arch)[""]
+    assert model_complexity(net)[1] == total  # the model's own setting is counted
+
+
+def test_dilated_figure_hover_headers_and_strides() -> None:
+    fig = architecture_figure(arch="resnet50", replace_stride_with_dilation=DILATION)
+    for block in ("layer4.0", "layer4.1", "layer4.2"):
+        assert "→ out 2048×28×28" in _hover(fig, block), block
+    assert "in 512×28×28 → out 1024×28×28" in _hover(fig, "layer3.0")
+    assert "stride 1 · dilation 4" in _hover(fig, "layer4.1") and "3×3 dilation 4" in _hover(fig, "layer4.1")
+    assert "dilation" not in _hover(fig, "layer3.0")  # the first block keeps the dilation before it: 1
+    # Only layer2.0 still halves H and W; the plain network marks all three.
+    assert list(_trace(fig, "stride 2: halves H and W").customdata) == ["layer2.0"]
+    plain = architecture_figure(arch="resnet50")
+    assert list(_trace(plain, "stride 2: halves H and W").customdata) == ["layer2.0", "layer3.0", "layer4.0"]
+    headers = _headers(fig)
+    assert headers["layer3"].startswith("<b>layer3</b> · dilation 2<br>") and "1024×28×28" in headers["layer3"]
+    assert headers["layer4"].startswith("<b>layer4</b> · dilation 4<br>") and "2048×28×28" in headers["layer4"]
+    assert "dilation" not in headers["layer2"]
+    assert "2048×7×7" in _headers(plain)["layer4"]
+    edges = _trace(fig, "stem and head")
+    assert "in 2048×28×28" in edges.hovertext[list(edges.customdata).index("avgpool")]
+    assert fig.layout.meta["replace_stride_with_dilation"] == [False, True, True]
+    with pytest.raises(ValueError, match="three bools"):
+        architecture_figure(arch="resnet50", replace_stride_with_dilation=(True, True))
+
+
+@pytest.mark.parametrize("model", ["deeplabv3", "fasterrcnn", "retinanet_v2"])
+def test_taps_mark_only_the_stages_a_head_reads(model: str) -> None:
+    taps = HEAD_INPUTS[model]
+    fig = architecture_figure(arch="resnet101", taps=dict(reversed(taps.items())))  # order given does not matter
+    labels = _trace(fig, "head inputs")
+    assert list(labels.customdata) == list(taps) == list(reads(model))
+    assert list(labels.text) == [f"<b>→ {reader}</b>" for reader in taps.values()]
+    assert [h.split("</b>")[0].removeprefix("<b>") for h in labels.hovertext] == list(taps)
+    # One band per tapped stage; every block of a tapped stage inside one, every other block outside all.
+    band = _trace(fig, "read by a head")
+    xs = [x for x in band.x if x is not None]
+    boxes = [(min(xs[i : i + 5]), max(xs[i : i + 5])) for i in range(0, len(xs), 5)]
+    assert len(boxes) == len(taps) == list(band.x).count(None)
+    blocks = _trace(fig, "bottleneck blocks")
+    for name, x in zip(blocks.customdata, blocks.x, strict=True):
+        inside = sum(lo < x < hi for lo, hi in boxes)
+        assert inside == (name.split(".")[0] in taps), name
+    assert [t.name for t in fig.data] == ["read by a head", "head inputs", *DEFAULT_TRACES]
+    assert fig.layout.meta["taps"] == taps
+    # Room for the labels: a taller figure whose y range reaches further down.
+    plain = architecture_figure(arch="resnet101")
+    assert fig.layout.height > plain.layout.height
+    assert fig.layout.yaxis.range[0] < plain.layout.yaxis.range[0]
+
+
+def test_taps_and_note_are_text_not_markup() -> None:
+    fig = architecture_figure(arch="resnet50", taps={"layer4": "<i>my</i> head & co"}, note="BN <b>frozen</b> & fixed")
+    label = _trace(fig, "head inputs").text[0]
+    assert "&lt;i&gt;my&lt;/i&gt; head &amp; co" in label and "<i>" not in label
+    notes = [a for a in fig.layout.annotations if a.name == "note"]
+    assert len(notes) == 1 and notes[0].text == "BN &lt;b&gt;frozen&lt;/b&gt; &amp; fixed"
+    assert fig.layout.meta["note"] == "BN <b>frozen</b> & fixed"
+    assert fig.layout.margin.t > architecture_figure(arch="resnet50").layout.margin.t
+    with pytest.raises(ValueError, match="layer1, layer2, layer3, layer4"):
+        architecture_figure(arch="resnet50", taps={"stem": "nothing"})
+    with pytest.raises(ValueError, match="no reader"):
+        architecture_figure(arch="resnet50", taps={"layer2": " "})
+
+
+def test_head_inputs_are_torchvisions_return_layers() -> None:
+    """The stages each published model's builder returns to its head, and its backbone's dilation."""
+    assert {m for models in MODELS.values() for m in models} == set(HEAD_INPUTS) == set(READS)
+    for task, models in MODELS.items():
+        for model in models:
+            spec = transfer_spec(task=task, model=model)
+            with torch.device("meta"):
+                built = _build(spec)
+                ours = build_model(spec.backbone, replace_stride_with_dilation=DILATION if spec.dilated else None)
+            body = built.backbone if task == "segment" else built.backbone.body
+            assert set(body.return_layers) == set(HEAD_INPUTS[model]), model
+            assert READS[model] == tuple(HEAD_INPUTS[model]) == tuple(sorted(body.return_layers))
+            convs = {n: (m.stride, m.dilation) for n, m in ours.named_modules() if isinstance(m, torch.nn.Conv2d)}
+            assert {n: (m.stride, m.dilation) for n, m in body.named_modules() if n in convs} == convs, model
+    with pytest.raises(ValueError, match="Unknown model"):
+        reads("yolo")
 
 
 def _have_png_renderer() -> bool:

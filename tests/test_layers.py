@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "resnet_demo"
-BOTTOM = {"model", "weights", "checkpoint_files", "images", "fold", "devices", "render", "errors", "complexity"}
+BOTTOM = {"model", "weights", "checkpoint_files", "images", "fold", "devices", "render", "errors", "complexity", "features"}
 
 # area -> project areas and third-party packages it must not import
 FORBIDDEN: dict[str, set[str]] = {

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torchvision.models as tvm
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -39,6 +40,44 @@ def test_matches_torchvision(arch: str) -> None:
     assert list(out.stages) == list(STAGES)
     for name in STAGES:
         assert (out.stages[name] - ref[name]).abs().max().item() < 1e-4, name
+
+
+@pytest.mark.parametrize("dilation", [(False, True, True), (True, False, True)])
+def test_dilated_matches_torchvision(dilation: tuple[bool, bool, bool]) -> None:
+    """DeepLab's and FCN's (False, True, True), and a mix that checks the first block's previous dilation."""
+    sd = random_state_dict("resnet50", seed=11)
+    ours = build_model("resnet50", replace_stride_with_dilation=dilation).eval()
+    theirs = tvm.resnet50(replace_stride_with_dilation=list(dilation)).eval()
+    ours.load_state_dict(sd, strict=True)
+    theirs.load_state_dict(sd, strict=True)
+    assert ours.replace_stride_with_dilation == dilation
+    # Every convolution has torchvision's stride, padding and dilation.
+    convs = {n: (m.stride, m.padding, m.dilation) for n, m in theirs.named_modules() if isinstance(m, nn.Conv2d)}
+    assert {n: (m.stride, m.padding, m.dilation) for n, m in ours.named_modules() if isinstance(m, nn.Conv2d)} == convs
+    # layer3's first block keeps the dilation before it; a strided layer3 after a dilated layer2 keeps 2.
+    assert [b.dilation for b in ours.layer3] == ([1, 2, 2, 2, 2, 2] if dilation[1] else [2] * 6)
+    assert [b.conv2.dilation for b in ours.layer4] == [(2, 2), (4, 4), (4, 4)]
+
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    extractor = create_feature_extractor(theirs, return_nodes={**TV_NODES, "fc": "logits"})
+    with torch.no_grad():
+        ref = extractor(x)
+        out = ours.forward_intermediates(x)
+        _, late = ours.forward_stages(out.stages["layer2"], start="layer2")
+    assert (out.logits - ref["logits"]).abs().max().item() < 1e-4
+    for name in STAGES:
+        assert (out.stages[name] - ref[name]).abs().max().item() < 1e-4, name
+        reduction = next(f["reduction"] for f in ours.feature_info if f["module"] == name)
+        assert out.stages[name].shape[-1] == 64 // reduction, name
+    assert torch.allclose(late["layer4"], ref["layer4"], atol=1e-4)
+    # Dilation changes strides, never the state_dict.
+    assert list(ours.state_dict()) == list(build_model("resnet50").state_dict())
+
+
+@pytest.mark.parametrize("bad", [(False, True), [False, True, True, True], (0, 1, 1), "FTT", True])
+def test_bad_dilation_setting_is_a_value_error(bad: object) -> None:
+    with pytest.raises(ValueError, match="three bools"):
+        build_model("resnet50", replace_stride_with_dilation=bad)  # type: ignore[arg-type]
 
 
 def test_forward_intermediates_blocks_are_consistent() -> None:

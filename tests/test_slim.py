@@ -18,7 +18,7 @@ from torch import nn
 
 from resnet_demo.__main__ import main as cli_main
 from resnet_demo.complexity import model_complexity
-from resnet_demo.data import load_image_set, make_sample_dataset
+from resnet_demo.data import make_sample_dataset
 from resnet_demo.diagram import architecture_figure, block_figure, stage_table
 from resnet_demo.errors import UserError
 from resnet_demo.explain import analyze
@@ -30,12 +30,11 @@ from resnet_demo.finetune import (
     kd_loss,
     validate_config,
 )
-from resnet_demo.finetune.checkpoints import Progress, atomic_save, make_checkpoint
 from resnet_demo.model import ARCH_DEPTHS, ResNet, build_model, standard_widths
 from resnet_demo.slim import SlimConfig, plan_pruning, prune_model, slim
-from resnet_demo.weights import Preprocessing, WeightsError, load_model
+from resnet_demo.weights import WeightsError, load_model
 
-from .conftest import random_state_dict
+from .conftest import SHAPES, random_state_dict, save_checkpoint
 
 CAT = Path(__file__).resolve().parents[1] / "examples" / "cat.jpg"
 RUN = {"image_size": 32, "workers": 0, "progress": False, "batch_size": 4, "epochs": 1, "latency_repeats": 1}
@@ -235,22 +234,6 @@ def test_distillation_settings_are_checked() -> None:
 
 # ----------------------------------------------------------------------------- checkpoints, explain, diagram
 
-CLASSES = ("circle", "square", "triangle")
-
-
-def _save_checkpoint(model: ResNet, path: Path, *, classes: tuple[str, ...] = CLASSES, crop: int = 64) -> Path:
-    ckpt = make_checkpoint(
-        cfg=FinetuneConfig(arch="resnet50"),
-        class_names=classes,
-        model=model,
-        preprocessing=Preprocessing(resize_size=crop * 256 // 224, crop_size=crop),
-        progress=Progress(),
-        total_steps=0,
-        val_top1=None,
-    )
-    atomic_save(ckpt, path)
-    return path
-
 
 @pytest.fixture(scope="module")
 def pruned3(tmp_path_factory: pytest.TempPathFactory) -> tuple[ResNet, Path]:
@@ -260,7 +243,7 @@ def pruned3(tmp_path_factory: pytest.TempPathFactory) -> tuple[ResNet, Path]:
     state["fc.weight"], state["fc.bias"] = torch.randn(3, 2048) * 0.05, torch.zeros(3)
     model.load_state_dict(state)
     pruned = prune_model(model.eval(), fraction=0.65, criterion="bn-scale")
-    return pruned, _save_checkpoint(pruned, tmp_path_factory.mktemp("ckpt") / "slim.pth")
+    return pruned, save_checkpoint(pruned, tmp_path_factory.mktemp("ckpt") / "slim.pth")
 
 
 def test_pruned_checkpoint_round_trip_through_weights_and_explain(pruned3: tuple[ResNet, Path]) -> None:
@@ -269,12 +252,12 @@ def test_pruned_checkpoint_round_trip_through_weights_and_explain(pruned3: tuple
     assert raw["widths"] == [list(w) for w in pruned.widths()]
     loaded = load_model(arch="resnet50", weights=str(path))
     assert loaded.model.widths() == pruned.widths() == loaded.spec.widths
-    assert loaded.spec.categories == CLASSES
+    assert loaded.spec.categories == SHAPES
     x = _x(64)
     with torch.no_grad():
         assert torch.equal(loaded.model(x), pruned(x))
     analysis = analyze(image=CAT, arch="resnet50", weights=str(path), gradcam_stages=("layer3",))
-    assert {p.label for p in analysis.predictions} == set(CLASSES)
+    assert {p.label for p in analysis.predictions} == set(SHAPES)
     assert sum(p.prob for p in analysis.predictions) == pytest.approx(1.0, abs=1e-5)
     heat = analysis.attribution(stage="layer3", target=analysis.predictions[0].index).raw
     assert np.isfinite(heat).all() and heat.max() >= 0
@@ -334,17 +317,6 @@ def slim_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_sample_dataset(tmp_path_factory.mktemp("slimdata"), num_classes=3, images_per_class=8, image_size=40)
 
 
-@pytest.fixture(scope="module")
-def finetuned(slim_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A "fine-tuned" ResNet-50 checkpoint of the data's classes (generated weights)."""
-    classes = load_image_set(slim_data).class_names
-    model = build_model("resnet50", num_classes=len(classes))
-    state = random_state_dict("resnet50", seed=6)
-    state["fc.weight"], state["fc.bias"] = torch.randn(len(classes), 2048) * 0.05, torch.zeros(len(classes))
-    model.load_state_dict(state)
-    return _save_checkpoint(model, tmp_path_factory.mktemp("ft") / "best.pth", classes=classes, crop=32)
-
-
 def test_a_small_cpu_run_ends_with_a_smaller_working_model(slim_data: Path, finetuned: Path, tmp_path: Path) -> None:
     events: list[TrainEvent] = []
     cfg = SlimConfig(data=str(slim_data), weights=str(finetuned), out=str(tmp_path / "out"), prune=0.5,
@@ -368,7 +340,7 @@ def test_a_small_cpu_run_ends_with_a_smaller_working_model(slim_data: Path, fine
     assert report["ratios"]["params"] == pytest.approx(rows["slim"]["params"] / rows["original"]["params"])
     assert report["widths"] == [list(w) for w in after.model.widths()]
     table = (tmp_path / "out" / "slim.md").read_text()
-    assert "| slim: pruned 50% + 1 epoch(s) of recovery, distilled from best.pth |" in table
+    assert "| slim: pruned 50% + 1 epoch(s) of recovery, distilled from shapes.pth |" in table
 
 
 def test_cancel_then_resume_a_slim_run(slim_data: Path, finetuned: Path, tmp_path: Path) -> None:
@@ -394,7 +366,7 @@ def test_cancel_then_resume_a_slim_run(slim_data: Path, finetuned: Path, tmp_pat
 def test_bad_inputs_to_a_run_are_one_clear_sentence(slim_data: Path, finetuned: Path, tmp_path: Path) -> None:
     plain = tmp_path / "plain.pth"
     torch.save(build_model("resnet50", num_classes=3).state_dict(), plain)
-    other = _save_checkpoint(build_model("resnet50", num_classes=2), tmp_path / "two.pth", classes=("a", "b"))
+    other = save_checkpoint(build_model("resnet50", num_classes=2), tmp_path / "two.pth", classes=("a", "b"))
     base = {"data": str(slim_data), "weights": str(finetuned), "out": str(tmp_path / "o"), **RUN}
     cases = [
         ({"weights": str(plain)}, r"^The checkpoint to slim plain\.pth has no class names: use a checkpoint"),

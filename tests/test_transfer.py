@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from resnet_demo.errors import UserError
-from resnet_demo.model import build_model
+from resnet_demo.model import STAGES, build_model
 from resnet_demo.transfer import cli
 from resnet_demo.transfer.backbone import backbone_stages, map_backbone_key, our_backbone
+from resnet_demo.transfer.check import backbone_check
 from resnet_demo.transfer.detect import detect, detector_batch
-from resnet_demo.transfer.explain import detection_cam, segment_cam
-from resnet_demo.transfer.run import backbone_check
+from resnet_demo.transfer.explain import explain_transfer
 from resnet_demo.transfer.segment import prepare_segment, segment
 from resnet_demo.transfer.weights import (
     _ENTRIES,
@@ -145,6 +145,15 @@ def test_segmentation_mask_is_the_photo_size(loaded: dict[str, TransferModel], p
     assert {c.index for c in result.classes} == set(np.unique(result.mask).tolist())
 
 
+def test_a_panorama_is_capped_on_its_long_side(loaded: dict[str, TransferModel]) -> None:
+    from resnet_demo.transfer.segment import MAX_LONG_SIDE
+
+    panorama = Image.new("RGB", (4000, 100), (90, 120, 200))
+    x = prepare_segment(loaded["deeplabv3"], panorama)  # 520 px short side would make it 20,800 px long
+    assert x.shape[-1] == MAX_LONG_SIDE and x.shape[-2] == round(100 * MAX_LONG_SIDE / 4000)
+    assert min(prepare_segment(loaded["deeplabv3"], Image.new("RGB", (700, 500))).shape[-2:]) == 520
+
+
 @pytest.mark.parametrize("model", ["fasterrcnn", "maskrcnn_v2", "retinanet"])
 def test_detections_and_threshold(model: str, loaded: dict[str, TransferModel], photo: Image.Image) -> None:
     everything = detect(loaded=loaded[model], image=photo, threshold=0.0, size=SIZE)
@@ -169,7 +178,8 @@ def test_nothing_detected_is_an_answer(loaded: dict[str, TransferModel], photo: 
 def _independent_cam(held: TransferModel, x: torch.Tensor, category: int, stage: str) -> np.ndarray:
     """The same target computed with a forward hook on a model of the test's own."""
     saved: list[torch.Tensor] = []
-    handle = getattr(held.model.backbone, stage).register_forward_hook(lambda m, i, o: saved.append(o))
+    module = getattr(held.model.backbone, "maxpool" if stage == "stem" else stage)  # the stem ends at its pool
+    handle = module.register_forward_hook(lambda m, i, o: saved.append(o))
     try:
         x = x.clone().requires_grad_()  # the weights take no gradient: let one reach the stage
         logits = held.model(x)["out"][0]  # (K, h, w)
@@ -187,11 +197,33 @@ def test_segment_gradcam_equals_independent_computation(home: Path, photo: Image
         p.requires_grad_(False)
     found = segment(loaded=held, image=photo, size=SIZE).classes
     x = prepare_segment(held, photo, size=SIZE)
-    for category, stage in ((found[0].index, "layer4"), (found[-1].index, "layer2")):
-        cam = segment_cam(loaded=held, image=photo, category=category, stage=stage, size=SIZE)
-        reference = _independent_cam(held, x, category, stage)
-        assert cam.heatmap.shape == reference.shape
-        assert np.abs(cam.heatmap - reference).max() < 1e-4
+    for category in (found[0].index, found[-1].index):
+        # Every stage from one forward and one backward, each equal to its own hooked computation.
+        result = explain_transfer(loaded=held, image=photo, target=category, size=SIZE, features=False)
+        assert list(result.cams) == list(STAGES) and result.target == category
+        for stage in STAGES:
+            reference = _independent_cam(held, x, category, stage)
+            assert result.cams[stage].heatmap.shape == reference.shape
+            assert np.abs(result.cams[stage].heatmap - reference).max() < 1e-4
+        # One stage asked for alone (the leaf at layer4: no backward through the backbone) gives the same map.
+        alone = explain_transfer(loaded=held, image=photo, target=category, stages=["layer4"], size=SIZE, features=False)
+        assert list(alone.cams) == ["layer4"]
+        assert np.abs(alone.cams["layer4"].heatmap - result.cams["layer4"].heatmap).max() < 1e-5
+
+
+def test_explanation_gives_the_same_answer_as_inference(loaded: dict[str, TransferModel], photo: Image.Image) -> None:
+    seg = explain_transfer(loaded=loaded["deeplabv3"], image=photo, size=SIZE, features=False)
+    assert seg.segmentation is not None
+    assert np.array_equal(seg.segmentation.mask, segment(loaded=loaded["deeplabv3"], image=photo, size=SIZE).mask)
+    assert seg.target == ([c for c in seg.segmentation.classes if c.index != 0] or seg.segmentation.classes)[0].index
+    for model in ("fasterrcnn", "maskrcnn_v2"):
+        det = explain_transfer(loaded=loaded[model], image=photo, threshold=0.0, size=SIZE, stages=["layer2"])
+        plain = detect(loaded=loaded[model], image=photo, threshold=0.0, size=SIZE)
+        assert det.detections is not None and [d.index for d in det.detections.items] == [d.index for d in plain.items]
+        assert [d.score for d in det.detections.items] == pytest.approx([d.score for d in plain.items], abs=1e-5)
+        assert det.target == plain.items[0].index  # the best detection by default
+        assert set(det.features) == set(STAGES)  # the backbone's feature maps of every stage
+        assert det.features["layer4"].shape[0] == 2048 and len(det.features["layer4"].channels) == 16
 
 
 def test_segment_gradcam_agrees_with_pytorch_grad_cam(home: Path, photo: Image.Image) -> None:
@@ -215,17 +247,25 @@ def test_segment_gradcam_agrees_with_pytorch_grad_cam(home: Path, photo: Image.I
     mask = (pred == category).float().numpy()
     with gradcam.GradCAM(model=Out(), target_layers=[held.model.backbone.layer4]) as cam:
         theirs = cam(input_tensor=x, targets=[SemanticSegmentationTarget(category, mask)])[0]  # (h, w) at input size
-    ours = segment_cam(loaded=held, image=photo, category=category, size=SIZE).heatmap
+    ours = explain_transfer(loaded=held, image=photo, target=category, size=SIZE, features=False).cams["layer4"].heatmap
     up = F.interpolate(torch.from_numpy(ours)[None, None], size=theirs.shape, mode="bilinear")[0, 0].numpy()
     assert np.corrcoef(up.ravel(), theirs.ravel())[0, 1] >= 0.99
 
 
 def test_detection_gradcam(loaded: dict[str, TransferModel], photo: Image.Image) -> None:
-    first = detect(loaded=loaded["fasterrcnn"], image=photo, threshold=0.0, size=SIZE).items[0]
-    cam = detection_cam(loaded=loaded["fasterrcnn"], image=photo, index=first.index, stage="layer3", size=SIZE)
+    found = detect(loaded=loaded["fasterrcnn"], image=photo, threshold=0.0, size=SIZE).items
+    chosen = found[-1]  # not the default: the user's pick
+    result = explain_transfer(
+        loaded=loaded["fasterrcnn"], image=photo, target=chosen.index, threshold=0.0, size=SIZE, features=False
+    )
+    cam = result.cams["layer3"]
     assert cam.heatmap.shape == (SIZE // 16, -(-photo.width * SIZE // photo.height // 16))
     assert cam.all_zero or (cam.heatmap.min() >= 0.0 and cam.heatmap.max() == pytest.approx(1.0))
-    assert first.label in cam.target
+    assert chosen.label in cam.target and f"detection {chosen.index}" in cam.target
+    with pytest.raises(UserError, match="There is no detection 999 over the threshold"):
+        explain_transfer(loaded=loaded["fasterrcnn"], image=photo, target=999, size=SIZE)
+    nothing = explain_transfer(loaded=loaded["fasterrcnn"], image=photo, threshold=1.0, size=SIZE, features=False)
+    assert nothing.cams == {} and nothing.target is None  # nothing detected: an answer, nothing to explain
 
 
 def test_shared_models_are_frozen_and_bounded(home: Path) -> None:
@@ -246,6 +286,9 @@ def test_shared_models_are_frozen_and_bounded(home: Path) -> None:
         ({"stage": "layer9"}, "Unknown stage 'layer9'"),
         ({"image": "no-such-photo.jpg"}, "no-such-photo.jpg"),
         ({"threshold": 1.5}, "The score threshold must be between 0 and 1"),
+        ({"target": "zebra"}, "The target of a detection is its number as listed"),
+        ({"target": "999"}, "There is no detection 999 over the threshold"),
+        ({"task": "segment", "model": "fcn", "target": "unicorn"}, "Unknown class 'unicorn'; the classes are"),
     ],
 )
 def test_bad_input_is_one_sentence(change: dict, sentence: str, home: Path, photo: Image.Image, tmp_path: Path) -> None:
@@ -284,37 +327,65 @@ def test_cli_writes_json_png_and_npy(
     else:
         assert summary["detections"] and (out / "detections.png").exists()
     if summary["gradcam"] is not None:
-        assert np.load(out / f"gradcam_{summary['gradcam']['stage']}.npy").ndim == 2
+        assert list(summary["gradcam"]["maps"]) == list(STAGES)
+        for stage in STAGES:
+            assert np.load(out / f"gradcam_{stage}.npy").shape == tuple(summary["gradcam"]["maps"][stage]["shape"])
+            assert (out / f"gradcam_{stage}.png").exists()
+    assert all((out / f"features_{stage}.png").exists() for stage in STAGES)
 
 
 def test_app_handler_segments_and_explains(home: Path, photo: Image.Image, tmp_path: Path) -> None:
-    from resnet_demo.ui.transfer_handlers import transfer
+    from resnet_demo.ui.transfer_handlers import OWN_SIZE, pick_stage, transfer
 
     path = tmp_path / "photo.png"
     photo.save(path)
-    picture, legend, heat, summary = transfer(str(path), "segment", "deeplabv3", "resnet50", 0.5, "layer3")
+    picture, legend, heat, strip, features, summary, menu = transfer(
+        str(path), "segment", "deeplabv3", "resnet50", 0.5, SIZE, None, "layer3"
+    )
     assert picture.size == photo.size and heat.size == photo.size
     assert legend.startswith("Classes found:") and "%" in legend
-    assert "dilated" in summary and "layer3, layer4" in summary and "Grad-CAM at layer3" in summary
+    assert "dilated" in summary and "layer3, layer4" in summary and "Grad-CAM of class" in summary
+    assert [caption.split(" ")[0] for _, caption in strip] == list(STAGES)
+    assert heat is strip[STAGES.index("layer3")][0]  # the large map is the strip's tile for the chosen stage
+    assert [caption.split(" ")[0] for _, caption in features] == list(STAGES) and "2048×" in features[-1][1]
+    choices = [value for _, value in menu["choices"]]
+    found = segment(loaded=shared_transfer(task="segment"), image=photo, size=SIZE).classes
+    assert choices == [c.index for c in found] and menu["value"] in choices
+    # The user picks another class: the maps are that class's.
+    other = choices[-1]
+    *_, summary2, menu2 = transfer(str(path), "segment", "deeplabv3", "resnet50", 0.5, SIZE, other, "layer4")
+    assert menu2["value"] == other and repr(found[-1].name).replace("'", "") in summary2.replace("'", "")
+    # Picking a stage shows that tile of the strip, without a rerun (the gallery hands back file paths).
+    tiles = [(f"/tmp/{caption.split(' ')[0]}.jpg", caption) for _, caption in strip]
+    assert pick_stage(tiles, "layer1") == "/tmp/layer1.jpg"
+    assert OWN_SIZE == 0 and transfer.__name__ == "transfer"
 
 
 def test_app_handler_nothing_detected_and_bad_input(home: Path, photo: Image.Image, tmp_path: Path) -> None:
     import gradio as gr
 
-    from resnet_demo.transfer.detect import Detections
-    from resnet_demo.transfer.run import TransferResult
-    from resnet_demo.ui.transfer_handlers import _legend, summary_markdown, transfer
+    from resnet_demo.ui.transfer_handlers import _legend, model_choices, summary_markdown, transfer
 
     path = tmp_path / "photo.png"
     photo.save(path)
-    empty = TransferResult(None, Detections(items=(), threshold=0.9, photo_size=photo.size), None, {"layer4": 0.0})
-    assert _legend(empty) == "Nothing detected with a score of at least 0.90: lower the threshold."
-    spec = transfer_spec(task="detect", model="retinanet")
-    assert "frozen" in summary_markdown(spec, empty) and "Grad-CAM" not in summary_markdown(spec, empty)
+    picture, legend, heat, strip, features, summary, menu = transfer(
+        str(path), "detect", "fasterrcnn", "resnet50", 1.0, SIZE, None, "layer4"
+    )
+    assert legend == "Nothing detected with a score of at least 1.00: lower the threshold."
+    assert heat is None and strip == [] and menu["choices"] == [] and len(features) == len(STAGES)
+    assert "frozen" in summary and "Nothing to explain." in summary
+    empty = explain_transfer(loaded=shared_transfer(task="detect", model="retinanet"), image=photo, threshold=1.0,
+                             size=SIZE, features=False, check=True)
+    assert _legend(empty).startswith("Nothing detected") and "Grad-CAM" not in summary_markdown(empty_spec := transfer_spec(task="detect", model="retinanet"), empty)
+    assert "frozen" in summary_markdown(empty_spec, empty)
     with pytest.raises(gr.Error, match="Upload a photo first"):
-        transfer(None, "detect", "fasterrcnn", "resnet50", 0.5, "layer4")
+        transfer(None, "detect", "fasterrcnn", "resnet50", 0.5, SIZE, None, "layer4")
     with pytest.raises(gr.Error, match="Unknown segment model 'retinanet'"):
-        transfer(str(path), "segment", "retinanet", "resnet50", 0.5, "layer4")
+        transfer(str(path), "segment", "retinanet", "resnet50", 0.5, SIZE, None, "layer4")
+    with pytest.raises(gr.Error, match="The input size must be between"):
+        transfer(str(path), "segment", "deeplabv3", "resnet50", 0.5, 5000, None, "layer4")
+    model, backbone = model_choices("detect", "resnet101")  # detection is published on ResNet-50 only
+    assert model["value"] == "fasterrcnn" and backbone["choices"] == ["resnet50"] and backbone["value"] == "resnet50"
 
 
 def test_tab_wires_the_transfer_endpoint() -> None:
@@ -339,7 +410,7 @@ def test_app_handler_runs_offline_on_random_weights(
     try:
         path = tmp_path / "photo.png"
         photo.save(path)
-        picture, legend, heat, summary = transfer(str(path), "segment", "fcn", "resnet50", 0.5, "layer4")
+        picture, legend, heat, *_, summary, _ = transfer(str(path), "segment", "fcn", "resnet50", 0.5, SIZE, None, "layer4")
         assert picture.size == photo.size and legend.startswith("Classes found:")
         assert "UNTRAINED" in summary and "not in torchvision's cache" in summary
         assert str(tmp_path) not in summary  # the reason, never the server's path

@@ -12,13 +12,8 @@ import pytest
 import torch
 
 from resnet_demo.complexity import model_complexity
-from resnet_demo.data import load_image_set
-from resnet_demo.finetune import FinetuneConfig
-from resnet_demo.finetune.checkpoints import Progress, atomic_save, make_checkpoint
 from resnet_demo.model import build_model
-from resnet_demo.weights import Preprocessing, load_model
-
-from .conftest import random_state_dict
+from resnet_demo.weights import load_model
 
 
 @pytest.fixture
@@ -28,28 +23,6 @@ def tab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
     monkeypatch.setattr(session_folders, "WORK_ROOT", tmp_path / "work")
     return slim_handlers
-
-
-@pytest.fixture(scope="module")
-def finetuned(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A "fine-tuned" ResNet-50 checkpoint of the tiny set's classes at 32 px (generated weights)."""
-    classes = load_image_set(tiny_data).class_names
-    model = build_model("resnet50", num_classes=len(classes))
-    state = random_state_dict("resnet50", seed=6)
-    state["fc.weight"], state["fc.bias"] = torch.randn(len(classes), 2048) * 0.05, torch.zeros(len(classes))
-    model.load_state_dict(state)
-    ckpt = make_checkpoint(
-        cfg=FinetuneConfig(arch="resnet50"),
-        class_names=classes,
-        model=model,
-        preprocessing=Preprocessing(resize_size=36, crop_size=32),
-        progress=Progress(),
-        total_steps=0,
-        val_top1=None,
-    )
-    path = tmp_path_factory.mktemp("ft") / "shapes.pth"
-    atomic_save(ckpt, path)
-    return path
 
 
 def _request(session: str) -> Any:
@@ -116,6 +89,40 @@ def test_a_run_streams_and_ends_with_the_report_and_a_smaller_checkpoint(
     assert not tab.jobs.busy()
     arch, weights, explain_checkpoint, _tabs = tab.use_slimmed(checkpoint)
     assert (arch, weights["value"], explain_checkpoint) == ("resnet50", "upload", checkpoint)
+    from resnet_demo.ui.housekeeping import visitor_left
+    from resnet_demo.ui.session_folders import offered_files
+
+    visitor_left(_request("a"))  # the page closed (demo.unload): the slim checkpoint goes with it
+    assert not Path(checkpoint).exists() and checkpoint not in offered_files()
+    assert not (tmp_path / "work" / "a").exists()
+
+
+def test_a_session_keeps_one_checkpoint_per_kind_until_its_page_closes(
+    tab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resnet_demo.ui import session_folders
+    from resnet_demo.ui.housekeeping import visitor_left
+    from resnet_demo.ui.session_folders import forget, offer, offered_files
+
+    monkeypatch.setattr(session_folders, "get_upload_folder", lambda: str(tmp_path / "cache"))
+
+    def made(name: str) -> Path:
+        path = tmp_path / name
+        path.write_bytes(name.encode())
+        return path
+
+    tuned = offer("a", made("tuned.pth"), kind="finetune")
+    slim1 = offer("a", made("slim1.pth"), kind="slim")
+    slim2 = offer("a", made("slim2.pth"), kind="slim")
+    other = offer("b", made("other.pth"), kind="slim")
+    assert tuned.read_bytes() == b"tuned.pth" and slim2.is_file() and other.is_file()
+    assert not slim1.exists() and not slim1.parent.exists()  # replaced by the session's newer slim checkpoint
+    assert {str(tuned), str(slim2), str(other)} <= offered_files() and str(slim1) not in offered_files()
+    visitor_left(_request("a"))
+    assert not tuned.exists() and not slim2.exists() and not slim2.parent.exists() and other.is_file()
+    assert not {str(tuned), str(slim2)} & offered_files() and str(other) in offered_files()
+    forget("b")
+    assert not other.exists() and str(other) not in offered_files()
 
 
 def test_bad_inputs_are_one_sentence(tab: Any, tmp_path: Path, tiny_data: Path, finetuned: Path) -> None:
@@ -155,12 +162,18 @@ def test_one_training_job_per_server_across_fine_tune_and_slim(
     with tab.jobs.claim(owner="b", epochs=3), pytest.raises(gr.Error, match="already running on this server"):
         next(tab.run_slim(**_args(finetuned), request=_request("a"), progress=None))
     first = tab.run_slim(**_args(finetuned, epochs=3), request=_request("a"), progress=None)
-    next(first)  # started: the recovery runs in its thread
-    with pytest.raises(gr.Error, match="already running on this server"):
+    assert next(first)[0].startswith("Loading the checkpoint, pruning it")  # started: it runs in its thread
+    # Every message of the shared slot names the kind of job that holds it.
+    with pytest.raises(gr.Error) as busy:
         next(finetune_handlers.run_finetune(str(tiny_data), "resnet50", 1, 0.01, 6, "head", 32,
                                             request=_request("b"), progress=None))  # fmt: skip
-    with pytest.raises(gr.Error, match="started by someone else"):
+    with pytest.raises(gr.Error) as regenerate:
+        finetune_handlers.generate_sample(_request("a"))  # the slim run reads this session's data
+    with pytest.raises(gr.Error) as cancel:
         tab.cancel_slim(_request("b"))
+    assert busy.value.message.startswith("A slim run is already running on this server (")
+    assert regenerate.value.message.startswith("Your slim run is running on the current data")
+    assert cancel.value.message.startswith("The slim run on this server was started by someone else")
     assert tab.cancel_slim(_request("a")).startswith("Cancelling")
     status, _curves, table, figure, checkpoint, _use = list(first)[-1]
     assert status.startswith("**Cancelled**") and table == "" and figure is None

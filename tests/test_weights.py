@@ -6,12 +6,15 @@ import pytest
 import torch
 import torchvision.models as tvm
 
+from resnet_demo.model import build_model
 from resnet_demo.weights import (
     CHECKPOINT_FORMAT,
     WeightsError,
     cache_path,
+    fetch_weights_file,
     load_model,
     shared_model,
+    state_dict_fit_problem,
     weights_spec,
 )
 
@@ -83,6 +86,36 @@ def test_failed_download_gives_clear_error(torch_home: Path) -> None:
     assert "resnet101-63fe2227.pth" in str(e.value)
     assert str(torch_home) not in e.value.problem and "blocked" not in e.value.problem
     assert not (torch_home / "resnet101-63fe2227.pth").exists()
+
+
+def test_fetch_weights_file_finds_the_cached_file_or_says_why_not(fake_pretrained, torch_home: Path) -> None:
+    spec = weights_spec(arch="resnet50", weights="imagenet-v1")
+    with pytest.raises(WeightsError, match=r"\(resnet50-0676ba61\.pth\) are not in torchvision's cache") as e:
+        fetch_weights_file(spec, download=False, progress=False)
+    assert "downloads are off" in e.value.problem and str(torch_home) not in e.value.problem
+    with pytest.raises(WeightsError, match=r"could not be downloaded \(OSError\)"):
+        fetch_weights_file(spec, download=True, progress=False)  # the tests' downloader refuses
+    path = fake_pretrained("resnet50", "imagenet-v1")
+    assert fetch_weights_file(spec, download=False, progress=False) == path == cache_path(spec)
+
+
+def test_state_dict_fit_problem_names_the_first_keys_of_each_mismatch() -> None:
+    model = build_model("resnet50", num_classes=3)
+    sd = model.state_dict()
+    assert state_dict_fit_problem(model, sd) is None
+    sd = dict(sd)
+    del sd["fc.bias"]
+    sd["extra.weight"] = torch.zeros(1)
+    sd["fc.weight"] = torch.zeros(10, 2048)
+    problem = state_dict_fit_problem(model, sd)
+    assert problem == (
+        "1 missing (fc.bias); 1 unexpected (extra.weight); "
+        "1 of the wrong shape (fc.weight [10, 2048] where [3, 2048] is needed)"
+    )
+    without_layer4 = {k: v for k, v in model.state_dict().items() if not k.startswith("layer4.")}
+    assert state_dict_fit_problem(model, without_layer4) == (
+        "60 missing (layer4.0.conv1.weight, layer4.0.bn1.weight, layer4.0.bn1.bias, ...)"
+    )
 
 
 def test_fallback_to_random_is_explicit_and_labelled(torch_home: Path) -> None:

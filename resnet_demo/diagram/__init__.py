@@ -9,8 +9,9 @@ interface; its modules share their other names only among themselves.
 * :func:`architecture_figure` (``architecture.py``): the stem, layer1..layer4 as
   columns of bottleneck blocks, the shortcuts, the stride-2 blocks marked, and
   optionally every block coloured by a statistic of the last image (``colouring.py``,
-  :data:`STAT_CHOICES`); the columns and positions come from ``layout.py``
-  (:func:`figure_height`), the hover text from ``hover.py``.
+  :data:`STAT_CHOICES`), a dilated network's real shapes, the stages a head reads and a
+  note; the columns and positions come from ``layout.py`` (:func:`figure_height`), the
+  hover text from ``hover.py``.
 * :func:`block_figure` (``bottleneck.py``): the inside of one bottleneck block, with
   its real widths and shapes.
 * :class:`BlockInfo`, :func:`block_infos`, :func:`block_choices` (``blocks.py``): the

@@ -3,19 +3,21 @@
 One node per block (long stages wrap into several columns), the main path through
 them, one shortcut arc beside each block (identity thin and solid, projection dashed
 with its 1x1 convolution as a diamond), an arrowhead before each stride-2 block, and
-optionally every block coloured by a statistic of the last image. Each trace family
-has its own builder below; :func:`architecture_figure` stacks them in drawing order.
+optionally every block coloured by a statistic of the last image, a dilated network's
+real shapes, the stages a head reads marked, and a note. Each trace family has its own
+builder below; :func:`architecture_figure` stacks them in drawing order.
 """
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from ..model import Widths
-from .blocks import IMAGE_SIZE, BlockInfo, cached_block_infos, check_arch, meta_model, widths_key
+from ..model import Dilation, Widths
+from .blocks import IMAGE_SIZE, BlockInfo, cached_block_infos, check_arch, dilation_key, meta_model, widths_key
 from .colouring import STAT_CHOICES, block_colours, stat_values
 from .formatting import fmt_shape
 from .hover import block_hover, edge_nodes, projection_hover, stride_hover
@@ -23,6 +25,9 @@ from .layout import BOTTOM_PAD, EDGE_W, MARGIN_B, MARGIN_T, TOP_PAD, Grid, arc, 
 from .theme import NEUTRAL, PROJECTION, SELECTED, Theme, base_layout
 
 _EDGE_NAMES = ("image", "conv1", "maxpool", "avgpool", "fc")  # the stem and head nodes, in drawing order
+_TAPPABLE = ("layer1", "layer2", "layer3", "layer4")  # the stages a head can read
+_TAP_ROWS = 1.0  # block rows below the diagram for the labels of the tapped stages
+_NOTE_PX = 22  # extra top margin for the note
 
 
 def architecture_figure(
@@ -34,6 +39,9 @@ def architecture_figure(
     dark: bool = False,
     height: int | None = None,
     widths: Widths | None = None,
+    replace_stride_with_dilation: Dilation | list[bool] | None = None,
+    taps: Mapping[str, str] | None = None,
+    note: str | None = None,
 ) -> go.Figure:
     """The block diagram of ``arch``: one node per bottleneck block, stages as columns.
 
@@ -48,31 +56,123 @@ def architecture_figure(
     ``selected`` (a block name) is ringed; an unknown name is ignored. The height is
     always set (``height`` or :func:`figure_height`), because plotly inside Gradio can
     render at zero height otherwise.
+
+    ``replace_stride_with_dilation`` (the model's, see :class:`~resnet_demo.model.ResNet`)
+    draws a dilated network: real shapes in the hover, no stride marker on the stages that
+    keep stride 1, and each dilated stage's header names its dilation. ``taps`` maps a stage
+    ("layer1".."layer4") to what reads it (e.g. {"layer4": "ASPP head"}); each such stage is
+    outlined in the accent colour and labelled under its columns. ``note`` is one line of
+    text over the diagram. Text from the caller is shown as text, never as markup.
     """
     check_arch(arch)
     if stat not in STAT_CHOICES:
         raise ValueError(f"Unknown statistic {stat!r}; choose one of {', '.join(STAT_CHOICES)}.")
+    tapped = _checked_taps(taps)
     theme = Theme.of(dark)
-    key = widths_key(arch, widths)
-    blocks = cached_block_infos(arch, IMAGE_SIZE, key)
-    height = int(height or figure_height(arch=arch))
-    g = grid(arch=arch, height=height)
+    key, dilation = widths_key(arch, widths), dilation_key(replace_stride_with_dilation)
+    blocks = cached_block_infos(arch, IMAGE_SIZE, key, dilation)
+    room = {"bottom_rows": _TAP_ROWS if tapped else 0.0, "top_px": _NOTE_PX if note else 0}
+    height = int(height or figure_height(arch=arch, **room))
+    g = grid(arch=arch, height=height, **room)
     colouring = stat_values(stats, [b.name for b in blocks])
 
     fig = go.Figure()
+    if tapped:  # first, so that the bands lie under everything else
+        fig.add_traces(_tap_traces(tapped, blocks, g, theme))
     path = main_path(g.all_columns)
     fig.add_trace(_lines(*path, line={"color": NEUTRAL, "width": 1.6}, name="main path", showlegend=False))
     fig.add_traces(_shortcut_traces(blocks, g))
-    fig.add_trace(_edge_trace(arch, g, theme, key))
+    fig.add_trace(_edge_trace(arch, g, theme, key, dilation))
     fig.add_traces(_block_traces(blocks, g, theme, colouring=colouring, stat=stat, selected=selected))
     fig.add_trace(_stride_trace(blocks, g, theme))
     if selected in {b.name for b in blocks}:  # a stale name (another architecture's block) draws no ring
         fig.add_trace(_selection_ring(selected, g))
-    _add_stage_headers(fig, arch, g, theme, key)
+    _add_stage_headers(fig, arch, g, theme, key, dilation, head_replaced=bool(tapped))
+    if note:
+        _add_note(fig, note, theme)
     coloured = colouring is not None
-    meta = {"arch": arch, "stat": stat if coloured else None, "selected": selected}
+    meta: dict[str, object] = {"arch": arch, "stat": stat if coloured else None, "selected": selected}
+    # Only what was given, so that a figure drawn without them is the same as before they existed.
+    if dilation:
+        meta["replace_stride_with_dilation"] = list(dilation)
+    if tapped:
+        meta["taps"] = dict(tapped)
+    if note:
+        meta["note"] = note
     _finish_layout(fig, g, theme, height=height, coloured=coloured, meta=meta)
     return fig
+
+
+def _checked_taps(taps: Mapping[str, str] | None) -> dict[str, str]:
+    """``taps`` in stage order; raises ValueError for a stage a head cannot read or an empty reader."""
+    taps = dict(taps or {})
+    for stage, reader in taps.items():
+        if stage not in _TAPPABLE:
+            raise ValueError(f"taps names {stage!r:.40}; a head reads one of {', '.join(_TAPPABLE)}.")
+        if not isinstance(reader, str) or not reader.strip():
+            raise ValueError(f"taps gives {stage} no reader; name what reads it, e.g. 'FPN P5'.")
+    return {s: taps[s] for s in _TAPPABLE if s in taps}
+
+
+def _tap_traces(taps: Mapping[str, str], blocks: Sequence[BlockInfo], g: Grid, theme: Theme) -> list[go.Scatter]:
+    """A faint accent band around each tapped stage's columns, and under it "→ reader"."""
+    stage_cols = dict(g.columns)
+    out_shape = {b.stage: b.out_shape for b in blocks}  # the last block of a stage sets its output
+    top, bottom = 0.7, g.y_bottom + 0.05  # from under the stage header to under the connectors
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    centres = []
+    for stage in taps:
+        cols = stage_cols[stage]
+        left, right = cols[0].x - 0.58, cols[-1].x + 0.46  # the arcs bulge left, the indices sit right
+        xs += [left, right, right, left, left, None]
+        ys += [top, top, bottom, bottom, top, None]
+        centres.append((left + right) / 2)
+    band = go.Scatter(
+        x=xs,
+        y=ys,
+        mode="lines",
+        fill="toself",
+        fillcolor=theme.accent_fill,
+        line={"color": theme.accent, "width": 2},
+        hoverinfo="skip",
+        name="read by a head",
+        legendrank=5,
+    )
+    labels = go.Scatter(
+        x=centres,
+        y=[g.y_bottom - 0.45] * len(centres),
+        mode="text",
+        text=[f"<b>→ {html.escape(reader, quote=False)}</b>" for reader in taps.values()],
+        textposition="middle center",
+        textfont={"size": g.text_size, "color": theme.accent},
+        hovertext=[
+            f"<b>{stage}</b> output {fmt_shape(out_shape[stage])} → {html.escape(reader, quote=False)}"
+            for stage, reader in taps.items()
+        ],
+        hoverinfo="text",
+        customdata=list(taps),
+        name="head inputs",
+        showlegend=False,
+        cliponaxis=False,
+    )
+    return [band, labels]
+
+
+def _add_note(fig: go.Figure, note: str, theme: Theme) -> None:
+    """One line of muted text over the diagram, in the extra top margin."""
+    fig.add_annotation(
+        name="note",
+        x=0,
+        y=1,
+        xref="paper",
+        yref="paper",
+        xanchor="left",
+        yanchor="bottom",
+        text=html.escape(note, quote=False),
+        showarrow=False,
+        font={"size": 12, "color": theme.muted},
+    )
 
 
 def _lines(xs: list[float | None], ys: list[float | None], *, line: dict, name: str, **legend: object) -> go.Scatter:
@@ -115,9 +215,9 @@ def _shortcut_traces(blocks: Sequence[BlockInfo], g: Grid) -> list[go.Scatter]:
     ]
 
 
-def _edge_trace(arch: str, g: Grid, theme: Theme, widths: Widths | None) -> go.Scatter:
+def _edge_trace(arch: str, g: Grid, theme: Theme, widths: Widths | None, dilation: Dilation | None) -> go.Scatter:
     """The stem and head nodes: the image as a circle, the layers as squares, labelled to the right."""
-    edges = edge_nodes(arch, image_size=IMAGE_SIZE, widths=widths)
+    edges = edge_nodes(arch, image_size=IMAGE_SIZE, widths=widths, dilation=dilation)
     return go.Scatter(
         x=[g.pos[n][0] for n in _EDGE_NAMES],
         y=[g.pos[n][1] for n in _EDGE_NAMES],
@@ -228,18 +328,32 @@ def _selection_ring(selected: str, g: Grid) -> go.Scatter:
     )
 
 
-def _add_stage_headers(fig: go.Figure, arch: str, g: Grid, theme: Theme, widths: Widths | None) -> None:
-    """Three lines over each stage's columns: its name, its size, and its output (or input, for the stem)."""
-    blocks = cached_block_infos(arch, IMAGE_SIZE, widths)
+def _add_stage_headers(
+    fig: go.Figure,
+    arch: str,
+    g: Grid,
+    theme: Theme,
+    widths: Widths | None,
+    dilation: Dilation | None,
+    *,
+    head_replaced: bool = False,
+) -> None:
+    """Three lines over each stage's columns: its name (and dilation), its size, and its output
+    (or input, for the stem). ``head_replaced``: other heads read the stages, the classifier's is unused."""
+    blocks = cached_block_infos(arch, IMAGE_SIZE, widths, dilation)
     last = {b.stage: b for b in blocks}  # the last block of each stage
     for stage, cols in g.columns:
         if stage in last:
-            depth = last[stage].index + 1
-            text = f"<b>{stage}</b><br>{depth} blocks<br>{fmt_shape(last[stage].out_shape)}"
+            b = last[stage]
+            # The stage's later blocks carry its dilation (the first keeps the one before).
+            dilated = f" · dilation {b.dilation}" if b.dilation > 1 else ""
+            text = f"<b>{stage}</b>{dilated}<br>{b.index + 1} blocks<br>{fmt_shape(b.out_shape)}"
         elif stage == "stem":
             text = f"<b>stem</b><br>1 conv<br>{fmt_shape(blocks[0].in_shape)}"
+        elif head_replaced:
+            text = "<b>classifier head</b><br>not used: the heads<br>below replace it"
         else:
-            text = f"<b>head</b><br>1 fc<br>{meta_model(arch, widths).fc.out_features} classes"
+            text = f"<b>head</b><br>1 fc<br>{meta_model(arch, widths, dilation).fc.out_features} classes"
         fig.add_annotation(
             x=(cols[0].x + cols[-1].x) / 2 + 0.12,
             y=0.75,
@@ -258,9 +372,9 @@ def _finish_layout(
     below, and ``meta`` for the app."""
     base_layout(fig, theme=theme, height=height)
     fig.update_layout(
-        margin={"l": 4, "r": 8 if coloured else 4, "t": MARGIN_T, "b": MARGIN_B},
+        margin={"l": 4, "r": 8 if coloured else 4, "t": MARGIN_T + g.top_px, "b": MARGIN_B},
         xaxis={"range": [g.x_first - 0.6, g.x_last + EDGE_W - 0.3]},
-        yaxis={"range": [-(g.rows - 1) - BOTTOM_PAD, TOP_PAD]},
+        yaxis={"range": [-(g.rows - 1) - BOTTOM_PAD - g.bottom_rows, TOP_PAD]},
         showlegend=True,
         legend={
             "orientation": "h",

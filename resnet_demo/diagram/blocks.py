@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..complexity import macs_by_module, parameter_count
-from ..model import ARCH_DEPTHS, Bottleneck, ResNet, Widths, build_model, standard_widths
+from ..model import ARCH_DEPTHS, Bottleneck, Dilation, ResNet, Widths, build_model, dilation_flags, standard_widths
 
 Shape = tuple[int, int, int]  # (C, H, W) of one image
 
@@ -37,6 +37,7 @@ class BlockInfo:
     macs: int  # multiply-accumulates of the whole block, projection included
     shortcut_params: int = 0  # of the projection alone (0 for the identity)
     shortcut_macs: int = 0
+    dilation: int = 1  # of the 3x3 convolution: 1 unless the stage trades its stride for dilation
 
     @property
     def downsamples(self) -> bool:
@@ -52,26 +53,35 @@ def widths_key(arch: str, widths: Widths | None) -> Widths | None:
     return None if key == standard_widths(arch) else key
 
 
+def dilation_key(replace_stride_with_dilation: Dilation | list[bool] | None) -> Dilation | None:
+    """``replace_stride_with_dilation`` checked, as a hashable cache key: a tuple, and None for no
+    dilation (all False included), so that both draw the same cached network."""
+    flags = dilation_flags(replace_stride_with_dilation)
+    return flags if any(flags) else None
+
+
 @lru_cache(maxsize=8)
-def meta_model(arch: str, widths: Widths | None = None) -> ResNet:
-    """``arch`` (with ``widths``, see :func:`widths_key`) built on the meta device, cached;
-    callers only read its module attributes."""
+def meta_model(arch: str, widths: Widths | None = None, dilation: Dilation | None = None) -> ResNet:
+    """``arch`` (with ``widths``, see :func:`widths_key`, and ``dilation``, see :func:`dilation_key`)
+    built on the meta device, cached; callers only read its module attributes."""
     # Meta tensors have shapes but no storage: the structure costs nothing to keep.
     with torch.device("meta"):
-        return build_model(arch, widths=widths).eval()
+        return build_model(arch, widths=widths, replace_stride_with_dilation=dilation).eval()
 
 
 def pair(v: int | tuple[int, ...]) -> tuple[int, int]:
-    """A kernel size, stride or padding as (height, width)."""
+    """A kernel size, stride, padding or dilation as (height, width)."""
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 def _after(layer: nn.Module, shape: Shape) -> Shape:
-    """Shape after a Conv2d or MaxPool2d, from its own kernel, stride and padding."""
+    """Shape after a Conv2d or MaxPool2d, from its own kernel, stride, padding and dilation."""
     c, h, w = shape
     (kh, kw), (sh, sw), (ph, pw) = pair(layer.kernel_size), pair(layer.stride), pair(layer.padding)
+    dh, dw = pair(layer.dilation)
     out_c = layer.out_channels if isinstance(layer, nn.Conv2d) else c
-    return (out_c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+    # PyTorch's formula: a dilated kernel spans d * (k - 1) + 1 pixels.
+    return (out_c, (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
 
 def stem_shapes(net: ResNet, image_size: int) -> tuple[Shape, Shape, Shape]:
@@ -89,11 +99,13 @@ def block_shapes(block: Bottleneck, x: Shape) -> tuple[Shape, Shape, Shape]:
 
 
 @lru_cache(maxsize=16)
-def cached_block_infos(arch: str, image_size: int, widths: Widths | None = None) -> tuple[BlockInfo, ...]:
+def cached_block_infos(
+    arch: str, image_size: int, widths: Widths | None = None, dilation: Dilation | None = None
+) -> tuple[BlockInfo, ...]:
     """Every block of ``arch`` in running order, cached (an unchecked ``arch`` raises KeyError);
-    ``widths`` is a :func:`widths_key`."""
-    net = meta_model(arch, widths)
-    macs = macs_by_module(arch, image_size=image_size, widths=widths)
+    ``widths`` is a :func:`widths_key`, ``dilation`` a :func:`dilation_key`."""
+    net = meta_model(arch, widths, dilation)
+    macs = macs_by_module(arch, image_size=image_size, widths=widths, replace_stride_with_dilation=dilation)
     x = stem_shapes(net, image_size)[2]
     infos = []
     for stage_name, stage in net.stages.items():
@@ -115,6 +127,7 @@ def cached_block_infos(arch: str, image_size: int, widths: Widths | None = None)
                     macs=macs.get(name, 0),
                     shortcut_params=parameter_count(block.downsample) if proj else 0,
                     shortcut_macs=macs.get(f"{name}.downsample", 0) if proj else 0,
+                    dilation=pair(block.conv2.dilation)[0],
                 )
             )
             x = out
@@ -132,11 +145,19 @@ def check_arch(arch: str) -> None:
         raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_DEPTHS)}.")
 
 
-def block_infos(arch: str, *, image_size: int = 224, widths: Widths | None = None) -> list[BlockInfo]:
+def block_infos(
+    arch: str,
+    *,
+    image_size: int = 224,
+    widths: Widths | None = None,
+    replace_stride_with_dilation: Dilation | list[bool] | None = None,
+) -> list[BlockInfo]:
     """Every bottleneck block of ``arch`` (inner ``widths`` of a pruned model, see
-    :meth:`~resnet_demo.model.ResNet.widths`; None: standard), in the order the network runs them."""
+    :meth:`~resnet_demo.model.ResNet.widths`; None: standard; ``replace_stride_with_dilation``
+    as the model's), in the order the network runs them."""
     check_arch(arch)
-    return list(cached_block_infos(arch, image_size, widths_key(arch, widths)))
+    key = dilation_key(replace_stride_with_dilation)
+    return list(cached_block_infos(arch, image_size, widths_key(arch, widths), key))
 
 
 def block_choices(*, arch: str, widths: Widths | None = None) -> list[tuple[str, str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..complexity import macs_by_module, parameter_count
-from ..model import Widths
+from ..model import Dilation, Widths
 from .blocks import BlockInfo, cached_block_infos, meta_model, pair, stem_shapes
 from .formatting import fmt_count, fmt_shape
 
@@ -12,11 +12,14 @@ def block_hover(b: BlockInfo, *, depth: int, stat_line: str | None) -> str:
     """A block's name, place, shapes, stride, widths, shortcut, cost and (if given) statistic."""
     w = b.widths
     stride = f"/{b.stride}" if b.downsamples else ""
+    dilated = f" dilation {b.dilation}" if b.dilation > 1 else ""
     lines = [
         f"<b>{b.name}</b>: stage {b.stage}, block index {b.index} (of 0–{depth - 1})",
         f"in {fmt_shape(b.in_shape)} → out {fmt_shape(b.out_shape)}",
-        f"stride {b.stride}" + (": halves H and W" if b.downsamples else ""),
-        f"conv widths {w[0]} → {w[1]} → {w[2]} → {w[3]} (1×1, 3×3{stride}, 1×1)",
+        f"stride {b.stride}"
+        + (": halves H and W" if b.downsamples else "")
+        + (f" · dilation {b.dilation}: the 3×3 taps {b.dilation} pixels apart" if b.dilation > 1 else ""),
+        f"conv widths {w[0]} → {w[1]} → {w[2]} → {w[3]} (1×1, 3×3{stride}{dilated}, 1×1)",
         (
             f"shortcut: projection, 1×1 conv {w[0]}→{w[3]}{' ' + stride if stride else ''} + BN"
             if b.projection
@@ -47,13 +50,16 @@ def stride_hover(b: BlockInfo) -> str:
     return f"<b>{b.name}</b> has stride {b.stride}: {fmt_shape(b.in_shape)} → {fmt_shape(b.out_shape)}"
 
 
-def edge_nodes(arch: str, *, image_size: int, widths: Widths | None = None) -> dict[str, tuple[str, str]]:
+def edge_nodes(
+    arch: str, *, image_size: int, widths: Widths | None = None, dilation: Dilation | None = None
+) -> dict[str, tuple[str, str]]:
     """Label and hover of the stem and head nodes ("image", "conv1", "maxpool", "avgpool", "fc");
-    ``widths`` is a :func:`~resnet_demo.diagram.blocks.widths_key`."""
-    net = meta_model(arch, widths)
-    macs = macs_by_module(arch, image_size=image_size, widths=widths)
+    ``widths`` is a :func:`~resnet_demo.diagram.blocks.widths_key`, ``dilation`` a
+    :func:`~resnet_demo.diagram.blocks.dilation_key`."""
+    net = meta_model(arch, widths, dilation)
+    macs = macs_by_module(arch, image_size=image_size, widths=widths, replace_stride_with_dilation=dilation)
     image, after_conv, after_pool = stem_shapes(net, image_size)
-    last = cached_block_infos(arch, image_size, widths)[-1].out_shape
+    last = cached_block_infos(arch, image_size, widths, dilation)[-1].out_shape
     k, s = pair(net.conv1.kernel_size)[0], pair(net.conv1.stride)[0]
     pk, ps = pair(net.maxpool.kernel_size)[0], pair(net.maxpool.stride)[0]
     stem_params = parameter_count(net.conv1) + parameter_count(net.bn1)

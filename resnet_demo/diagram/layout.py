@@ -27,11 +27,12 @@ def rows(arch: str) -> int:
     return min(max(max(ARCH_DEPTHS[arch]), 3), MAX_ROWS)
 
 
-def figure_height(*, arch: str) -> int:
-    """Default pixel height of :func:`~resnet_demo.diagram.architecture_figure` for ``arch``."""
+def figure_height(*, arch: str, bottom_rows: float = 0.0, top_px: int = 0) -> int:
+    """Default pixel height of :func:`~resnet_demo.diagram.architecture_figure` for ``arch``;
+    ``bottom_rows`` (block rows) and ``top_px`` (pixels) make room for extra labels."""
     check_arch(arch)
-    span = rows(arch) - 1 + TOP_PAD + BOTTOM_PAD
-    return int(round(span * ROW_PX)) + MARGIN_T + MARGIN_B
+    span = rows(arch) - 1 + TOP_PAD + BOTTOM_PAD + bottom_rows
+    return int(round(span * ROW_PX)) + MARGIN_T + top_px + MARGIN_B
 
 
 @dataclass(frozen=True)
@@ -73,19 +74,27 @@ class Grid:
     pos: dict[str, tuple[float, float]]  # node name ("conv1", "layer3.0", ...) -> (x, y)
     marker_size: float  # of a block node, in pixels
     text_size: int
+    bottom_rows: float = 0.0  # extra rows below the blocks (labels under the stages)
+    top_px: int = 0  # extra top margin, in pixels (a note over the diagram)
+
+    @property
+    def y_bottom(self) -> float:
+        """The lowest y of the blocks and their connectors, above any extra rows."""
+        return -(self.rows - 1) - BOTTOM_PAD
 
     @property
     def all_columns(self) -> list[Column]:
         return [col for _, cols in self.columns for col in cols]
 
 
-def grid(*, arch: str, height: int) -> Grid:
-    """Lay out ``arch`` for a figure ``height`` pixels tall."""
+def grid(*, arch: str, height: int, bottom_rows: float = 0.0, top_px: int = 0) -> Grid:
+    """Lay out ``arch`` for a figure ``height`` pixels tall (``bottom_rows`` and ``top_px``: see
+    :func:`figure_height`)."""
     columns, x_first, x_last = layout_columns(arch)
     n_rows = rows(arch)
     # Marker size follows the row pitch, so a smaller height shrinks nodes instead of overlapping them.
-    span = n_rows - 1 + TOP_PAD + BOTTOM_PAD
-    row_px = (height - MARGIN_T - MARGIN_B) / span
+    span = n_rows - 1 + TOP_PAD + BOTTOM_PAD + bottom_rows
+    row_px = (height - MARGIN_T - top_px - MARGIN_B) / span
     pos = {name: (col.x, -float(r)) for _, cols in columns for col in cols for r, name in enumerate(col.names)}
     return Grid(
         columns=columns,
@@ -95,6 +104,8 @@ def grid(*, arch: str, height: int) -> Grid:
         pos=pos,
         marker_size=max(6.0, min(20.0, 0.58 * row_px)),
         text_size=max(8, min(12, int(row_px * 0.36))),
+        bottom_rows=bottom_rows,
+        top_px=top_px,
     )
 
 

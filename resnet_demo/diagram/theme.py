@@ -15,17 +15,27 @@ COLORSCALE = "Viridis"
 
 @dataclass(frozen=True)
 class Theme:
-    """Text, muted text and hover background colours of one page theme."""
+    """Text, muted text, hover background and accent colours of one page theme.
+
+    The accent marks what a head reads: a lime unlike the stage colours, the projection's
+    amber and the selection's red, darker on a light page and lighter on a dark one.
+    """
 
     text: str
     muted: str
     hover_bg: str
+    accent: str
+    accent_fill: str  # the accent, faint, for a band behind nodes
 
     @staticmethod
     def of(dark: bool) -> Theme:
         if dark:
-            return Theme(text="#e5e7eb", muted="#9ca3af", hover_bg="#111827")
-        return Theme(text="#1f2937", muted="#6b7280", hover_bg="#ffffff")
+            return Theme(
+                text="#e5e7eb", muted="#9ca3af", hover_bg="#111827", accent="#a3e635", accent_fill="rgba(163,230,53,0.10)"
+            )
+        return Theme(
+            text="#1f2937", muted="#6b7280", hover_bg="#ffffff", accent="#4d7c0f", accent_fill="rgba(101,163,13,0.10)"
+        )
 
 
 def base_layout(fig: go.Figure, *, theme: Theme, height: int) -> None:

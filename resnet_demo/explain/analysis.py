@@ -21,9 +21,10 @@ from PIL import Image
 from torch import Tensor
 
 from ..errors import UserError
+from ..features import feature_grid
 from ..images import CropBox
 from ..model import STAGES, ResNet
-from ..render import grid, overlay_box
+from ..render import overlay_box
 from ..weights import LoadedModel, WeightsSpec
 from .classes import class_label
 from .gradcam import GradientCache
@@ -217,20 +218,7 @@ class Analysis:
         recomputed from the stored output of the stage before it (at most one stage of
         the network, in inference mode: the same numbers the forward pass produced).
         """
-        act = self._activation(stage)[0]  # (C, H, W), stored channels_last: (H, W, C) in memory
-        c, h, w = act.shape
-        pixels = act.permute(1, 2, 0).reshape(h * w, c)  # a view for channels_last: no copy
-        means_t = pixels.float().mean(dim=0)  # (C,)
-        n = max(1, min(int(n), c))
-        means, order = torch.topk(means_t, n)  # sorted, strongest first
-        maps = pixels[:, order].float().T.reshape(n, h, w)  # (n, H, W)
-        return FeatureGrid(
-            stage=stage,
-            shape=(c, h, w),
-            channels=[int(i) for i in order.tolist()],
-            image=grid(maps.cpu().numpy(), tile=tile),
-            means=[float(v) for v in means.tolist()],
-        )
+        return feature_grid(self._activation(stage)[0], stage=stage, n=n, tile=tile)
 
     def _activation(self, name: str) -> Tensor:
         if name in self._acts:

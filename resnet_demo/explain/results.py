@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
+from ..features import FeatureGrid  # re-exported: part of what the engine returns
 from ..images import CropBox
 from ..weights import Preprocessing
 from .classes import class_label
@@ -40,17 +41,6 @@ class BlockStat:
     residual_norm: float = 0.0  # ||F(x)||
     shortcut_norm: float = 0.0  # ||x||
     projection: bool = False  # the shortcut is a strided 1x1 projection, not the identity
-
-
-@dataclass(frozen=True)
-class FeatureGrid:
-    """The top channels of one stage's output by mean activation, drawn as a grid."""
-
-    stage: str
-    shape: tuple[int, int, int]  # (C, H, W) of the stage output
-    channels: list[int]  # channel indices in the grid, row by row, strongest first
-    image: Image.Image  # RGB grid; each tile scaled by its own maximum
-    means: list[float]  # mean activation of each shown channel
 
 
 @dataclass(frozen=True, eq=False)

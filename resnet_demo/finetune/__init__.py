@@ -24,7 +24,8 @@ One concept per module: :mod:`.config` (the settings and their one check),
 :mod:`.schedule` (learning rate per step), :mod:`.steps` (one optimizer step),
 :mod:`.build` (model, optimizer, precision), :mod:`.loaders` (the run's data),
 :mod:`.distributed` (processes), :mod:`.evaluate`, :mod:`.checkpoints` (files and
-resume), :mod:`.events` (what a run reports), :mod:`.loop` (the run), :mod:`.estimate`
+resume), :mod:`.events` (what a run reports), :mod:`.start` (where a run starts: model,
+optimizer, loss and progress, fresh or resumed), :mod:`.loop` (the run), :mod:`.estimate`
 (time before a run), :mod:`.cli` (the command) and :mod:`.plots` (training curves,
 plotly, imported on its own so the command line never loads plotly).
 """
@@ -37,8 +38,9 @@ from .config import FREEZE_MODES, FinetuneConfig, validate_config
 from .distill import DistillationLoss, kd_loss, load_teacher
 from .estimate import StepTiming, estimate_seconds, measure_step
 from .events import FinetuneResult, TrainEvent, TrainingDiverged
-from .loop import ModelBuilder, finetune
+from .loop import finetune
 from .schedule import get_lr, optimizer_steps_per_epoch
+from .start import ModelBuilder
 from .steps import AverageMeter, accuracy, apply_step, clip_gradients, forward_backward
 
 __all__ = [

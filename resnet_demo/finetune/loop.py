@@ -1,5 +1,6 @@
 """The fine-tune run itself: :func:`finetune` and the one object that carries a run
-from set-up through its epochs to the summary.
+from its start (:mod:`.start`: model, optimizer, loss, fresh or resumed) through its
+epochs to the summary.
 
 Each optimizer step sets the learning rate, accumulates ``accum_steps`` micro-batches
 (all-reduced once, under DDP), stops on a NaN or infinite loss, clips, and steps. Each
@@ -25,27 +26,22 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from ..checkpoint_files import check_widths
 from ..data import ImageListDataset, eval_transform, load_image_set, multi_view_transform, train_transform
 from ..devices import resolve_device
 from ..errors import UserError
-from ..model import ResNet, build_model
-from ..weights import Preprocessing, read_pth
-from .build import build_finetune_model, make_optimizer, prepare_for_training, resolve_amp, set_train_mode
-from .checkpoints import Progress, atomic_save, atomic_write_text, check_resume, cpu_state, make_checkpoint
+from ..weights import read_pth
+from .build import resolve_amp, set_train_mode
+from .checkpoints import Progress, atomic_save, atomic_write_text, cpu_state, make_checkpoint
 from .config import FinetuneConfig, validate_config
-from .distill import make_criterion
 from .distributed import Dist, ShardSampler, SkipSampler, all_sum, distributed_run, log_main, sync_buffers
 from .evaluate import evaluate
 from .events import EventKind, FinetuneResult, TrainEvent, TrainingDiverged
 from .loaders import default_workers, make_loader, run_data
 from .schedule import get_lr, optimizer_steps_per_epoch, warmup_steps_for
+from .start import ModelBuilder, start_run
 from .steps import AverageMeter, accuracy, apply_step, clip_gradients, forward_backward
 
-__all__ = ["ModelBuilder", "finetune"]
-
-# The starting model of a run, given the data's class names: (model, preprocessing).
-ModelBuilder = Callable[[tuple[str, ...]], tuple[ResNet, Preprocessing]]
+__all__ = ["finetune"]
 
 
 def finetune(
@@ -118,56 +114,20 @@ class _Run:
     # -- set-up
 
     def _setup(self) -> None:
-        cfg = self.cfg
-        resume = read_pth(Path(cfg.resume)) if cfg.resume else None
-        if resume is not None:
-            check_resume(resume, cfg=cfg, class_names=self.images.class_names, warn=lambda m: log_main(self.d, m))
-        self._setup_model(resume)
-        self._setup_data()
-        if resume is not None:
-            self.optimizer.load_state_dict(resume["optimizer"])
-            self.scaler.load_state_dict(resume["scaler"])
-            self.progress = Progress.from_checkpoint(resume)
-            self.last_good = Path(cfg.resume)  # type: ignore[arg-type]
-
-    def _setup_model(self, resume: dict[str, Any] | None) -> None:
-        cfg = self.cfg
-        torch.manual_seed(cfg.seed)  # the new head's init
-        if resume is not None:
-            # A resumed run overwrites every weight: no init weights to download, only the widths to build.
-            name = Path(cfg.resume).name  # type: ignore[arg-type]
-            widths = check_widths(resume.get("widths"), name=name, arch=cfg.arch)
-            model = build_model(cfg.arch, num_classes=self.images.num_classes, widths=widths)
-            model.load_state_dict(resume["model"])
-            prepare_for_training(model, freeze=cfg.freeze)
-            pre = Preprocessing.from_dict(resume["preprocessing"], name=name)
-        elif self.build is not None:
-            model, pre = self.build(self.images.class_names)
-        else:
-            model, pre = build_finetune_model(
-                arch=cfg.arch, weights=cfg.weights, num_classes=self.images.num_classes, freeze=cfg.freeze
-            )
-        self.preprocessing = Preprocessing(
-            resize_size=cfg.eval_resize_size, crop_size=cfg.image_size, mean=pre.mean, std=pre.std
-        )
-        self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.fmt)
-        self.ddp: nn.Module = self.model
-        if self.d.world > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.model, cfg)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.criterion, self.teacher = make_criterion(
-            label_smoothing=cfg.label_smoothing,
-            distill_from=cfg.distill_from,
-            temperature=cfg.kd_temperature,
-            alpha=cfg.kd_alpha,
-            class_names=self.images.class_names,
+        start = start_run(
+            self.cfg,
+            d=self.d,
             device=self.device,
-            channels_last=cfg.channels_last,
+            amp_dtype=self.amp_dtype,
+            class_names=self.images.class_names,
+            build=self.build,
         )
+        self.model, self.ddp, self.params = start.model, start.ddp, start.params
+        self.optimizer, self.scaler = start.optimizer, start.scaler
+        self.criterion, self.teacher = start.criterion, start.teacher
+        self.preprocessing, self.fmt = start.preprocessing, start.memory_format
+        self.progress, self.last_good = start.progress, start.resumed_from
+        self._setup_data()
 
     def _setup_data(self) -> None:
         cfg, d, pre = self.cfg, self.d, self.preprocessing

@@ -3,8 +3,9 @@
 - ``weights.py``: the published entries (categories, transforms, metrics from the enums), loaded lazily, once each;
 - ``backbone.py``: the backbone's weights mapped into this project's own :class:`~resnet_demo.model.ResNet`;
 - ``segment.py`` / ``detect.py``: masks with their classes, boxes with labels and scores;
-- ``explain.py``: Grad-CAM at a backbone stage for a segmentation class or one detection;
-- ``run.py``: one photo through a model, explained, with the backbone check;
+- ``explain.py``: one photo through a model: its answer, Grad-CAM at every backbone stage for a
+  segmentation class or one detection (one backward), the feature maps;
+- ``check.py``: the backbone's stage outputs against our ResNet's, on the user's photo;
 - ``drawing.py``: masks and boxes over the photo;
 - ``cli.py``: the ``transfer`` command.
 """

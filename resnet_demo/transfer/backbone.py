@@ -8,11 +8,11 @@ prefix (:func:`map_backbone_key`) plus BatchNorm's ``num_batches_tracked`` count
 frozen BatchNorm does not keep.
 
 What changed from the classifier: DeepLabV3 and FCN build the ResNet with
-``replace_stride_with_dilation=[False, True, True]``: layer3 and layer4 keep stride 1
-and dilate their 3x3 convolutions instead (2, then 4), so layer4 is 1/8 of the input,
-not 1/32; :func:`dilate` applies the same change to a model of ours. The v1 detection
-models freeze BatchNorm (fixed statistics and affine parameters), which in eval mode
-computes what ordinary BatchNorm computes.
+``replace_stride_with_dilation=[False, True, True]`` (:data:`DILATION`): layer3 and layer4
+keep stride 1 and dilate their 3x3 convolutions instead (2, then 4), so layer4 is 1/8 of
+the input, not 1/32; :func:`our_backbone` builds our ResNet with the same setting. The v1
+detection models freeze BatchNorm (fixed statistics and affine parameters), which in eval
+mode computes what ordinary BatchNorm computes.
 """
 
 from __future__ import annotations
@@ -23,23 +23,51 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint_files import WeightsError
-from ..model import STAGES, ResNet, build_model
+from ..model import STAGES, Dilation, ResNet, build_model
 from .weights import TransferModel
 
-__all__ = ["READS", "backbone_of", "backbone_stages", "dilate", "map_backbone_key", "our_backbone"]
+__all__ = [
+    "DILATION",
+    "HEAD_INPUTS",
+    "READS",
+    "backbone_of",
+    "backbone_stages",
+    "map_backbone_key",
+    "our_backbone",
+    "reads",
+]
 
 # Where each task keeps the ResNet's children inside the torchvision model.
 _PREFIX = {"segment": "backbone.", "detect": "backbone.body."}
 _FC_KEYS = ("fc.weight", "fc.bias")  # the heads replace the classifier: no fc in the backbone
 
-# Which backbone stages each head reads, for the architecture view.
-READS: dict[str, tuple[str, ...]] = {
-    "deeplabv3": ("layer3", "layer4"),  # layer4 for the ASPP head, layer3 for the auxiliary head
-    "fcn": ("layer3", "layer4"),
-    **{m: ("layer1", "layer2", "layer3", "layer4") for m in ("fasterrcnn", "maskrcnn", "fasterrcnn_v2", "maskrcnn_v2")},
-    "retinanet": ("layer2", "layer3", "layer4"),  # RetinaNet's FPN starts at layer2 (P3)
-    "retinanet_v2": ("layer2", "layer3", "layer4"),
+# The segmentation models' replace_stride_with_dilation (torchvision's segmentation builders).
+DILATION: Dilation = (False, True, True)
+
+_FPN_P2_P5 = {"layer1": "FPN P2", "layer2": "FPN P3", "layer3": "FPN P4", "layer4": "FPN P5"}
+
+# Per model, the backbone stages its head reads (in running order) and what reads each, for the
+# architecture view; as torchvision's builders wire them (their return_layers).
+HEAD_INPUTS: dict[str, dict[str, str]] = {
+    # The auxiliary FCN head on layer3 is kept because the published files carry it.
+    "deeplabv3": {"layer3": "auxiliary FCN head", "layer4": "ASPP head"},
+    "fcn": {"layer3": "auxiliary FCN head", "layer4": "FCN head"},
+    # Faster and Mask R-CNN's FPN takes all four stages (returned_layers [1, 2, 3, 4]).
+    **{m: dict(_FPN_P2_P5) for m in ("fasterrcnn", "maskrcnn", "fasterrcnn_v2", "maskrcnn_v2")},
+    # RetinaNet skips P2 (too many anchors); its v1 builds P6 from P5, its v2 from layer4 itself.
+    "retinanet": {"layer2": "FPN P3", "layer3": "FPN P4", "layer4": "FPN P5"},
+    "retinanet_v2": {"layer2": "FPN P3", "layer3": "FPN P4", "layer4": "FPN P5 and P6"},
 }
+
+# The stages alone, per model: what the summaries print.
+READS: dict[str, tuple[str, ...]] = {m: tuple(taps) for m, taps in HEAD_INPUTS.items()}
+
+
+def reads(model: str) -> tuple[str, ...]:
+    """The backbone stages ``model``'s head reads, in running order (e.g. ("layer3", "layer4"))."""
+    if model not in READS:
+        raise ValueError(f"Unknown model {model!r:.40}; choose one of {', '.join(READS)}.")
+    return READS[model]
 
 
 def map_backbone_key(name: str, *, task: str) -> str | None:
@@ -53,34 +81,13 @@ def backbone_of(loaded: TransferModel) -> nn.Module:
     return loaded.model.backbone if loaded.spec.task == "segment" else loaded.model.backbone.body
 
 
-def dilate(model: ResNet) -> ResNet:
-    """Trade layer3's and layer4's stride for dilation, as ``replace_stride_with_dilation=[False, True, True]``
-    does: the first block of each keeps the previous dilation, the others take the new one (2 for layer3,
-    4 for layer4); padding follows dilation so the 3x3 convolutions keep the size. Returns ``model``,
-    changed in place: call it on a model of your own, never a shared one.
-    """
-    dilation = 1
-    for stage in (model.layer3, model.layer4):
-        previous, dilation = dilation, dilation * 2
-        for i, block in enumerate(stage):
-            d = previous if i == 0 else dilation
-            block.conv2.stride, block.conv2.dilation, block.conv2.padding = (1, 1), (d, d), (d, d)
-            block.stride = 1
-            if block.downsample is not None:
-                block.downsample[0].stride = (1, 1)
-    for info in model.feature_info:
-        if info["module"] in ("layer3", "layer4"):
-            info["reduction"] = 8
-    return model
-
-
 def our_backbone(loaded: TransferModel) -> ResNet:
     """A new :class:`ResNet` of ours holding the backbone's weights, loaded strictly (dilated for segmentation).
 
     Its ``fc`` is zero: the torchvision model has no classifier, so the logits mean nothing; use its stages.
     """
     spec = loaded.spec
-    ours = build_model(spec.backbone)
+    ours = build_model(spec.backbone, replace_stride_with_dilation=DILATION if spec.dilated else None)
     expected = ours.state_dict()
     mapped: dict[str, Tensor] = {}
     for name, value in loaded.model.state_dict().items():
@@ -100,8 +107,6 @@ def our_backbone(loaded: TransferModel) -> ResNet:
             f"{len(missing)} missing ({', '.join(missing[:3])}), {len(unexpected)} unexpected ({', '.join(unexpected[:3])})."
         )
     ours.load_state_dict(mapped, strict=True)
-    if spec.dilated:
-        dilate(ours)
     return ours.eval()
 
 

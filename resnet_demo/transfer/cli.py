@@ -3,9 +3,11 @@ torchvision's segmentation and detection models.
 
 Writes into ``--out`` (default ``transfer-<image name>``): the mask (``mask.png``, class
 indices; ``segmentation.png``, coloured over the photo) or the boxes (``detections.png``,
-with Mask R-CNN's masks), the Grad-CAM map at ``--stage`` as ``.npy`` and over the photo,
-and ``summary.json`` (classes and pixel shares, or boxes, labels and scores; the backbone
-check; the entry's published metrics). Nothing detected is an answer, not an error.
+with Mask R-CNN's masks), the Grad-CAM map of every backbone stage (or ``--stage``) as
+``gradcam_<stage>.npy`` and over the photo, each stage's feature maps
+(``features_<stage>.png``), and ``summary.json`` (classes and pixel shares, or boxes,
+labels and scores; what was explained; the backbone check; the entry's published metrics
+and what its head reads). Nothing detected is an answer, not an error.
 """
 
 from __future__ import annotations
@@ -25,12 +27,11 @@ from ..render import overlay
 from .backbone import READS
 from .detect import Detections, check_threshold
 from .drawing import draw_detections, draw_segmentation
-from .explain import TransferCam
-from .run import run_transfer
+from .explain import TransferExplanation, explain_transfer
 from .segment import Segmentation
-from .weights import BACKBONES, MODELS, TASKS, TransferModel, shared_transfer, transfer_spec
+from .weights import BACKBONES, MODELS, TASKS, TransferSpec, shared_transfer, transfer_spec
 
-__all__ = ["configure_parser", "main"]
+__all__ = ["configure_parser", "main", "target_index"]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -42,10 +43,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         f"detect: {', '.join(MODELS['detect'])} (default fasterrcnn)")
     parser.add_argument("--backbone", default="resnet50", metavar="ARCH", help=f"{', '.join(BACKBONES)} (default resnet50)")
     parser.add_argument("--threshold", type=float, default=0.5, help="detection: the lowest score shown (default 0.5)")
-    parser.add_argument("--stage", default="layer4", metavar="STAGE", help=f"Grad-CAM stage: {', '.join(STAGES)}")
+    parser.add_argument("--target", metavar="CLASS|N", help="what to explain: segment, a class name or index "
+                        "(default the largest class other than background); detect, a detection's index as "
+                        "listed (default the best)")
+    parser.add_argument("--stage", default="all", metavar="STAGE", help=f"Grad-CAM maps to write: all, or one of {', '.join(STAGES)}")
     parser.add_argument("--size", type=int, help="input short side (default the entry's: 520 segment, 800 detect)")
     parser.add_argument("--out", help="folder for the files (default transfer-<image name>)")
     parser.add_argument("--json", action="store_true", help="print the JSON summary instead of text")
+
+
+def target_index(spec: TransferSpec, text: str | None) -> int | None:
+    """``--target`` as an index: a segmentation class by name or number, a detection by its number."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    if spec.task == "segment" and text in spec.categories:
+        return spec.categories.index(text)
+    if spec.task == "segment":
+        raise UserError(f"Unknown class {text!r:.40}; the classes are {', '.join(spec.categories)}.")
+    raise UserError(f"The target of a detection is its number as listed (0, 1, ...), not {text!r:.40}.")
 
 
 def _segment_files(image: Image.Image, result: Segmentation, out: Path) -> dict[str, Any]:
@@ -60,50 +78,62 @@ def _detect_files(image: Image.Image, result: Detections, out: Path) -> dict[str
     return {"threshold": result.threshold, "detections": rows}
 
 
-def _cam_files(image: Image.Image, cam: TransferCam | None, out: Path) -> dict[str, Any]:
-    if cam is None:
-        return {"gradcam": None}
-    np.save(out / f"gradcam_{cam.stage}.npy", cam.heatmap)
-    overlay(image=image, heatmap=cam.heatmap).save(out / f"gradcam_{cam.stage}.png")
-    return {"gradcam": {"stage": cam.stage, "target": cam.target, "all_zero": cam.all_zero}}
-
-
-def _run(args: argparse.Namespace, image: Image.Image, loaded: TransferModel, out: Path) -> dict[str, Any]:
-    result = run_transfer(loaded=loaded, image=image, threshold=args.threshold, stage=args.stage, size=args.size)
-    if result.segmentation is not None:
-        summary = _segment_files(image, result.segmentation, out)
-    else:
-        assert result.detections is not None
-        summary = _detect_files(image, result.detections, out)
-    return {**summary, **_cam_files(image, result.cam, out), "backbone_relative_diff": result.backbone_diff}
+def _map_files(image: Image.Image, result: TransferExplanation, stages: list[str], out: Path) -> dict[str, Any]:
+    maps = {}
+    for stage in stages:
+        cam = result.cams.get(stage)
+        if cam is not None:
+            np.save(out / f"gradcam_{stage}.npy", cam.heatmap)
+            overlay(image=image, heatmap=cam.heatmap).save(out / f"gradcam_{stage}.png")
+            maps[stage] = {"all_zero": cam.all_zero, "shape": list(cam.heatmap.shape)}
+        grid = result.features[stage]
+        grid.image.save(out / f"features_{stage}.png")
+    explained = None if result.target is None else {"index": result.target, "what": result.target_text, "maps": maps}
+    return {"gradcam": explained}
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the ``transfer`` command; a bad input raises :class:`UserError`."""
     spec = transfer_spec(task=args.task, model=args.model, backbone=args.backbone)  # names checked before loading
-    if args.stage not in STAGES:
-        raise UserError(f"Unknown stage {args.stage!r:.40}; choose one of {', '.join(STAGES)}.")
+    if args.stage != "all" and args.stage not in STAGES:
+        raise UserError(f"Unknown stage {args.stage!r:.40}; choose all or one of {', '.join(STAGES)}.")
     check_threshold(args.threshold)
+    target = target_index(spec, args.target)
     image = load_image(args.image)  # a bad file is reported before 170 MB of weights load
     loaded = shared_transfer(task=spec.task, model=spec.model, backbone=spec.backbone)
+    result = explain_transfer(
+        loaded=loaded, image=image, target=target, threshold=args.threshold, size=args.size, check=True
+    )
     out = Path(args.out or f"transfer-{Path(args.image).stem}")
     out.mkdir(parents=True, exist_ok=True)
+    if result.segmentation is not None:
+        answer = _segment_files(image, result.segmentation, out)
+    else:
+        assert result.detections is not None
+        answer = _detect_files(image, result.detections, out)
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
     summary = {
         "model": spec.label, "task": spec.task, "published": spec.metrics,
         "head_reads": list(READS[spec.model]), "dilated": spec.dilated, "frozen_batchnorm": spec.frozen_batchnorm,
-        **_run(args, image, loaded, out),
+        **answer, **_map_files(image, result, stages, out), "backbone_relative_diff": result.backbone_diff,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
+    _print_summary(spec, summary, out)
+    return 0
+
+
+def _print_summary(spec: TransferSpec, summary: dict[str, Any], out: Path) -> None:
     print(f"{spec.label}: files in {out}")
     if spec.task == "segment":
         print(", ".join(f"{c['name']} {c['share']:.1%}" for c in summary["classes"]))
     elif not summary["detections"]:
-        print(f"Nothing detected with a score of at least {args.threshold:.2f}.")
+        print(f"Nothing detected with a score of at least {summary['threshold']:.2f}.")
     for row in summary.get("detections", []):
-        print(f"{row['label']:>14} {row['score']:.2f}  box {[round(v) for v in row['box']]}")
+        print(f"{row['index']:>3} {row['label']:>14} {row['score']:.2f}  box {[round(v) for v in row['box']]}")
+    if summary["gradcam"] is not None:
+        print(f"Grad-CAM of {summary['gradcam']['what']} at {', '.join(summary['gradcam']['maps'])}")
     worst = max(summary["backbone_relative_diff"].values())
     print(f"backbone = our {spec.backbone}: largest relative stage difference {worst:.1e}")
-    return 0

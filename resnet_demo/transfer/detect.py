@@ -16,7 +16,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from ..errors import UserError
 from .weights import TransferModel
 
-__all__ = ["Detection", "Detections", "check_threshold", "detect", "detector_batch", "raw_detections", "shell", "sized"]
+__all__ = ["Detection", "Detections", "check_threshold", "detect", "detections_of", "detector_batch", "raw_detections", "shell", "sized"]
 
 MIN_SIZE, MAX_SIZE = 64, 1333  # torchvision evaluates at 800 (longest side at most 1333)
 
@@ -80,17 +80,16 @@ def detector_batch(loaded: TransferModel, image: Image.Image, *, size: int | Non
         return sized(loaded.model, size).transform([TF.to_tensor(image.convert("RGB"))])[0].tensors  # (1, 3, h, w)
 
 
-def detect(*, loaded: TransferModel, image: Image.Image, threshold: float = 0.5, size: int | None = None) -> Detections:
-    """Detect the objects in ``image`` whose score is at least ``threshold``."""
-    threshold = check_threshold(threshold)
-    with torch.inference_mode():
-        out = raw_detections(sized(loaded.model, size), image)
-    categories = loaded.spec.categories
+def detections_of(
+    out: dict[str, Tensor], *, categories: tuple[str, ...], threshold: float, photo_size: tuple[int, int]
+) -> Detections:
+    """The detections of the model's output ``out`` whose score is at least ``threshold``."""
     items = []
-    for i, (box, label, score) in enumerate(zip(out["boxes"], out["labels"], out["scores"], strict=True)):
+    boxes, scores = out["boxes"].detach(), out["scores"].detach()  # an explanation's run keeps the graph
+    for i, (box, label, score) in enumerate(zip(boxes, out["labels"], scores, strict=True)):
         if float(score) < threshold:
             continue
-        mask = (out["masks"][i, 0] > 0.5).numpy() if "masks" in out else None  # (H, W)
+        mask = (out["masks"][i, 0] > 0.5).detach().numpy() if "masks" in out else None  # (H, W)
         items.append(
             Detection(
                 index=i,
@@ -101,4 +100,12 @@ def detect(*, loaded: TransferModel, image: Image.Image, threshold: float = 0.5,
                 mask=mask,
             )
         )
-    return Detections(items=tuple(items), threshold=threshold, photo_size=image.size)
+    return Detections(items=tuple(items), threshold=threshold, photo_size=photo_size)
+
+
+def detect(*, loaded: TransferModel, image: Image.Image, threshold: float = 0.5, size: int | None = None) -> Detections:
+    """Detect the objects in ``image`` whose score is at least ``threshold``."""
+    threshold = check_threshold(threshold)
+    with torch.inference_mode():
+        out = raw_detections(sized(loaded.model, size), image)
+    return detections_of(out, categories=loaded.spec.categories, threshold=threshold, photo_size=image.size)

@@ -1,16 +1,18 @@
-"""Grad-CAM at a backbone stage of a segmentation or detection model.
+"""Grad-CAM at the backbone stages of a segmentation or detection model, and the backbone's feature maps.
 
 The target is a scalar of the model's output: for a segmentation class, the sum of that
 class's logits over the pixels predicted as it (pytorch-grad-cam's
-``SemanticSegmentationTarget``); for one detection, its score. The gradient is taken at
-the stage's output through a per-call shell of the model whose backbone marks that output
-as the leaf to differentiate: nothing is hooked, and the shared model's weights, which
-need no gradient, stay as they are.
+``SemanticSegmentationTarget``); for one detection, its score. One forward keeps the graph
+and gives the answer (masks or boxes) too; one backward gives the gradient at every stage
+asked for. The gradient is taken through a per-call shell of the model whose backbone makes
+the earliest stage's output the leaf to differentiate: nothing is hooked, and the shared
+model's weights, which need no gradient, stay as they are.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,13 +21,15 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..features import FeatureGrid, feature_grid
 from ..model import STAGES
 from .backbone import backbone_of
-from .detect import check_threshold, raw_detections, shell, sized
-from .segment import prepare_segment, segment_logits
+from .check import backbone_check
+from .detect import Detections, check_threshold, detections_of, raw_detections, shell, sized
+from .segment import Segmentation, prepare_segment, segment_logits, segmentation_of
 from .weights import TransferModel
 
-__all__ = ["TransferCam", "detection_cam", "grad_cam", "segment_cam"]
+__all__ = ["TransferCam", "TransferExplanation", "explain_transfer", "grad_cams"]
 
 
 @dataclass(frozen=True)
@@ -38,87 +42,146 @@ class TransferCam:
     all_zero: bool  # every weighted channel was negative: no evidence at this stage
 
 
-class _Tap(nn.Module):
-    """The backbone's IntermediateLayerGetter, run with ``stage``'s output made a leaf that records gradients."""
+@dataclass(frozen=True)
+class TransferExplanation:
+    """One photo through the model: its answer, Grad-CAM per stage for one target, the feature maps."""
 
-    def __init__(self, getter: nn.Module, stage: str) -> None:
+    segmentation: Segmentation | None
+    detections: Detections | None
+    target: int | None  # the class or detection explained; None: nothing to explain (no detection)
+    target_text: str | None  # for people, as in TransferCam.target
+    cams: dict[str, TransferCam]  # by stage, in STAGES order; empty when nothing is explained
+    features: dict[str, FeatureGrid]  # every stage's strongest channels (empty unless asked for)
+    backbone_diff: dict[str, float]  # per stage, our ResNet vs the backbone (empty unless asked for)
+
+
+class _Tap(nn.Module):
+    """The backbone's IntermediateLayerGetter, run recording every stage's output, the earliest of
+    ``stages`` made a leaf that records gradients (what comes before it needs none), and the input."""
+
+    def __init__(self, getter: nn.Module, stages: Sequence[str]) -> None:
         super().__init__()
         self.getter = getter
-        self.name = "maxpool" if stage == "stem" else stage
-        self.activation: Tensor | None = None
+        self.leaf = "maxpool" if stages[0] == "stem" else stages[0]
+        self.activations: dict[str, Tensor] = {}
+        self.input: Tensor | None = None
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        self.input = x.detach()  # (B, 3, h, w): the detector's own resized, normalised, padded batch
         out: OrderedDict[str, Tensor] = OrderedDict()
         for name, module in self.getter.items():
             x = module(x)  # (B, C, H, W)
-            if name == self.name:
-                x = x.detach().requires_grad_()  # what comes before needs no gradient
-                self.activation = x
+            if name == self.leaf:
+                x = x.detach().requires_grad_()
+            if name == "maxpool" or name in STAGES:
+                self.activations["stem" if name == "maxpool" else name] = x
             if name in self.getter.return_layers:
                 out[self.getter.return_layers[name]] = x
         return out
 
 
-def _tapped(loaded: TransferModel, stage: str) -> tuple[nn.Module, _Tap]:
-    if stage not in STAGES:
-        raise UserError(f"Unknown stage {stage!r:.40}; choose one of {', '.join(STAGES)}.")
-    tap = _Tap(backbone_of(loaded), stage).eval()
+def _check_stages(stages: Sequence[str]) -> tuple[str, ...]:
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise UserError(f"Unknown stage {(unknown or [''])[0]!r:.40}; choose among {', '.join(STAGES)}.")
+    return tuple(s for s in STAGES if s in stages)  # running order, once each
+
+
+def _tapped(loaded: TransferModel, stages: tuple[str, ...]) -> tuple[nn.Module, _Tap]:
+    tap = _Tap(backbone_of(loaded), stages).eval()
     if loaded.spec.task == "segment":
         return shell(loaded.model, backbone=tap), tap
     return shell(loaded.model, backbone=shell(loaded.model.backbone, body=tap)), tap
 
 
-def grad_cam(activation: Tensor, target: Tensor) -> tuple[np.ndarray, bool]:
-    """Grad-CAM of ``target`` at ``activation`` (1, C, h, w): ReLU of the gradient-weighted channel sum,
-    scaled to [0, 1]; an all-zero map (and True) when no channel has positive evidence."""
-    (grad,) = torch.autograd.grad(target, activation)  # (1, C, h, w)
-    weights = grad.mean(dim=(2, 3), keepdim=True)  # (1, C, 1, 1)
-    cam = torch.relu((weights * activation).sum(1))[0].detach()  # (h, w)
-    top = float(cam.max())
-    if top <= 0.0:
-        return np.zeros(tuple(cam.shape), dtype=np.float32), True  # guard 0/0: nothing to show
-    return (cam / top).numpy().astype(np.float32), False
+def grad_cams(activations: Sequence[Tensor], target: Tensor) -> list[tuple[np.ndarray, bool]]:
+    """Grad-CAM of ``target`` at each of ``activations`` (1, C, h, w), from one backward: ReLU of the
+    gradient-weighted channel sum, scaled to [0, 1]; an all-zero map (and True) where no channel has
+    positive evidence."""
+    grads = torch.autograd.grad(target, list(activations))  # each (1, C, h, w)
+    out = []
+    for activation, grad in zip(activations, grads, strict=True):
+        weights = grad.mean(dim=(2, 3), keepdim=True)  # (1, C, 1, 1)
+        cam = torch.relu((weights * activation.detach()).sum(1))[0]  # (h, w)
+        top = float(cam.max())
+        if top <= 0.0:
+            out.append((np.zeros(tuple(cam.shape), dtype=np.float32), True))  # guard 0/0: nothing to show
+        else:
+            out.append(((cam / top).numpy().astype(np.float32), False))
+    return out
 
 
-def segment_cam(
-    *, loaded: TransferModel, image: Image.Image, category: int, stage: str = "layer4", size: int | None = None
-) -> TransferCam:
-    """Grad-CAM at ``stage`` for segmentation class ``category``: the target is the sum of that class's
-    logits over the pixels predicted as it."""
-    names = loaded.spec.categories
-    if not 0 <= category < len(names):
-        raise UserError(f"Unknown class {category}; the classes are 0 to {len(names) - 1}.")
-    model, tap = _tapped(loaded, stage)
-    x = prepare_segment(loaded, image, size=size)  # (1, 3, h, w)
-    with torch.enable_grad():
-        logits = segment_logits(model, x)[0]  # (K, h, w)
-        region = logits.detach().argmax(0) == category  # (h, w)
-        count = int(region.sum())
-        if count == 0:
-            raise UserError(f"No pixel of this photo is predicted as {names[category]!r}; choose a class it found.")
-        assert tap.activation is not None
-        heatmap, zero = grad_cam(tap.activation, logits[category][region].sum())
-    return TransferCam(stage, f"class {names[category]!r} over its {count:,} pixels", heatmap, zero)
+def _segment_target(logits: Tensor, segmentation: Segmentation, target: int | None, names: tuple[str, ...]) -> tuple[int, Tensor, str]:
+    if target is None:  # an object before background
+        shown = [c for c in segmentation.classes if c.index != 0] or list(segmentation.classes)
+        target = shown[0].index
+    if not 0 <= target < len(names):
+        raise UserError(f"Unknown class {target}; the classes are 0 to {len(names) - 1}.")
+    region = logits.detach().argmax(0) == target  # (h, w) at the model's input size
+    count = int(region.sum())
+    if count == 0:
+        raise UserError(f"No pixel of this photo is predicted as {names[target]!r}; choose a class it found.")
+    return target, logits[target][region].sum(), f"class {names[target]!r} over its {count:,} pixels"
 
 
-def detection_cam(
+def _detection_target(out: dict[str, Tensor], found: Detections, target: int | None, names: tuple[str, ...]) -> tuple[int, Tensor, str] | None:
+    if target is None:
+        if not found.items:
+            return None  # nothing detected is an answer: there is just nothing to explain
+        target = found.items[0].index
+    scores = out["scores"]  # (N,)
+    if not 0 <= target < len(scores) or scores[target].item() < found.threshold:
+        raise UserError(f"There is no detection {target} over the threshold; the photo has {len(found.items)}.")
+    name = names[int(out["labels"][target])]
+    return target, scores[target], f"detection {target}: {name!r} {scores[target].item():.2f}"
+
+
+def explain_transfer(
     *,
     loaded: TransferModel,
     image: Image.Image,
-    index: int,
-    stage: str = "layer4",
+    target: int | None = None,
+    stages: Sequence[str] = STAGES,
+    threshold: float = 0.5,
     size: int | None = None,
-    threshold: float = 0.0,
-) -> TransferCam:
-    """Grad-CAM at ``stage`` for detection ``index`` (its rank in the model's output): the target is its score."""
-    check_threshold(threshold)
-    model, tap = _tapped(loaded, stage)
+    features: bool = True,
+    check: bool = False,
+) -> TransferExplanation:
+    """Segment or detect ``image`` and explain ``target`` with Grad-CAM at each of ``stages``.
+
+    ``target`` is a segmentation class index, or a detection's index in the model's output
+    (:attr:`Detection.index`); None explains the largest class other than background, or the
+    best detection over ``threshold`` (none detected: no maps, not an error). ``size`` is the
+    input's short side (default the entry's own). ``features`` adds every stage's feature-map
+    grid; ``check`` compares our ResNet with the backbone on the very input the model saw.
+    """
+    threshold = check_threshold(threshold)
+    stages = _check_stages(stages)
+    model, tap = _tapped(loaded, stages)
+    names = loaded.spec.categories
+    segmentation = detections = None
     with torch.enable_grad():
-        out = raw_detections(sized(model, size), image)
-        scores = out["scores"]  # (N,)
-        if not 0 <= index < len(scores) or scores[index].item() < threshold:
-            raise UserError(f"There is no detection {index} over the threshold; the photo has {len(scores)} in all.")
-        assert tap.activation is not None
-        heatmap, zero = grad_cam(tap.activation, scores[index])
-    name = loaded.spec.categories[int(out["labels"][index])]
-    return TransferCam(stage, f"detection {index}: {name!r} {scores[index].item():.2f}", heatmap, zero)
+        if loaded.spec.task == "segment":
+            logits = segment_logits(model, prepare_segment(loaded, image, size=size))[0]  # (K, h, w)
+            segmentation = segmentation_of(logits.argmax(0), image=image, categories=names)
+            chosen = _segment_target(logits, segmentation, target, names)
+        else:
+            out = raw_detections(sized(model, size), image)
+            detections = detections_of(out, categories=names, threshold=threshold, photo_size=image.size)
+            chosen = _detection_target(out, detections, target, names)
+        cams: dict[str, TransferCam] = {}
+        if chosen is not None:
+            index, score, text = chosen
+            maps = grad_cams([tap.activations[s] for s in stages], score)
+            cams = {s: TransferCam(s, text, heat, zero) for s, (heat, zero) in zip(stages, maps, strict=True)}
+    acts = {name: a.detach() for name, a in tap.activations.items()}
+    assert tap.input is not None
+    return TransferExplanation(
+        segmentation=segmentation,
+        detections=detections,
+        target=None if chosen is None else chosen[0],
+        target_text=None if chosen is None else chosen[2],
+        cams=cams,
+        features={s: feature_grid(acts[s][0], stage=s) for s in STAGES} if features else {},
+        backbone_diff=backbone_check(loaded, tap.input, theirs=acts) if check else {},
+    )

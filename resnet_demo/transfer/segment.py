@@ -13,9 +13,12 @@ from torch import Tensor
 from ..errors import UserError
 from .weights import TransferModel
 
-__all__ = ["SegmentClass", "Segmentation", "prepare_segment", "segment", "segment_logits"]
+__all__ = ["SegmentClass", "Segmentation", "prepare_segment", "segment", "segment_logits", "segmentation_of"]
 
 MIN_SIZE, MAX_SIZE = 32, 1024  # below 32 px layer4 is a single pixel; above 1024 a CPU takes minutes
+# The longest side the model sees, as torchvision's detectors cap theirs: a 20:1 panorama at a 520 px short
+# side would otherwise be 10,400 px long, and its explanation would need tens of GB.
+MAX_LONG_SIDE = 1333
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,14 @@ def _check_size(size: int) -> int:
 
 
 def prepare_segment(loaded: TransferModel, image: Image.Image, *, size: int | None = None) -> Tensor:
-    """The entry's eval transform: short side resized to ``size`` (default: the entry's), normalised."""
+    """The entry's eval transform: short side resized to ``size`` (default: the entry's), normalised; the
+    long side at most :data:`MAX_LONG_SIDE` (the short side then shrinks with it)."""
     spec = loaded.spec
     short = _check_size(spec.resize_size if size is None else size)  # type: ignore[arg-type]
-    x = TF.to_tensor(TF.resize(image.convert("RGB"), [short], interpolation=TF.InterpolationMode.BILINEAR))
+    resized = TF.resize(
+        image.convert("RGB"), [short], interpolation=TF.InterpolationMode.BILINEAR, max_size=MAX_LONG_SIDE
+    )
+    x = TF.to_tensor(resized)
     return TF.normalize(x, list(spec.mean), list(spec.std)).unsqueeze(0)  # (1, 3, h, w)
 
 
@@ -61,11 +68,17 @@ def _classes(mask: np.ndarray, categories: tuple[str, ...]) -> tuple[SegmentClas
     return tuple(sorted(found, key=lambda c: -c.share))
 
 
+def segmentation_of(pred: Tensor, *, image: Image.Image, categories: tuple[str, ...]) -> Segmentation:
+    """The segmentation for the predicted classes ``pred`` (h, w) at the model's input size: the mask resized
+    to the photo, and the classes found."""
+    small = Image.fromarray(pred.detach().to(torch.uint8).numpy())
+    mask = np.asarray(small.resize(image.size, Image.Resampling.NEAREST), dtype=np.uint8)  # (H, W)
+    return Segmentation(mask=mask, classes=_classes(mask, categories), input_size=tuple(pred.shape[-2:]))
+
+
 def segment(*, loaded: TransferModel, image: Image.Image, size: int | None = None) -> Segmentation:
     """Segment ``image``: the predicted class of every pixel (resized to the photo), and the classes found."""
     x = prepare_segment(loaded, image, size=size)  # (1, 3, h, w)
     with torch.inference_mode():
         pred = segment_logits(loaded.model, x).argmax(1)[0]  # (h, w)
-    small = Image.fromarray(pred.to(torch.uint8).numpy())
-    mask = np.asarray(small.resize(image.size, Image.Resampling.NEAREST), dtype=np.uint8)  # (H, W)
-    return Segmentation(mask=mask, classes=_classes(mask, loaded.spec.categories), input_size=tuple(x.shape[-2:]))
+    return segmentation_of(pred, image=image, categories=loaded.spec.categories)

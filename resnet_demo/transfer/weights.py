@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..checkpoint_files import WeightsError, check_tensors, is_state_dict, read_pth
-from ..weights import WeightsSpec, _fetch, _fit_problem, offline
+from ..weights import WeightsSpec, fetch_weights_file, offline, state_dict_fit_problem
 
 __all__ = [
     "BACKBONES",
@@ -32,6 +32,7 @@ __all__ = [
     "TASKS",
     "TransferModel",
     "TransferSpec",
+    "backbones_for",
     "clear_transfer_cache",
     "load_transfer",
     "shared_transfer",
@@ -72,6 +73,11 @@ MODELS: dict[str, tuple[str, ...]] = {
 DEFAULT_MODEL = {"segment": "deeplabv3", "detect": "fasterrcnn"}
 
 
+def backbones_for(*, task: str, model: str) -> tuple[str, ...]:
+    """The backbones ``model`` is published on (empty for an unknown task or model)."""
+    return tuple(b for t, m, b in _ENTRIES if (t, m) == (task, model))
+
+
 @dataclass(frozen=True)
 class TransferSpec:
     """One published segmentation or detection entry, as torchvision describes it."""
@@ -99,6 +105,16 @@ class TransferSpec:
     def dilated(self) -> bool:
         """Segmentation backbones trade layer3/layer4's stride for dilation: output stride 8, not 32."""
         return self.task == "segment"
+
+    @property
+    def changes(self) -> tuple[str, ...]:
+        """What the model changed in the classifier's ResNet, in words (empty: nothing)."""
+        out = []
+        if self.dilated:
+            out.append("layer3 and layer4 dilated (2, then 4) instead of strided: layer4 is 1/8 of the input, not 1/32")
+        if self.frozen_batchnorm:
+            out.append("BatchNorm frozen (fixed statistics and affine parameters)")
+        return tuple(out)
 
 
 def _choose(task: str, model: str | None, backbone: str) -> tuple[str, str]:
@@ -204,7 +220,8 @@ def _load_published(*, task: str, model: str | None, backbone: str, download: bo
         preprocessing=None, pretrained=True, url=spec.url, file_name=spec.file_name,  # type: ignore[arg-type]
     )
     try:
-        path = _fetch(fetch_spec, download=(not offline()) if download is None else download, progress=False)
+        fetch = (not offline()) if download is None else download
+        path = fetch_weights_file(fetch_spec, download=fetch, progress=False)
     except WeightsError as e:  # the classifier's remedy names --weights, which this command has not
         target = Path(torch.hub.get_dir()) / "checkpoints" / spec.file_name
         raise WeightsError(e.problem, cli_fix=f"Fix: download {spec.url} and place it at {target}.") from e
@@ -213,7 +230,7 @@ def _load_published(*, task: str, model: str | None, backbone: str, download: bo
         raise WeightsError(f"{path.name} in torchvision's cache is not a state_dict.")
     check_tensors(state_dict, name=path.name)
     net = _build(spec)
-    problem = _fit_problem(net, state_dict)
+    problem = state_dict_fit_problem(net, state_dict)
     if problem is not None:
         raise WeightsError(f"{path.name} does not fit {spec.label}: {problem}.")
     net.load_state_dict(state_dict, strict=True)

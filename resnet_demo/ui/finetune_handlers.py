@@ -2,6 +2,7 @@
 
 Plain functions, so the tests call them directly. The settings are checked once, by
 the core's :func:`~resnet_demo.finetune.validate_config` with the server's bounds.
+:func:`follow_job` streams a running job to its page, for this tab and the Slim tab.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def _new_data_folder(request: gr.Request | None) -> Path:
     """A fresh data folder for this session, refused while its own fine-tune reads the current one."""
     session = session_name(request)
     job = jobs.current()
-    if job is not None and job.owner == session:
-        raise gr.Error("Your fine-tune is running on the current data; wait for it to end, or cancel it first.")
+    if job is not None and job.owner == session:  # a slim run may be reading this data too
+        raise gr.Error(f"Your {job.kind.noun} is running on the current data; wait for it to end, or cancel it first.")
     prune(keep=job.owner if job is not None else None)
     return fresh_folder(session_dir(session), prefix="data")
 
@@ -129,8 +130,12 @@ def estimate_time(
     device = _device()
     key = (cfg.arch, cfg.freeze, cfg.batch_size, cfg.image_size, device)
     if key not in _TIMINGS:
-        if jobs.current() is not None:
-            return "A fine-tune is running on this server; a step measured now would be wrong. Estimate after it ends."
+        running = jobs.current()
+        if running is not None:
+            return (
+                f"A {running.kind.noun} is in progress on this server; a step measured now would be wrong. "
+                "Estimate after it ends."
+            )
         _TIMINGS[key] = measure_step(
             arch=cfg.arch, freeze=cfg.freeze, batch_size=cfg.batch_size, image_size=cfg.image_size, device=device
         )
@@ -149,7 +154,7 @@ def estimate_time(
 
 def _status(history: TrainingHistory, job: jobs.Job) -> str:
     if not history.start:
-        return "Loading the pretrained weights and reading the images…"
+        return job.kind.preparing
     parts = [f"**Epoch {min(history.epoch + 1, job.epochs)}/{job.epochs}**, step {history.step}/{history.total_steps}"]
     if history.loss:
         parts.append(f"training loss {history.loss[-1]:.3f}")
@@ -180,14 +185,38 @@ def _final_status(result: FinetuneResult) -> str:
     return head + " Download the checkpoint below, or press **Use this model** to explain with it."
 
 
-def _failure(error: BaseException) -> gr.Error:
+def _failure(error: BaseException, *, kind: jobs.JobKind = jobs.FINETUNE) -> gr.Error:
     """What the page says when the run raised: the core's sentence, or a short apology for a bug."""
     if isinstance(error, TrainingDiverged):  # without the server's path of the last good checkpoint
         return gr.Error(error.problem)
     if isinstance(error, UserError):  # e.g. ImageNet weights unavailable: what to do in the app
         return gr.Error(app_message(error))
-    log.error("fine-tune failed", exc_info=error)
-    return gr.Error(f"The fine-tune failed on the server ({type(error).__name__}). Please try again.")
+    log.error("%s failed", kind.noun, exc_info=error)
+    return gr.Error(f"The {kind.noun} failed on the server ({type(error).__name__}). Please try again.")
+
+
+def follow_job(
+    job: jobs.Job, *, history: TrainingHistory, progress: Callable[..., Any] | None
+) -> Iterator[tuple[str, Any]]:
+    """Stream a started ``job`` to its page as (status, training curves): at once, then every
+    :data:`UPDATE_EVERY_S` while it runs, and at its last event.
+
+    Each event goes into ``history`` (the caller's, for its final figure), the job's step count
+    (for the busy message others get) and the progress bar. When the run raised, raises the
+    page's ``gr.Error`` after its last event.
+    """
+    yield _status(history, job), training_figure(history)
+    last_yield = time.monotonic()
+    for event in job.events_until_done():
+        history.add(event)
+        job.total_steps, job.step = history.total_steps, history.step
+        if progress is not None and history.total_steps:
+            progress((history.step, history.total_steps), desc=job.kind.doing, unit="steps")
+        if time.monotonic() - last_yield >= UPDATE_EVERY_S or history.done is not None:
+            last_yield = time.monotonic()
+            yield _status(history, job), training_figure(history)
+    if job.error is not None:
+        raise _failure(job.error, kind=job.kind)
 
 
 @user_errors
@@ -211,30 +240,23 @@ def run_finetune(
     """
     cfg = _settings(dataset, arch, epochs, lr, batch_size, freeze, image_size, weights)
     session = session_name(request)
-    with jobs.claim(owner=session, epochs=cfg.epochs) as job:
+    with jobs.claim(owner=session, epochs=cfg.epochs, kind=jobs.FINETUNE) as job:
         cfg = dataclasses.replace(cfg, out=str(fresh_folder(session_dir(session), prefix="run")))
         job.start(lambda: finetune(cfg, callback=job.events.put, stop=job.stop))
         history = TrainingHistory(epochs_total=cfg.epochs)
         no_file, disabled = None, gr.update(interactive=False)
-        yield _status(history, job), training_figure(history), no_file, disabled
-        last_yield = time.monotonic()
-        for event in job.events_until_done():
-            history.add(event)
-            job.total_steps, job.step = history.total_steps, history.step
-            if progress is not None and history.total_steps:
-                progress((history.step, history.total_steps), desc="fine-tuning", unit="steps")
-            if time.monotonic() - last_yield >= UPDATE_EVERY_S or history.done is not None:
-                last_yield = time.monotonic()
-                yield _status(history, job), training_figure(history), no_file, disabled
-        if job.error is not None:
+        try:
+            for status, curves in follow_job(job, history=history, progress=progress):
+                yield status, curves, no_file, disabled
+        except gr.Error:  # the run failed: nothing of it is worth keeping
             shutil.rmtree(cfg.out, ignore_errors=True)
-            raise _failure(job.error)
+            raise
         result = job.result
         assert result is not None
         # Only the checkpoint offered for download stays on disk (in Gradio's cache, served
         # without a copy); the resumable last.pth and the logs go now.
         path = result.best or result.last
-        offered = offer(session, path) if path is not None else None
+        offered = offer(session, path, kind=job.kind.key) if path is not None else None
         shutil.rmtree(cfg.out, ignore_errors=True)
         ready = gr.update(interactive=offered is not None)
         yield _final_status(result), training_figure(history), str(offered) if offered else None, ready

@@ -1,5 +1,6 @@
-"""The server's one fine-tune: a lock so that one runs at a time, the thread it runs in,
-the queue its events reach the page through, and cancel by the user who started it.
+"""The server's one training job, a fine-tune or a slim run: a lock so that one runs at a
+time, the thread it runs in, the queue its events reach the page through, and cancel by the
+user who started it. Messages name the kind of job that holds the slot.
 
 It runs in a thread of the server process, so the Explain tab keeps answering meanwhile.
 """
@@ -18,12 +19,27 @@ from ..finetune import FinetuneResult, TrainEvent
 from ..finetune.plots import format_duration
 
 
+@dataclass(frozen=True)
+class JobKind:
+    """What a kind of job is called, in messages and as the kind of the checkpoint it offers."""
+
+    key: str  # its checkpoint's kind in session_folders.offer
+    noun: str  # "A {noun} is already running on this server"
+    doing: str  # the progress bar's label
+    preparing: str  # the status before the first event, while the run loads its model and data
+
+
+FINETUNE = JobKind("finetune", "fine-tune", "fine-tuning", "Loading the pretrained weights and reading the images…")
+SLIM = JobKind("slim", "slim run", "slimming", "Loading the checkpoint, pruning it and reading the images…")
+
+
 @dataclass
 class Job:
-    """The one fine-tune of this server."""
+    """The one training job of this server."""
 
     owner: str  # session of the user who started it
     epochs: int
+    kind: JobKind = FINETUNE
     stop: threading.Event = field(default_factory=threading.Event)
     events: queue.Queue[TrainEvent] = field(default_factory=queue.Queue)
     started: float = field(default_factory=time.time)
@@ -42,7 +58,7 @@ class Job:
             except BaseException as e:  # noqa: BLE001 - handed to the page's handler, which reports it
                 self.error = e
 
-        self.thread = threading.Thread(target=run, name="finetune", daemon=True)
+        self.thread = threading.Thread(target=run, name=self.kind.key, daemon=True)
         self.thread.start()
 
     def events_until_done(self, *, poll_s: float = 0.2) -> Iterator[TrainEvent]:
@@ -56,35 +72,36 @@ class Job:
         self.thread.join()
 
 
-_LOCK = threading.Lock()  # held for the whole run: one fine-tune at a time
+_LOCK = threading.Lock()  # held for the whole run: one training job at a time
 _CURRENT: Job | None = None
 
 
 def current() -> Job | None:
-    """The fine-tune running now, if any."""
+    """The job running now, if any."""
     return _CURRENT
 
 
 def busy() -> bool:
-    """Whether the one fine-tune slot is taken (also while a job is starting or ending)."""
+    """Whether the one training slot is taken (also while a job is starting or ending)."""
     return _LOCK.locked()
 
 
 def busy_message() -> str:
-    """What a user who asks for a second fine-tune is told."""
+    """What a user who asks for a second job (of either kind) is told: which kind runs, and how far."""
     job = _CURRENT
-    if job is None:
-        return "A fine-tune is starting on this server. One runs at a time; try again in a minute."
+    if job is None:  # the slot is held for the instants before the job is set, and after it is cleared
+        return "A fine-tune or slim run is starting on this server. One runs at a time; try again in a minute."
     done = f"step {job.step} of {job.total_steps}" if job.total_steps else "starting"
     return (
-        f"A fine-tune is already running on this server ({done}, for {format_duration(time.time() - job.started)}). "
+        f"A {job.kind.noun} is already running on this server ({done}, "
+        f"for {format_duration(time.time() - job.started)}). "
         f"One runs at a time; try again when it ends. The Explain tab works meanwhile."
     )
 
 
 @contextlib.contextmanager
-def claim(*, owner: str, epochs: int) -> Iterator[Job]:
-    """Hold the server's fine-tune slot for a new job, or raise :class:`UserError` saying it is taken.
+def claim(*, owner: str, epochs: int, kind: JobKind = FINETUNE) -> Iterator[Job]:
+    """Hold the server's training slot for a new job of ``kind``, or raise :class:`UserError` saying it is taken.
 
     On leaving, a job still running (the page went away) is stopped at its next step
     and waited for, and the slot is free again.
@@ -92,7 +109,7 @@ def claim(*, owner: str, epochs: int) -> Iterator[Job]:
     global _CURRENT
     if not _LOCK.acquire(blocking=False):
         raise UserError(busy_message())
-    job = Job(owner=owner, epochs=epochs)
+    job = Job(owner=owner, epochs=epochs, kind=kind)
     _CURRENT = job
     try:
         yield job
@@ -113,6 +130,6 @@ def cancel(*, owner: str) -> bool:
     if job is None:
         return False
     if job.owner != owner:
-        raise UserError("The fine-tune running now was started by someone else; only they can cancel it.")
+        raise UserError(f"The {job.kind.noun} on this server was started by someone else; only they can cancel it.")
     job.stop.set()
     return True

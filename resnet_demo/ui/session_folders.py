@@ -1,11 +1,12 @@
-"""One work folder per browser session, for the Fine-tune tab's data and runs, and the
-checkpoints handed to each session for download.
+"""One work folder per browser session, for the Fine-tune and Slim tabs' data and runs, and
+the checkpoints handed to each session for download.
 
-Everything the tab writes lives under :data:`WORK_ROOT`, in the system temp folder. A
-finished run keeps only the checkpoint the user may download, moved into Gradio's cache
-(so that Gradio serves it without a copy of its own) and spared by the cache sweeper
-(:mod:`.temp_files`). Both go with the session: when its page closes (``demo.unload``)
-or after :data:`STALE_AFTER_S` idle, since a Space's disk is small.
+Everything the tabs write lives under :data:`WORK_ROOT`, in the system temp folder. A
+finished run keeps only the checkpoint the user may download, one per kind of run (a
+fine-tuned and a slimmed one can be offered side by side), moved into Gradio's cache (so
+that Gradio serves it without a copy of its own) and spared by the cache sweeper
+(:mod:`.temp_files`). All of them go with the session: when its page closes
+(``demo.unload``) or after :data:`STALE_AFTER_S` idle, since a Space's disk is small.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .settings import STATE_TTL_S
 WORK_ROOT = Path(tempfile.gettempdir()) / "resnet_demo_finetune"
 STALE_AFTER_S = STATE_TTL_S
 
-_OFFERED: dict[str, set[Path]] = {}  # session -> checkpoints in Gradio's cache it may download
+_OFFERED: dict[str, dict[str, Path]] = {}  # session -> kind -> the checkpoint in Gradio's cache it may download
 _OFFERED_LOCK = threading.Lock()
 
 
@@ -60,29 +61,31 @@ def fresh_folder(parent: Path, *, prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=parent))
 
 
-def offer(session: str, path: Path) -> Path:
+def offer(session: str, path: Path, *, kind: str) -> Path:
     """Move the checkpoint at ``path`` into a folder of its own in Gradio's cache, for ``session``
-    to download; returns where it is now. The session's earlier checkpoint goes."""
+    to download; returns where it is now. The session's earlier checkpoint of the same ``kind``
+    (e.g. ``"finetune"``, ``"slim"``) goes; those of other kinds stay."""
     folder = Path(get_upload_folder()) / f"finetuned-{secrets.token_hex(16)}"  # unguessable, like Gradio's
     folder.mkdir(parents=True)
     moved = Path(shutil.move(str(path), str(folder / path.name)))
     with _OFFERED_LOCK:
-        earlier, _OFFERED[session] = _OFFERED.get(session, set()), {moved}
-    _remove_files(earlier)
+        earlier = _OFFERED.setdefault(session, {}).get(kind)
+        _OFFERED[session][kind] = moved
+    _remove_files({earlier} if earlier is not None else set())
     return moved
 
 
 def offered_files() -> set[str]:
     """Every checkpoint offered to a session still here: the cache sweeper spares them."""
     with _OFFERED_LOCK:
-        return {str(p) for paths in _OFFERED.values() for p in paths}
+        return {str(p) for kinds in _OFFERED.values() for p in kinds.values()}
 
 
 def forget(session: str) -> None:
-    """Remove ``session``'s work folder and the checkpoints offered to it."""
+    """Remove ``session``'s work folder and the checkpoints of every kind offered to it."""
     shutil.rmtree(WORK_ROOT / session, ignore_errors=True)
     with _OFFERED_LOCK:
-        paths = _OFFERED.pop(session, set())
+        paths = set(_OFFERED.pop(session, {}).values())
     _remove_files(paths)
 
 

@@ -3,14 +3,14 @@
 Plain functions, so the tests call them directly. The settings are checked once, by the
 core's :func:`~resnet_demo.slim.validate_slim` with the server's bounds; the run is the
 core's :func:`~resnet_demo.slim.slim`, in the server's one training slot
-(:mod:`.finetune_job`, shared with the Fine-tune tab), streamed like a fine-tune.
+(:mod:`.finetune_job`, shared with the Fine-tune tab), streamed like a fine-tune
+(:func:`~.finetune_handlers.follow_job`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from ..slim.plots import accuracy_macs_figure
 from ..weights import ARCHES, cache_path, weights_spec
 from . import finetune_job as jobs
 from .components import user_errors
-from .finetune_handlers import UPDATE_EVERY_S, _failure, _status
+from .finetune_handlers import follow_job
 from .model_choice import ARCH_LABELS, app_message, use_checkpoint
 from .session_folders import fresh_folder, offer, session_dir, session_name
 
@@ -139,15 +139,6 @@ def slim_settings(*, inputs: SlimInputs, session: str) -> SlimConfig:
     return cfg
 
 
-def _offer(session: str, path: Path) -> Path:
-    """Offer the slim checkpoint for download without taking the Fine-tune tab's place:
-    :func:`offer` keeps one checkpoint per key, so the slim one has a key of its own, with a
-    work folder of its own that the idle-session sweep removes, checkpoint and all."""
-    key = f"{session}slim"
-    session_dir(key)
-    return offer(key, path)
-
-
 def _final_status(report: SlimReport | None, steps: int, cancelled: bool) -> str:
     if cancelled or report is None:
         return (
@@ -192,7 +183,7 @@ def run_slim(
         cfg = slim_settings(inputs=inputs, session=session)
     except UserError as e:  # in the app's words: no command-line flags or server paths
         raise UserError(app_message(e)) from e
-    with jobs.claim(owner=session, epochs=cfg.epochs) as job:
+    with jobs.claim(owner=session, epochs=cfg.epochs, kind=jobs.SLIM) as job:
         cfg = dataclasses.replace(cfg, out=str(fresh_folder(session_dir(session), prefix="slimrun")))
         reports: list[SlimReport] = []
 
@@ -204,17 +195,20 @@ def run_slim(
         job.start(work)
         history = TrainingHistory(epochs_total=cfg.epochs)
         waiting = ("", None, None, gr.update(interactive=False))  # report table, figure, file, button
-        yield (_status(history, job), training_figure(history), *waiting)
-        for _ in _redraws(job, history, progress):
-            yield (_status(history, job), training_figure(history), *waiting)
         try:
-            if job.error is not None:
-                raise _failure(job.error)
+            for status, curves in follow_job(job, history=history, progress=progress):
+                yield (status, curves, *waiting)
+        except gr.Error:  # the run failed: nothing of it is worth keeping
+            shutil.rmtree(cfg.out, ignore_errors=True)
+            raise
+        try:
             assert job.result is not None
             path = job.result.best or job.result.last
             # Named for what it is: a download called best.pth is easily mistaken for the fine-tuned one.
             name = f"{Path(cfg.weights).stem[:60]}-slim{round(100 * cfg.prune)}.pth"
-            offered = _offer(session, path.rename(path.with_name(name))) if path is not None else None
+            # Beside the session's fine-tuned checkpoint, not in its place; both go when the page closes.
+            renamed = path.rename(path.with_name(name)) if path is not None else None
+            offered = offer(session, renamed, kind=job.kind.key) if renamed is not None else None
         finally:  # the resumable last.pth and the logs go; only the offered checkpoint stays
             shutil.rmtree(cfg.out, ignore_errors=True)
         report = reports[0] if reports else None
@@ -227,19 +221,6 @@ def run_slim(
             str(offered) if offered is not None else None,
             gr.update(interactive=offered is not None),
         )
-
-
-def _redraws(job: jobs.Job, history: TrainingHistory, progress: Callable[..., Any] | None) -> Iterator[None]:
-    """Take in the run's events as they come; yield each time the page is due a redraw."""
-    due = time.monotonic() + UPDATE_EVERY_S
-    for event in job.events_until_done():
-        history.add(event)
-        job.total_steps, job.step = history.total_steps, history.step  # for the busy message of others
-        if progress is not None and history.total_steps:
-            progress((history.step, history.total_steps), desc="slimming", unit="steps")
-        if time.monotonic() >= due:
-            due = time.monotonic() + UPDATE_EVERY_S
-            yield
 
 
 @user_errors

@@ -1,66 +1,163 @@
-"""The Transfer tab's handlers: a photo segmented or with its objects boxed, explained at a backbone stage."""
+"""The Transfer tab's handlers: a photo segmented or with its objects boxed, Grad-CAM at every backbone
+stage for a class or a detection of the user's choice, the backbone's feature maps and its diagram."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import gradio as gr
+import plotly.graph_objects as go
 from PIL import Image
 
+from .. import diagram
 from ..images import load_image
 from ..model import STAGES
 from ..render import overlay
-from ..transfer.backbone import READS
+from ..transfer.backbone import DILATION, HEAD_INPUTS, READS
 from ..transfer.drawing import draw_detections, draw_segmentation, hex_colour
-from ..transfer.run import TransferResult, run_transfer
-from ..transfer.weights import MODELS, TransferSpec, shared_transfer, transfer_spec
+from ..transfer.explain import TransferExplanation, explain_transfer
+from ..transfer.weights import MODELS, TransferSpec, backbones_for, shared_transfer, transfer_spec
 from ..weights import offline
 from .analysis_store import NO_PHOTO
 from .components import user_errors
+from .markdown_text import md_text
 
-__all__ = ["model_choices", "summary_markdown", "transfer"]
+__all__ = [
+    "AUTO_TARGET",
+    "OWN_SIZE",
+    "backbone_choices",
+    "backbone_figure",
+    "model_choices",
+    "pick_stage",
+    "reset_target",
+    "summary_markdown",
+    "target_choices",
+    "transfer",
+]
+
+OWN_SIZE = 0  # the size menu's "the model's own input size"
+AUTO_TARGET = None  # the target menu's "the largest class / the best detection"
 
 
-def model_choices(task: str) -> Any:
-    """The model menu for ``task``, its default first."""
+def model_choices(task: str, backbone: str) -> tuple[Any, Any]:
+    """The model menu for ``task`` (its default first) and the backbones that model is published on."""
     names = MODELS.get(task, ())
-    return gr.update(choices=list(names), value=names[0] if names else None)
+    model = names[0] if names else None
+    return gr.update(choices=list(names), value=model), backbone_choices(task, model, backbone)
 
 
-def _legend(result: TransferResult) -> str:
+def backbone_choices(task: str, model: str | None, backbone: str) -> Any:
+    """The backbone menu for ``model``: keeps ``backbone`` where the model is published on it."""
+    have = list(backbones_for(task=task, model=model or ""))
+    return gr.update(choices=have, value=backbone if backbone in have else (have[0] if have else None))
+
+
+def reset_target() -> Any:
+    """A new photo, model or threshold: the old class or detection means nothing any more."""
+    return gr.update(choices=[], value=AUTO_TARGET)
+
+
+@user_errors
+def backbone_figure(task: str, model: str, backbone: str) -> go.Figure:
+    """The backbone's block diagram: the stages the head reads marked, what the model changed noted."""
+    spec = transfer_spec(task=task, model=model, backbone=backbone)
+    return diagram.architecture_figure(
+        arch=spec.backbone,
+        taps=HEAD_INPUTS[spec.model],
+        replace_stride_with_dilation=DILATION if spec.dilated else None,
+        note=f"{spec.model} on {spec.backbone}: " + ("; ".join(spec.changes) or "the classifier's ResNet, unchanged"),
+    )
+
+
+def _legend(result: TransferExplanation) -> str:
     if result.segmentation is not None:
         rows = [
-            f"<span style='color:{hex_colour(c.index)}'>■</span> {c.name}: {c.share:.1%}"
+            f"<span style='color:{hex_colour(c.index)}'>■</span> {md_text(c.name)}: {c.share:.1%}"
             for c in result.segmentation.classes
         ]
         return "Classes found: " + " · ".join(rows)
     assert result.detections is not None
     if not result.detections.items:
         return f"Nothing detected with a score of at least {result.detections.threshold:.2f}: lower the threshold."
-    return "\n".join(f"- **{d.label}** {d.score:.2f}" for d in result.detections.items)
+    return "\n".join(f"- {d.index}: **{md_text(d.label)}** {d.score:.2f}" for d in result.detections.items)
 
 
-def summary_markdown(spec: TransferSpec, result: TransferResult) -> str:
+def target_choices(result: TransferExplanation) -> list[tuple[str, int]]:
+    """What the user may explain: each class found, or each detection over the threshold."""
+    if result.segmentation is not None:
+        return [(f"{c.name} ({c.share:.0%} of the photo)", c.index) for c in result.segmentation.classes]
+    assert result.detections is not None
+    return [(f"{d.index}: {d.label} {d.score:.2f}", d.index) for d in result.detections.items]
+
+
+def summary_markdown(spec: TransferSpec, result: TransferExplanation) -> str:
     """What the model is, which stages its head reads, what changed in the backbone, and the equality check."""
-    changes = []
-    if spec.dilated:
-        changes.append("layer3 and layer4 dilated (2, then 4) instead of strided: layer4 is 1/8 of the input, not 1/32")
-    if spec.frozen_batchnorm:
-        changes.append("BatchNorm frozen (fixed statistics and affine)")
-    changed = "; ".join(changes) or "the backbone is the classifier's ResNet, unchanged"
+    changed = "; ".join(spec.changes) or "the backbone is the classifier's ResNet, unchanged"
     metrics = ", ".join(f"{k} {v:g}" for k, v in spec.metrics.items())
     worst = max(result.backbone_diff.values())
-    cam = "" if result.cam is None else f"\n\nGrad-CAM at {result.cam.stage}: {result.cam.target}."
+    agree = "is bit-identical" if worst == 0.0 else f"agrees to {worst:.1e} (relative)"
+    explained = "Nothing to explain." if result.target_text is None else f"Grad-CAM of {md_text(result.target_text)}."
     return (
         f"**{spec.label}** · published {metrics} · the head reads {', '.join(READS[spec.model])}"
         f" · {changed}.\n\n"
-        f"Backbone = our {spec.backbone}: every stage's output agrees to {worst:.1e} (relative).{cam}"
+        f"Backbone = our {spec.backbone}: every stage's output {agree}. {explained}"
+    )
+
+
+def _strip(photo: Image.Image, result: TransferExplanation) -> list[tuple[Image.Image, str]]:
+    tiles = []
+    for stage, cam in result.cams.items():
+        note = " (all zero)" if cam.all_zero else ""
+        tiles.append((overlay(image=photo, heatmap=cam.heatmap), f"{stage}{note}"))
+    return tiles
+
+
+def _features(result: TransferExplanation) -> list[tuple[Image.Image, str]]:
+    out = []
+    for stage in STAGES:
+        grid = result.features[stage]
+        c, h, w = grid.shape
+        out.append((grid.image, f"{stage} · {c}×{h}×{w} · channels {', '.join(map(str, grid.channels[:4]))}…"))
+    return out
+
+
+def pick_stage(strip: list[Any] | None, stage: str) -> Any:
+    """The strip's tile for ``stage`` as the large map (no rerun: the strip holds every stage)."""
+    if stage not in STAGES:
+        raise gr.Error(f"Unknown stage {stage[:40]!r}; pick one of {', '.join(STAGES)}.")
+    for item in strip or []:
+        picture, caption = (item[0], item[1]) if isinstance(item, (list, tuple)) else (item, "")
+        if str(caption).split(" ")[0] == stage:
+            return picture.get("path", picture) if isinstance(picture, dict) else picture
+    return None
+
+
+def _size(size: int | float | None) -> int | None:
+    return None if size in (None, OWN_SIZE) else int(size)
+
+
+def _banner(spec: TransferSpec, because: str | None) -> str:
+    hint = " The server is offline: an administrator must place the file in torchvision's cache." if offline() else ""
+    return (
+        f"⚠️ **{spec.label} on random weights (UNTRAINED): masks, boxes and maps are meaningless.** "
+        f"{because}{hint}\n\n"
     )
 
 
 @user_errors
-def transfer(image: str | None, task: str, model: str, backbone: str, threshold: float, stage: str) -> tuple:
-    """Run one photo: (picture with masks or boxes, legend, Grad-CAM overlay, summary)."""
+def transfer(
+    image: str | None,
+    task: str,
+    model: str,
+    backbone: str,
+    threshold: float,
+    size: int | None,
+    target: int | None,
+    stage: str,
+) -> tuple:
+    """Run one photo: (picture with masks or boxes, legend, Grad-CAM at ``stage``, the strip of every
+    stage, the feature maps, summary, target menu). ``target`` None explains the largest class other
+    than background, or the best detection."""
     if image is None:
         raise gr.Error(NO_PHOTO)
     spec = transfer_spec(task=task, model=model, backbone=backbone)
@@ -69,18 +166,19 @@ def transfer(image: str | None, task: str, model: str, backbone: str, threshold:
     photo: Image.Image = load_image(image)
     # Like every tab, usable offline: on random weights, labelled UNTRAINED with the reason.
     loaded = shared_transfer(task=spec.task, model=spec.model, backbone=spec.backbone, fallback_to_random=True)
-    result = run_transfer(loaded=loaded, image=photo, threshold=float(threshold), stage=stage)
+    result = explain_transfer(
+        loaded=loaded, image=photo, target=None if target is None else int(target), threshold=float(threshold),
+        size=_size(size), check=True,
+    )
     if result.segmentation is not None:
         picture = draw_segmentation(photo, result.segmentation)
     else:
         assert result.detections is not None
         picture = draw_detections(photo, result.detections)
-    heat = None if result.cam is None else overlay(image=photo, heatmap=result.cam.heatmap)
+    strip = _strip(photo, result)
+    heat = next((tile for tile, caption in strip if caption.split(" ")[0] == stage), None)
     summary = summary_markdown(spec, result)
     if loaded.untrained:
-        hint = " The server is offline: an administrator must place the file in torchvision's cache." if offline() else ""
-        summary = (
-            f"⚠️ **{spec.label} on random weights (UNTRAINED): masks, boxes and maps are meaningless.** "
-            f"{loaded.untrained_because}{hint}\n\n{summary}"
-        )
-    return picture, _legend(result), heat, summary
+        summary = _banner(spec, loaded.untrained_because) + summary
+    menu = gr.update(choices=target_choices(result), value=result.target)
+    return picture, _legend(result), heat, strip, _features(result), summary, menu

@@ -1,0 +1,46 @@
+"""Feature maps: the strongest channels of one stage's output, drawn as a grid.
+
+Shared by the classifier's explanation engine and the transfer models' backbone, so that
+both show a stage the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .render import grid
+
+__all__ = ["FeatureGrid", "feature_grid"]
+
+
+@dataclass(frozen=True)
+class FeatureGrid:
+    """The top channels of one stage's output by mean activation, drawn as a grid."""
+
+    stage: str
+    shape: tuple[int, int, int]  # (C, H, W) of the stage output
+    channels: list[int]  # channel indices in the grid, row by row, strongest first
+    image: Image.Image  # RGB grid; each tile scaled by its own maximum
+    means: list[float]  # mean activation of each shown channel
+
+
+def feature_grid(activation: Tensor, *, stage: str, n: int = 16, tile: int = 96) -> FeatureGrid:
+    """The ``n`` channels of ``activation`` (C, H, W) with the highest mean, strongest first, as a grid."""
+    act = activation.detach()
+    c, h, w = act.shape
+    pixels = act.permute(1, 2, 0).reshape(h * w, c)  # a view for channels_last storage: no copy
+    n = max(1, min(int(n), c))
+    with torch.inference_mode():
+        means, order = torch.topk(pixels.float().mean(dim=0), n)  # sorted, strongest first
+        maps = pixels[:, order].float().T.reshape(n, h, w)  # (n, H, W)
+    return FeatureGrid(
+        stage=stage,
+        shape=(c, h, w),
+        channels=[int(i) for i in order.tolist()],
+        image=grid(maps.cpu().numpy(), tile=tile),
+        means=[float(v) for v in means.tolist()],
+    )
