@@ -25,6 +25,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,38 +339,45 @@ def _cli_fix(spec: WeightsSpec, path: Path) -> str:
     )
 
 
-def fetch_weights_file(spec: WeightsSpec, *, download: bool, progress: bool) -> Path:
-    """The file of a named weights entry in torchvision's cache, downloaded there first when
+def fetch_weights_file(
+    *, url: str, file_name: str, what: str, download: bool, progress: bool, cli_fix: Callable[[Path], str]
+) -> Path:
+    """The published file ``file_name`` in torchvision's cache, downloaded there from ``url`` first when
     missing and ``download`` allows it (its hash checked, as torch.hub does).
 
-    Reads only the spec's ``url``, ``file_name``, ``label`` and ``arch``. Raises
-    :class:`WeightsError` when the file is missing and downloads are off, or the download
-    fails; the sentence names the file, and its ``cli_fix`` says where to place it by hand.
+    Raises :class:`WeightsError` when the file is missing and downloads are off, or the download
+    fails; the sentence names ``what`` ("ImageNet V2 (torchvision) weights for resnet50") and the
+    file, and its ``cli_fix`` is ``cli_fix(path)``: where to place it by hand, in command-line words.
     """
-    path = cache_path(spec)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / file_name
     if path.exists():
         return path
-    missing = f"{spec.label} weights for {spec.arch} ({spec.file_name}) are not in torchvision's cache on this machine"
+    missing = f"{what} ({file_name}) are not in torchvision's cache on this machine"
     if not download:
-        raise WeightsError(
-            f"{missing}, and downloads are off.", cli_fix=f"({OFFLINE_ENV}=1) {_cli_fix(spec, path)}"
-        )
+        raise WeightsError(f"{missing}, and downloads are off.", cli_fix=f"({OFFLINE_ENV}=1) {cli_fix(path)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     match = re.search(torch.hub.HASH_REGEX, path.name)
     try:
-        torch.hub.download_url_to_file(spec.url, str(path), match.group(1) if match else None, progress=progress)
+        torch.hub.download_url_to_file(url, str(path), match.group(1) if match else None, progress=progress)
     except Exception as e:  # noqa: BLE001 - urllib, ssl, socket and hash errors all mean "not available"
         detail = str(e).splitlines()[0] if str(e) else "no detail"
         raise WeightsError(
-            f"{missing}, and they could not be downloaded ({type(e).__name__}).",
-            cli_fix=f"({detail}) {_cli_fix(spec, path)}",
+            f"{missing}, and they could not be downloaded ({type(e).__name__}).", cli_fix=f"({detail}) {cli_fix(path)}"
         ) from e
     return path
 
 
+def _fetch_named(spec: WeightsSpec, *, download: bool, progress: bool) -> Path:
+    assert spec.url is not None and spec.file_name is not None  # named, published weights
+    return fetch_weights_file(
+        url=spec.url, file_name=spec.file_name, what=f"{spec.label} weights for {spec.arch}", download=download,
+        progress=progress, cli_fix=lambda path: _cli_fix(spec, path),
+    )
+
+
 def _load_named(spec: WeightsSpec, *, download: bool, progress: bool) -> ResNet:
     """torchvision's published weights from its cache (downloaded when missing and allowed), checked."""
-    path = fetch_weights_file(spec, download=download, progress=progress)
+    path = _fetch_named(spec, download=download, progress=progress)
     fix = f"Fix: delete {path} so that it is downloaded again, or pass --weights PATH or --weights random."
     try:
         state_dict = read_pth(path)

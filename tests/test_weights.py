@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -90,13 +91,18 @@ def test_failed_download_gives_clear_error(torch_home: Path) -> None:
 
 def test_fetch_weights_file_finds_the_cached_file_or_says_why_not(fake_pretrained, torch_home: Path) -> None:
     spec = weights_spec(arch="resnet50", weights="imagenet-v1")
-    with pytest.raises(WeightsError, match=r"\(resnet50-0676ba61\.pth\) are not in torchvision's cache") as e:
-        fetch_weights_file(spec, download=False, progress=False)
+    fetch = functools.partial(
+        fetch_weights_file, url=spec.url, file_name=spec.file_name, what="the test's weights", progress=False,
+        cli_fix=lambda path: f"place it at {path}",
+    )
+    with pytest.raises(WeightsError, match=r"the test's weights \(resnet50-0676ba61\.pth\) are not in torchvision's cache") as e:
+        fetch(download=False)
     assert "downloads are off" in e.value.problem and str(torch_home) not in e.value.problem
+    assert e.value.cli_fix.endswith(f"place it at {cache_path(spec)}")  # the remedy gets the path; the problem never
     with pytest.raises(WeightsError, match=r"could not be downloaded \(OSError\)"):
-        fetch_weights_file(spec, download=True, progress=False)  # the tests' downloader refuses
+        fetch(download=True)  # the tests' downloader refuses
     path = fake_pretrained("resnet50", "imagenet-v1")
-    assert fetch_weights_file(spec, download=False, progress=False) == path == cache_path(spec)
+    assert fetch(download=False) == path == cache_path(spec)
 
 
 def test_state_dict_fit_problem_names_the_first_keys_of_each_mismatch() -> None:

@@ -13,17 +13,15 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
 import torchvision.models.detection as tvd
 import torchvision.models.segmentation as tvs
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..checkpoint_files import WeightsError, check_tensors, is_state_dict, read_pth
-from ..weights import WeightsSpec, fetch_weights_file, offline, state_dict_fit_problem
+from ..weights import fetch_weights_file, offline, state_dict_fit_problem
 
 __all__ = [
     "BACKBONES",
@@ -214,17 +212,11 @@ def load_transfer(
 
 def _load_published(*, task: str, model: str | None, backbone: str, download: bool | None) -> TransferModel:
     spec = transfer_spec(task=task, model=model, backbone=backbone)
-    # The classifier's fetcher reads only the url, file name, label and arch of a spec.
-    fetch_spec = WeightsSpec(
-        arch=f"{spec.model} on {spec.backbone}", name=spec.model, label="torchvision's", categories=spec.categories,
-        preprocessing=None, pretrained=True, url=spec.url, file_name=spec.file_name,  # type: ignore[arg-type]
+    fetch = (not offline()) if download is None else download
+    path = fetch_weights_file(
+        url=spec.url, file_name=spec.file_name, what=f"torchvision's weights for {spec.model} on {spec.backbone}",
+        download=fetch, progress=False, cli_fix=lambda target: f"Fix: download {spec.url} and place it at {target}.",
     )
-    try:
-        fetch = (not offline()) if download is None else download
-        path = fetch_weights_file(fetch_spec, download=fetch, progress=False)
-    except WeightsError as e:  # the classifier's remedy names --weights, which this command has not
-        target = Path(torch.hub.get_dir()) / "checkpoints" / spec.file_name
-        raise WeightsError(e.problem, cli_fix=f"Fix: download {spec.url} and place it at {target}.") from e
     state_dict = read_pth(path)
     if not is_state_dict(state_dict):
         raise WeightsError(f"{path.name} in torchvision's cache is not a state_dict.")

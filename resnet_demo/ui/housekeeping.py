@@ -41,7 +41,8 @@ def start_tidying(blocks: Any, *, every_s: float = TIDY_EVERY_S) -> threading.Ev
 
 def visitor_left(request: gr.Request, *, blocks: Any = None) -> None:
     """``demo.unload``: the page closed or reloaded. Its analyses go now, not after Gradio's hour,
-    its fine-tune folder and checkpoint with them (unless its fine-tune is still stopping), and
+    its fine-tune folder and every checkpoint offered to it (fine-tuned or slimmed) with them (unless its
+    run is still stopping), and
     Gradio's own record of the session in ``blocks``."""
     session = session_name(request)
     ANALYSES.drop_session(session)
