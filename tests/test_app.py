@@ -152,3 +152,24 @@ def test_soak_memory_and_temp_files_stay_flat(app_url: str, tmp_path: Path) -> N
     rss1, files1 = _rss_mb(), _temp_files()
     assert rss1 <= rss0 * 1.05 + 20, f"memory grew from {rss0:.0f} MB to {rss1:.0f} MB over 200 requests"
     assert files1 - files0 < 20, f"temporary files grew from {files0} to {files1}"
+
+
+def test_transfer_endpoint(app_url: str, tmp_path: Path) -> None:
+    client = _client(app_url, tmp_path)
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    params = [p["parameter_name"] for p in endpoints["/transfer"]["parameters"]]
+    assert params == ["image", "task", "model", "backbone", "threshold", "size", "target", "stage"]
+    photo = handle_file(str(PHOTOS["cat"]))
+    picture, legend, heat, strip, features, summary, menu = client.predict(
+        photo, "segment", "fcn", "resnet50", 0.5, 320, None, "layer2", api_name="/transfer"
+    )
+    assert Path(picture).exists() and Path(heat).exists() and legend.startswith("Classes found:")
+    assert [tile["caption"].split(" ")[0] for tile in strip] == ["stem", "layer1", "layer2", "layer3", "layer4"]
+    assert len(features) == 5 and "UNTRAINED" in summary and "Backbone = our resnet50" in summary
+    # Random detectors find nothing over 0.5: an answer, not an error, and the server keeps serving.
+    _, legend, heat, strip, _, summary, _ = client.predict(
+        photo, "detect", "retinanet", "resnet50", 0.5, 320, None, "layer4", api_name="/transfer"
+    )
+    assert legend.startswith("Nothing detected") and heat is None and strip == [] and "Nothing to explain" in summary
+    with pytest.raises(Exception, match="published on resnet50 only"):
+        client.predict(photo, "detect", "fasterrcnn", "resnet101", 0.5, 320, None, "layer4", api_name="/transfer")

@@ -361,6 +361,19 @@ def test_app_handler_segments_and_explains(home: Path, photo: Image.Image, tmp_p
     assert OWN_SIZE == 0 and transfer.__name__ == "transfer"
 
 
+def test_target_by_name_number_or_menu_value() -> None:
+    from resnet_demo.transfer.explain import target_index
+
+    seg, det = transfer_spec(task="segment"), transfer_spec(task="detect")
+    assert target_index(seg, "cat") == seg.categories.index("cat") and target_index(seg, " 12 ") == 12
+    assert target_index(det, 3) == 3 and target_index(det, 3.0) == 3 and target_index(det, "") is None
+    assert target_index(det, None) is None
+    for spec, bad, sentence in ((seg, "unicorn", "Unknown class 'unicorn'"), (det, "dog", "is its number as listed"),
+                                (det, 2.5, "is its number as listed"), (seg, "²", "Unknown class '²'")):
+        with pytest.raises(UserError, match=sentence):
+            target_index(spec, bad)
+
+
 def test_app_handler_nothing_detected_and_bad_input(home: Path, photo: Image.Image, tmp_path: Path) -> None:
     import gradio as gr
 

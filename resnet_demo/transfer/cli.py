@@ -27,11 +27,11 @@ from ..render import overlay
 from .backbone import READS
 from .detect import Detections, check_threshold
 from .drawing import draw_detections, draw_segmentation
-from .explain import TransferExplanation, explain_transfer
+from .explain import TransferExplanation, explain_transfer, target_index
 from .segment import Segmentation
 from .weights import BACKBONES, MODELS, TASKS, TransferSpec, shared_transfer, transfer_spec
 
-__all__ = ["configure_parser", "main", "target_index"]
+__all__ = ["configure_parser", "main"]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -50,20 +50,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, help="input short side (default the entry's: 520 segment, 800 detect)")
     parser.add_argument("--out", help="folder for the files (default transfer-<image name>)")
     parser.add_argument("--json", action="store_true", help="print the JSON summary instead of text")
-
-
-def target_index(spec: TransferSpec, text: str | None) -> int | None:
-    """``--target`` as an index: a segmentation class by name or number, a detection by its number."""
-    if text is None:
-        return None
-    text = text.strip()
-    if text.isascii() and text.isdigit():
-        return int(text)
-    if spec.task == "segment" and text in spec.categories:
-        return spec.categories.index(text)
-    if spec.task == "segment":
-        raise UserError(f"Unknown class {text!r:.40}; the classes are {', '.join(spec.categories)}.")
-    raise UserError(f"The target of a detection is its number as listed (0, 1, ...), not {text!r:.40}.")
 
 
 def _segment_files(image: Image.Image, result: Segmentation, out: Path) -> dict[str, Any]:

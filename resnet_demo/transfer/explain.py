@@ -27,9 +27,9 @@ from .backbone import backbone_of
 from .check import backbone_check
 from .detect import Detections, check_threshold, detections_of, raw_detections, shell, sized
 from .segment import Segmentation, prepare_segment, segment_logits, segmentation_of
-from .weights import TransferModel
+from .weights import TransferModel, TransferSpec
 
-__all__ = ["TransferCam", "TransferExplanation", "explain_transfer", "grad_cams"]
+__all__ = ["TransferCam", "TransferExplanation", "explain_transfer", "grad_cams", "target_index"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,25 @@ def _detection_target(out: dict[str, Tensor], found: Detections, target: int | N
         raise UserError(f"There is no detection {target} over the threshold; the photo has {len(found.items)}.")
     name = names[int(out["labels"][target])]
     return target, scores[target], f"detection {target}: {name!r} {scores[target].item():.2f}"
+
+
+def target_index(spec: TransferSpec, text: str | float | None) -> int | None:
+    """What to explain as an index: a segmentation class by name or number, a detection by its number;
+    None (or blank): the default target."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)) and float(text).is_integer():  # a menu's value (JSON may send 3.0)
+        return int(text)
+    text = str(text).strip()
+    if not text:
+        return None
+    if text.isascii() and text.isdigit():
+        return int(text)
+    if spec.task == "segment" and text in spec.categories:
+        return spec.categories.index(text)
+    if spec.task == "segment":
+        raise UserError(f"Unknown class {text!r:.40}; the classes are {', '.join(spec.categories)}.")
+    raise UserError(f"The target of a detection is its number as listed (0, 1, ...), not {text!r:.40}.")
 
 
 def explain_transfer(

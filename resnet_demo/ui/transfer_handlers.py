@@ -15,7 +15,7 @@ from ..model import STAGES
 from ..render import overlay
 from ..transfer.backbone import DILATION, HEAD_INPUTS, READS
 from ..transfer.drawing import draw_detections, draw_segmentation, hex_colour
-from ..transfer.explain import TransferExplanation, explain_transfer
+from ..transfer.explain import TransferExplanation, explain_transfer, target_index
 from ..transfer.weights import MODELS, TransferSpec, backbones_for, shared_transfer, transfer_spec
 from ..weights import offline
 from .analysis_store import NO_PHOTO
@@ -152,7 +152,7 @@ def transfer(
     backbone: str,
     threshold: float,
     size: int | None,
-    target: int | None,
+    target: int | str | None,
     stage: str,
 ) -> tuple:
     """Run one photo: (picture with masks or boxes, legend, Grad-CAM at ``stage``, the strip of every
@@ -167,7 +167,7 @@ def transfer(
     # Like every tab, usable offline: on random weights, labelled UNTRAINED with the reason.
     loaded = shared_transfer(task=spec.task, model=spec.model, backbone=spec.backbone, fallback_to_random=True)
     result = explain_transfer(
-        loaded=loaded, image=photo, target=None if target is None else int(target), threshold=float(threshold),
+        loaded=loaded, image=photo, target=target_index(spec, target), threshold=float(threshold),
         size=_size(size), check=True,
     )
     if result.segmentation is not None:

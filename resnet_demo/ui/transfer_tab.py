@@ -33,14 +33,17 @@ def build_transfer_tab() -> None:
         image = SafeImage(type="filepath", image_mode=None, label="Photo", height=260, elem_id="transfer-photo")
         with gr.Column():
             task = gr.Radio(list(TASKS), value="segment", label="Task")
-            model = gr.Dropdown(list(MODELS["segment"]), value=MODELS["segment"][0], label="Model")
+            # Custom values allowed: the menus' choices follow the task in the page, but an API call sees only
+            # the first ones; the core checks every name and answers a wrong one with a sentence.
+            model = gr.Dropdown(list(MODELS["segment"]), value=MODELS["segment"][0], label="Model", allow_custom_value=True)
             backbone = gr.Dropdown(list(backbones_for(task="segment", model=MODELS["segment"][0])), value="resnet50",
-                                   label="Backbone (detection: ResNet-50 only)")
+                                   label="Backbone (detection: ResNet-50 only)", allow_custom_value=True)
             size = gr.Dropdown(SIZES, value=OWN_SIZE, label="Input short side (smaller is faster)", elem_id="transfer-size")
         with gr.Column():
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Detection score threshold")
             target = gr.Dropdown(
-                [], value=None, label="Explain (after a run: a class found, or a detection)", elem_id="transfer-target"
+                [], value=None, label="Explain (after a run: a class found, or a detection)", elem_id="transfer-target",
+                allow_custom_value=True,
             )
             stage = gr.Dropdown(list(STAGES), value="layer4", label="Large map: Grad-CAM stage")
             run = gr.Button("Run", variant="primary", elem_id="transfer-run")
