@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from resnet_demo.__main__ import main
 from resnet_demo.bench.report import markdown, text_table, time_interleaved
@@ -103,3 +107,99 @@ def test_bench_trust_rows(capsys, torch_home: Path) -> None:
     # The curves are a ratio to the batched forward per image, the rest to the unit.
     assert rows["deletion + insertion, per image"]["reference"] == "batched forward of 8, per image"
     assert rows["batched forward of 8, per image"]["reference"] == unit
+
+
+@pytest.fixture
+def transfer_cache(torch_home: Path) -> Iterator[None]:
+    """No published files and an empty cache of transfer models: every model runs on random weights."""
+    from resnet_demo.transfer.weights import clear_transfer_cache
+
+    clear_transfer_cache()
+    yield
+    clear_transfer_cache()
+
+
+def _snapshot(task: str, model: str) -> tuple[Any, dict[str, torch.Tensor], dict[str, float]]:
+    """The shared model, a copy of its parameters and buffers, and its score thresholds."""
+    from resnet_demo.transfer.weights import shared_transfer
+
+    net = shared_transfer(task=task, model=model, fallback_to_random=True).model
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    return net, state, _thresholds(net)
+
+
+def _thresholds(net: Any) -> dict[str, float]:
+    return {name: float(m.score_thresh) for name, m in [("", net), *net.named_modules()] if hasattr(m, "score_thresh")}
+
+
+def _unchanged(net: Any, state: dict[str, torch.Tensor], thresholds: dict[str, float]) -> None:
+    after = net.state_dict()
+    assert after.keys() == state.keys()
+    assert all(torch.equal(after[k], v) for k, v in state.items())
+    assert not any(p.requires_grad for p in net.parameters())
+    # The detector's own cut (RetinaNet's, or Faster R-CNN's box head's; its RPN keeps 0.0) is as built.
+    assert _thresholds(net) == thresholds and thresholds.get("roi_heads", thresholds.get("")) == 0.05
+
+
+def _check_rows(rows: list[dict[str, Any]], *, features: bool) -> None:
+    from resnet_demo.bench.transfer import GOAL
+
+    names = ["classifier forward (resnet50)", "model forward", "explain: layer4", "explain: 5 stages"]
+    assert [r["name"] for r in rows] == names + (["explain: 5 stages + feature grids"] if features else [])
+    for r in rows:
+        assert r["median_s"] > 0 and math.isfinite(r["median_s"])
+        assert r["vs_classifier"] > 0 and math.isfinite(r["vs_classifier"])
+    assert rows[0]["vs_classifier"] == 1.0 and rows[0]["vs_forward"] is None and rows[1]["vs_forward"] is None
+    for r in rows[2:]:  # every explanation is also a ratio to the model's own forward
+        assert r["vs_forward"] > 0 and math.isfinite(r["vs_forward"])
+    assert [r["goal"] for r in rows] == [None, None, GOAL, GOAL] + ([None] if features else [])
+
+
+def test_bench_transfer_through_the_command(tmp_path: Path, capsys, transfer_cache: None) -> None:
+    net, state, thresholds = _snapshot("detect", "retinanet")
+    md = tmp_path / "transfer.md"
+    rc = main(["bench", "--transfer", "--transfer-models", "fcn,retinanet", "--size", "64", "--repeats", "1",
+               "--warmup", "0", "--json", "--markdown", str(md)])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["photo"] == [640, 480] and report["size"] == 64 and {"torch", "threads", "cpu"} == set(
+        report["environment"])
+    fcn, retina = report["results"]
+    assert fcn["label"].startswith("fcn resnet50") and retina["label"].startswith("retinanet resnet50")
+    assert fcn["input"] == [64, 85] and retina["input"][0] == 64 and retina["input"][1] % 32 == 0
+    assert fcn["untrained"] and fcn["note"] == ""  # segmentation always has a class to explain
+    assert retina["untrained"] and "score cut" in retina["note"]
+    for result in (fcn, retina):
+        _check_rows(result["rows"], features=True)
+    text = md.read_text()
+    assert "| explain: 5 stages |" in text and "<= 2.5x model's forward: " in text and "score cut" in text
+    _unchanged(net, state, thresholds)
+
+
+def test_bench_transfer_rows_of_a_detector(transfer_cache: None) -> None:
+    import dataclasses
+
+    from resnet_demo.bench.transfer import bench_transfer, synthetic_photo
+
+    net, state, thresholds = _snapshot("detect", "fasterrcnn")
+    heads = net.roi_heads
+    result = bench_transfer(task="detect", model="fasterrcnn", image=synthetic_photo(), size=64, repeats=1,
+                            warmup=0, features=False)
+    _check_rows([dataclasses.asdict(r) for r in result["rows"]], features=False)
+    assert result["untrained"] and "score cut" in result["note"]
+    assert net.roi_heads is heads  # the copy's heads replaced its own, never the shared model's
+    _unchanged(net, state, thresholds)
+
+
+def test_bench_transfer_models_are_checked(capsys) -> None:
+    from resnet_demo.bench.transfer import DEFAULT_MODELS, parse_models
+    from resnet_demo.errors import UserError
+
+    assert [m for _, m, _ in parse_models(None)] == list(DEFAULT_MODELS)
+    assert parse_models(" fcn:resnet101 , maskrcnn") == [("segment", "fcn", "resnet101"),
+                                                          ("detect", "maskrcnn", "resnet50")]
+    for bad in ("unet", "fasterrcnn:resnet101", " , "):
+        with pytest.raises(UserError):
+            parse_models(bad)
+    assert main(["bench", "--transfer", "--transfer-models", "unet"]) == 2
+    assert "unet" in capsys.readouterr().err

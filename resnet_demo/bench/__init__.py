@@ -1,6 +1,13 @@
-"""Benchmarks: ``python -m resnet_demo bench`` (the explanation engine against reference
-pipelines, :mod:`.explain`) and ``python -m resnet_demo bench --train`` (the fine-tune step
-against the PyTorch ImageNet example, :mod:`.train`). :mod:`.report` holds what both share:
-interleaved timing, the description of the machine, and the table writers; :mod:`.cli`
-the command.
+"""Benchmarks: ``python -m resnet_demo bench`` and its variants, each module one of them.
+
+- ``explain.py``: the explanation engine against reference pipelines (the default);
+- ``train.py``: the fine-tune step against the PyTorch ImageNet example (``--train``);
+- ``trust.py``: the faithfulness curves and the cost of every cheap map (``--trust``);
+- ``slim.py``: a pruned and a distilled model against the original (``--slim``);
+- ``serve.py``: the app as its visitors see it (``--serve``);
+- ``transfer.py``: the segmentation and detection models and their Grad-CAM, against the
+  classifier's forward (``--transfer``);
+- ``report.py``: what they share: interleaved timing, the description of the machine, and
+  the table writers;
+- ``cli.py``: the command.
 """

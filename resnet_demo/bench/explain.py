@@ -55,7 +55,8 @@ class Row:
     goal: float | None = None
 
 
-def _loaded(arch: str, weights: str, size: int | None) -> LoadedModel:
+def bench_model(arch: str, weights: str, size: int | None) -> LoadedModel:
+    """The shared model (random weights when the named ones are missing), its crop set to ``size``."""
     lm = shared_model(arch=arch, weights=weights, fallback_to_random=True)
     if size is None:
         return lm
@@ -65,7 +66,7 @@ def _loaded(arch: str, weights: str, size: int | None) -> LoadedModel:
     return dataclasses.replace(lm, spec=dataclasses.replace(lm.spec, preprocessing=pre))
 
 
-def _torchvision_twin(lm: LoadedModel, *, grad: bool) -> torch.nn.Module:
+def torchvision_twin(lm: LoadedModel, *, grad: bool) -> torch.nn.Module:
     """torchvision's own model with the same weights (its state_dict keys are ours)."""
     with torch.device("meta"):  # skip the random init: every tensor is replaced below
         tv = getattr(tvm, lm.spec.arch)(num_classes=lm.spec.num_classes)
@@ -100,12 +101,12 @@ def _naive(tv: torch.nn.Module, x: torch.Tensor) -> Callable[[], Any]:
 
 
 def _reference_rows(lm: LoadedModel, x: torch.Tensor) -> _Rows:
-    rows: _Rows = {"naive: 2 forwards + captum LayerGradCam x5": _naive(_torchvision_twin(lm, grad=True), x)}
+    rows: _Rows = {"naive: 2 forwards + captum LayerGradCam x5": _naive(torchvision_twin(lm, grad=True), x)}
     try:
         from pytorch_grad_cam import GradCAM
     except ImportError:
         return rows
-    tv = _torchvision_twin(lm, grad=True)
+    tv = torchvision_twin(lm, grad=True)
     cam = GradCAM(model=tv, target_layers=[tv.layer4[-1]])
     rows["pytorch-grad-cam GradCAM (layer4)"] = lambda: cam(input_tensor=x, targets=None)
     return rows
@@ -140,11 +141,11 @@ def _method_rows(lm: LoadedModel, prepared: Prepared) -> _Rows:
 
 def bench_arch(args: argparse.Namespace, arch: str) -> list[Row]:
     """Every row for ``arch``, timed; the first row is the unit."""
-    lm = _loaded(arch, args.weights, args.size)
+    lm = bench_model(arch, args.weights, args.size)
     image = Image.open(args.image) if Path(args.image).exists() else Image.new("RGB", (320, 240), (120, 90, 60))
     prepared = prepare(image=image, preprocessing=lm.spec.preprocessing)
     x = prepared.tensor
-    tv = _torchvision_twin(lm, grad=False)
+    tv = torchvision_twin(lm, grad=False)
 
     def unit() -> Any:
         with torch.inference_mode():

