@@ -381,3 +381,39 @@ def test_ddp_two_processes_on_cpu_with_gloo(tiny_data: Path, pretrained_state: d
     assert loaded.spec.categories == ("circle", "square", "triangle")
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
     assert set(Path(tempfile.gettempdir()).glob("resnet_demo_data_*")) == unpacked_before  # the unpacked zip went
+
+
+# What a resume reads from a last.pth, damaged one field at a time, and the sentence that answers it.
+DAMAGED_LAST_PTH = [
+    ({"config": {"epochs": "many"}}, "stores the setting 'epochs' as 'many', which is not a whole number"),
+    ({"config": {"lr": float("nan")}}, "stores the setting 'lr' as nan, which is not a finite number"),
+    ({"config": {"freeze_bn": "yes"}}, "which is not a true/false value or null"),
+    ({"epoch": -1}, "its epoch is not a count"),
+    ({"best_top1": "best"}, "its best_top1 is not an accuracy"),
+    ({"metrics": "rows"}, "its metrics are not a list of rows"),
+    ({"optimizer": {"state": {}}}, "The optimizer state in last.pth does not fit this run"),
+    ({"model": {"fc.weight": torch.zeros(3, 2048)}}, "The weights in last.pth do not fit a resnet50 of 3 classes"),
+]
+
+
+def test_a_damaged_last_pth_is_one_sentence(
+    tiny_data: Path, pretrained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint is input: every field of a last.pth that a resume reads is checked."""
+    from resnet_demo.__main__ import main as cli
+
+    out = tmp_path / "run"
+    args = ["finetune", "--data", str(tiny_data), "--out", str(out), "--freeze", "head", "--epochs", "1",
+            "--batch-size", "6", "--image-size", "32", "--workers", "0", "--no-progress"]  # fmt: skip
+    assert cli(args) == 0
+    good = torch.load(out / "last.pth", weights_only=True)
+    for change, sentence in DAMAGED_LAST_PTH:
+        ckpt = dict(good)
+        for key, value in change.items():
+            ckpt[key] = {**ckpt[key], **value} if key == "config" else value
+        torch.save(ckpt, out / "last.pth")
+        capsys.readouterr()
+        assert cli(["finetune", "--resume", str(out / "last.pth"), "--epochs", "2", "--no-progress"]) == 2, change
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if not line.startswith("warning:")]  # a changed recipe is said too
+        assert len(errors) == 1 and sentence in errors[0] and "Traceback" not in err, (change, err)

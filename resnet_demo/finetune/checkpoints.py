@@ -158,6 +158,22 @@ def same_classes(theirs: tuple[str, ...], ours: tuple[str, ...], *, what: str, r
         )
 
 
+def _check_progress(ckpt: dict[str, Any], *, name: str) -> None:
+    """The progress fields of a ``last.pth`` (input like any file): counts, the best accuracy, the
+    metrics rows, and the optimizer's and scaler's states as dicts."""
+    for key in ("epoch", "batches_done", "global_step"):
+        value = ckpt.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**40:
+            raise UserError(f"{name} is not a usable last.pth: its {key} is not a count.")
+    best = ckpt.get("best_top1")
+    if not isinstance(best, (int, float)) or isinstance(best, bool) or not -1.0 <= best <= 100.0:
+        raise UserError(f"{name} is not a usable last.pth: its best_top1 is not an accuracy.")
+    if not isinstance(ckpt.get("metrics"), list) or not all(isinstance(r, dict) for r in ckpt["metrics"]):
+        raise UserError(f"{name} is not a usable last.pth: its metrics are not a list of rows.")
+    if not isinstance(ckpt.get("optimizer"), dict) or not isinstance(ckpt.get("scaler"), dict):
+        raise UserError(f"{name} is not a usable last.pth: its optimizer or scaler state is missing.")
+
+
 def check_resume(ckpt: Any, *, cfg: FinetuneConfig, class_names: tuple[str, ...], warn: Callable[[str], None]) -> None:
     """Raise :class:`UserError` unless ``ckpt`` is a ``last.pth`` this run can continue;
     ``warn`` hears of recipe changes that make the continuation inexact."""
@@ -168,6 +184,7 @@ def check_resume(ckpt: Any, *, cfg: FinetuneConfig, class_names: tuple[str, ...]
         raise UserError(f"{name} is not a usable last.pth: its arch, model or config is missing or malformed.")
     check_class_names(ckpt.get("class_names"), name=name, head_size=None)
     check_tensors(ckpt["model"], name=name)
+    _check_progress(ckpt, name=name)
     if ckpt["arch"] != cfg.arch:
         raise UserError(f"{cfg.resume} is a {ckpt['arch']} run; resume it with --arch {ckpt['arch']}.")
     if tuple(ckpt["class_names"]) != class_names:

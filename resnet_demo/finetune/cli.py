@@ -85,7 +85,7 @@ def config_from_args(args: argparse.Namespace, *, cls: type[FinetuneConfig] = Fi
         ckpt = read_pth(Path(args.resume))
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
             raise UserError(f"{Path(args.resume).name} is not a last.pth of this fine-tune routine.")
-        base = cls.from_dict(ckpt["config"])
+        base = cls.from_dict(ckpt["config"], name=Path(args.resume).name)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
     return dataclasses.replace(base, **given)
 

@@ -9,6 +9,9 @@ each setting in words, so they read well after a flag and in the app alike.
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,10 +112,46 @@ class FinetuneConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FinetuneConfig:
-        """The config a checkpoint stored; fields this version does not know are dropped."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict[str, Any], *, name: str = "the checkpoint") -> FinetuneConfig:
+        """The config a checkpoint (``name``, for messages) stored; fields this version does not know
+        are dropped. A file is input: a value of the wrong type is a :class:`UserError` naming it."""
+        hints = typing.get_type_hints(cls)
+        known = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+        for key, value in d.items():
+            if key in known and not _fits(value, known[key]):
+                shown = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+                raise UserError(f"{name} stores the setting {key!r:.40} as {shown:.40}, which is not a {_words(known[key])}.")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (read from a file) is of the setting's type ``hint``: finite numbers, no bools for
+    numbers, strings of a sane length, lists of such."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str) and len(value) <= 4096
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and len(value) <= 64 and all(_fits(v, item) for v in value)
+    return False  # a type this check does not know: refuse rather than trust a file
+
+
+def _words(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_words(arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"list of {_words(typing.get_args(hint)[0])}s"
+    names = {bool: "true/false value", int: "whole number", float: "finite number", str: "text", type(None): "null"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 # Fields that change the course of training; a resume with other values is not exact.

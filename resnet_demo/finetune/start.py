@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from ..checkpoint_files import check_widths
+from ..errors import UserError
 from ..model import ResNet, build_model
-from ..weights import Preprocessing, read_pth
+from ..weights import Preprocessing, read_pth, state_dict_fit_problem
 from .build import build_finetune_model, make_optimizer, prepare_for_training
 from .checkpoints import Progress, check_resume
 from .config import FinetuneConfig
@@ -81,8 +82,12 @@ def start_run(
     )
     progress, resumed_from = Progress(), None
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        scaler.load_state_dict(resume["scaler"])
+        name = Path(str(cfg.resume)).name
+        try:  # torch checks the optimizer state's shape against the parameters; its errors are tracebacks
+            optimizer.load_state_dict(resume["optimizer"])
+            scaler.load_state_dict(resume["scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            raise UserError(f"The optimizer state in {name} does not fit this run ({type(e).__name__}).") from e
         progress, resumed_from = Progress.from_checkpoint(resume), Path(str(cfg.resume))
     return RunStart(
         model=model,
@@ -111,6 +116,9 @@ def _initial_model(
         name = Path(str(cfg.resume)).name
         widths = check_widths(resume.get("widths"), name=name, arch=cfg.arch)
         model = build_model(cfg.arch, num_classes=len(class_names), widths=widths)
+        problem = state_dict_fit_problem(model, resume["model"])
+        if problem is not None:
+            raise UserError(f"The weights in {name} do not fit a {cfg.arch} of {len(class_names)} classes: {problem}.")
         model.load_state_dict(resume["model"])
         prepare_for_training(model, freeze=cfg.freeze)
         return model, Preprocessing.from_dict(resume["preprocessing"], name=name)
