@@ -2,7 +2,8 @@
 
 Starts the app in this process on a fine-tuned checkpoint, opens it in Debian's Chromium
 (headless, through Playwright), uploads one photo, opens the views and writes
-``docs/screenshot-methods.png`` and ``docs/screenshot-trust.png``. Not run by the tests.
+``docs/screenshot-methods.png`` and ``docs/screenshot-trust.png``, then the Transfer tab's
+backbone diagram (``docs/screenshot-transfer-backbone.png``). Not run by the tests.
 
 Offline there are no ImageNet weights; a ResNet-50 fine-tuned on the generated shapes
 shows what the app does with a model that has learned something::
@@ -106,6 +107,17 @@ def shoot(page, *, image: Path, out: Path) -> list[Path]:
     return [methods, trust]
 
 
+def shoot_transfer(page, *, out: Path) -> list[Path]:
+    """The Transfer tab's backbone diagram for DeepLabV3 on ResNet-50: the stages its heads read and its
+    dilated stages. It depends on the architecture only, not on weights, so offline it is what it is online."""
+    page.get_by_role("tab", name="Transfer").click()
+    diagram = page.locator("#transfer-diagram")
+    diagram.get_by_text("ASPP head").first.wait_for()
+    path = out / "screenshot-transfer-backbone.png"
+    diagram.screenshot(path=path)
+    return [path]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from playwright.sync_api import sync_playwright
@@ -122,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                     page = browser.new_context(viewport=VIEWPORT).new_page()
                     page.set_default_timeout(TIMEOUT_MS)
                     page.goto(demo.local_url)
-                    written = shoot(page, image=args.image, out=args.out)
+                    written = shoot(page, image=args.image, out=args.out) + shoot_transfer(page, out=args.out)
                 finally:
                     browser.close()
         finally:
