@@ -84,10 +84,14 @@ def backbone_of(loaded: TransferModel) -> nn.Module:
 def our_backbone(loaded: TransferModel) -> ResNet:
     """A new :class:`ResNet` of ours holding the backbone's weights, loaded strictly (dilated for segmentation).
 
-    Its ``fc`` is zero: the torchvision model has no classifier, so the logits mean nothing; use its stages.
+    Its tensors are the torchvision model's own (loaded with ``assign``, frozen): no copy of the weights
+    and no random initialisation to throw away, so checking a photo costs only our forward. Read-only,
+    like the shared model it shares them with: never train it or change it in place. Its ``fc`` is
+    zero: the torchvision model has no classifier, so the logits mean nothing; use its stages.
     """
     spec = loaded.spec
-    ours = build_model(spec.backbone, replace_stride_with_dilation=DILATION if spec.dilated else None)
+    with torch.device("meta"):  # shapes only: every tensor is replaced below
+        ours = build_model(spec.backbone, replace_stride_with_dilation=DILATION if spec.dilated else None)
     expected = ours.state_dict()
     mapped: dict[str, Tensor] = {}
     for name, value in loaded.model.state_dict().items():
@@ -96,9 +100,9 @@ def our_backbone(loaded: TransferModel) -> ResNet:
             mapped[key] = value
     for key, value in expected.items():
         if key.endswith("num_batches_tracked") and key not in mapped:
-            mapped[key] = torch.zeros_like(value)  # frozen BatchNorm keeps no counter; eval never reads it
+            mapped[key] = torch.zeros(value.shape, dtype=value.dtype)  # frozen BatchNorm keeps no counter
         if key in _FC_KEYS:
-            mapped[key] = torch.zeros_like(value)
+            mapped[key] = torch.zeros(value.shape, dtype=value.dtype)
     missing = sorted(set(expected) - set(mapped))
     unexpected = sorted(set(mapped) - set(expected))
     if missing or unexpected:
@@ -106,8 +110,8 @@ def our_backbone(loaded: TransferModel) -> ResNet:
             f"The {spec.label} backbone does not map onto {spec.backbone}: "
             f"{len(missing)} missing ({', '.join(missing[:3])}), {len(unexpected)} unexpected ({', '.join(unexpected[:3])})."
         )
-    ours.load_state_dict(mapped, strict=True)
-    return ours.eval()
+    ours.load_state_dict(mapped, strict=True, assign=True)
+    return ours.requires_grad_(False).eval()
 
 
 def backbone_stages(loaded: TransferModel, x: Tensor) -> dict[str, Tensor]:
