@@ -54,7 +54,10 @@ def test_named_endpoints(app_url: str, tmp_path: Path) -> None:
     assert params("/explain") == ["image", "arch", "weights", "checkpoint", "stage", "method", "opacity", "view"]
     assert params("/predict") == ["image", "arch", "weights"]
     assert params("/compare") == ["image", "weights"]
-    assert params("/evaluate") == ["image", "arch", "weights", "checkpoint", "stage", "method", "target", "versus"]
+    assert params("/evaluate") == [
+        "image", "arch", "weights", "checkpoint", "stage", "method", "target", "versus", "baseline",
+    ]  # fmt: skip
+    assert endpoints["/evaluate"]["parameters"][-1]["parameter_default"] == "blur"  # optional: old scripts still run
     assert len(endpoints["/explain"]["returns"]) == 8
 
 
@@ -64,12 +67,13 @@ def test_evaluate_endpoint(app_url: str, tmp_path: Path) -> None:
     second = analyze(image=PHOTOS["cat"], loaded=loaded).predictions[1]
     out = client.predict(
         handle_file(str(PHOTOS["cat"])), "resnet50", "imagenet-v2", None, "layer4", "gradcam", "", str(second.index),
-        api_name="/evaluate",
+        "mean", api_name="/evaluate",
     )  # fmt: skip
     assert out["model"]["untrained"] is True
     assert out["map"]["versus"] == second.index and out["map"]["versus_label"] == second.label
     faith = out["faithfulness"]
-    assert faith["steps"] == 16 and all(0.0 <= faith[k] <= 1.0 for k in faith if k.endswith("_auc"))
+    assert faith["steps"] == 16 and faith["baseline"] == "mean"
+    assert all(0.0 <= faith[k] <= 1.0 for k in faith if k.endswith("_auc"))
     ranked = out["ranking"]["methods"]
     assert [m["score"] for m in ranked] == sorted((m["score"] for m in ranked), reverse=True)
     assert "eigencam" not in {m["method"] for m in ranked}  # it ignores the class: no "versus" map

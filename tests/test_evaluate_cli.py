@@ -44,6 +44,7 @@ def test_evaluate_json_has_curves_and_sanity(
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["target"]["index"] == 3 and report["versus"] is None and report["ranking"] is None
+    assert report["baseline"] == "blur"  # the default
     assert [f["method"] for f in report["faithfulness"]] == ["gradcam"]
     for f in report["faithfulness"]:
         for curves in (f["map"], f["random_map"]):
@@ -54,6 +55,23 @@ def test_evaluate_json_has_curves_and_sanity(
     assert all(-1 <= s["correlation"] <= 1 for s in sanity["steps"])
     assert sanity["passed"] == (sanity["steps"][1]["correlation"] < sanity["threshold"])
     assert {"analyze", "maps", "faithfulness", "sanity"} == set(report["timings"])
+
+
+def test_evaluate_with_the_mean_baseline(
+    small: LoadedModel, monkeypatch: pytest.MonkeyPatch, capsys  # noqa: F811
+) -> None:
+    monkeypatch.setattr(evaluate_cli, "shared_model", lambda **kwargs: small)
+    common = ["evaluate", str(CAT), "--target", "3", "--steps", "4", "--no-sanity", "--no-rank"]
+    assert main([*common, "--json"]) == 0
+    blur = json.loads(capsys.readouterr().out)
+    assert main([*common, "--json", "--baseline", "mean"]) == 0
+    mean = json.loads(capsys.readouterr().out)
+    assert mean["baseline"] == "mean"
+    # Same photo and map, another baseline: the curves start alike and end apart.
+    b, m = blur["faithfulness"][0]["map"], mean["faithfulness"][0]["map"]
+    assert b["deletion"][0] == pytest.approx(m["deletion"][0]) and b["deletion"][-1] != pytest.approx(m["deletion"][-1])
+    assert main([*common, "--baseline", "mean"]) == 0
+    assert "removed pixels show the crop's mean colour" in capsys.readouterr().out
 
 
 def test_evaluate_text_ranks_the_cheap_methods(small_checkpoint: Path, capsys) -> None:
@@ -76,6 +94,7 @@ def test_evaluate_text_ranks_the_cheap_methods(small_checkpoint: Path, capsys) -
         (["--methods", "nosuch"], "Unknown method 'nosuch'"),
         (["--stage", "layer9"], "Unknown stage 'layer9'"),
         (["--steps", "0"], "--steps must be between"),
+        (["--baseline", "grey"], "Unknown baseline 'grey'; choose one of blur, mean."),
         (["--target", "zzzz"], "No class matches"),
         (["--target", "3", "--versus", "3"], "against itself"),
         (["--methods", "eigencam", "--versus", "3"], "no contrastive map"),

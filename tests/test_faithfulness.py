@@ -1,7 +1,9 @@
 """Deletion and insertion curves: exact on a model whose answer is known, batched, seeded,
-and on an analysis: cached, ranked, contrastive."""
+against either baseline, and on an analysis: cached (per baseline), ranked, contrastive."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -9,12 +11,16 @@ import torch
 from torch import nn
 
 from resnet_demo.errors import UserError
-from resnet_demo.explain import analyze, cheap_methods, get_method
+from resnet_demo.explain import Analysis, analyze, cheap_methods, get_method
+from resnet_demo.explain import faithfulness as faith_module
 from resnet_demo.explain.faithfulness import (
+    BASELINES,
     Curves,
     blurred_baseline,
     deletion_insertion,
     faithfulness,
+    make_baseline,
+    mean_baseline,
     rank_methods,
 )
 from resnet_demo.explain_figures import faithfulness_figure
@@ -63,6 +69,28 @@ def test_a_perfect_map_gives_the_analytic_curves() -> None:
     np.testing.assert_allclose(curves.insertion, np.clip(k / area, 0, 1), atol=1e-6)
     assert curves.deletion_auc == pytest.approx(area / n / 2, abs=1e-6)  # a triangle over the first quarter
     assert curves.insertion_auc == pytest.approx(1 - area / n / 2, abs=1e-6)
+
+
+def test_the_analytic_curves_hold_with_the_mean_baseline() -> None:
+    # The square shows 1 and the rest -1/3 in channel 0, so the channel's mean is 0: the mean
+    # baseline is the zero the model reads as "no evidence", and the curves are the analytic ones.
+    image, _, perfect = _photo()
+    image[:, 0] = torch.where(torch.as_tensor(perfect) > 0, 1.0, -1.0 / 3.0)
+    baseline = make_baseline(image, kind="mean")
+    assert float(baseline[:, 0].abs().max()) < 1e-6 and torch.allclose(baseline[:, 1:], torch.ones(1, 2, SIDE, SIDE))
+    steps = 8
+    curves = deletion_insertion(
+        forward=SquareModel(), image=image, baseline=baseline, heatmap=perfect, target=0, steps=steps
+    )
+    k = np.round(np.arange(steps + 1) * SIDE * SIDE / steps)
+    np.testing.assert_allclose(curves.deletion, np.clip(1 - k / SQUARE**2, 0, 1), atol=1e-5)
+    np.testing.assert_allclose(curves.insertion, np.clip(k / SQUARE**2, 0, 1), atol=1e-5)
+    # The blurred baseline keeps some of the square's brightness: the same map scores less against it.
+    blurred = deletion_insertion(
+        forward=SquareModel(), image=image, baseline=make_baseline(image, kind="blur"), heatmap=perfect, target=0,
+        steps=steps,
+    )  # fmt: skip
+    assert blurred.deletion_auc > curves.deletion_auc + 0.05
 
 
 def test_a_perfect_map_beats_a_random_one_and_aucs_lie_in_0_1() -> None:
@@ -131,6 +159,29 @@ def test_baseline_blurs_the_detail_but_keeps_the_colours() -> None:
     assert float(blurred.std(dim=(2, 3)).max()) < 0.1 * float(image.std(dim=(2, 3)).min())  # detail gone
 
 
+def test_mean_baseline_is_each_channels_mean_everywhere() -> None:
+    g = torch.Generator().manual_seed(2)
+    image = torch.randn(1, 3, 24, 40, generator=g) * 2 + torch.tensor([-1.0, 0.5, 3.0]).view(1, 3, 1, 1)
+    mean = mean_baseline(image)
+    assert mean.shape == image.shape and mean.is_contiguous()
+    for ch in range(3):
+        assert torch.all(mean[0, ch] == mean[0, ch, 0, 0])  # constant: no spatial evidence left
+        assert float(mean[0, ch, 0, 0]) == pytest.approx(float(image[0, ch].mean()), abs=1e-6)
+    assert torch.equal(make_baseline(image, kind="mean"), mean)
+    assert torch.equal(make_baseline(image, kind="blur"), blurred_baseline(image))
+    assert set(BASELINES) == {"blur", "mean"}
+
+
+def test_an_unknown_baseline_is_a_user_error_naming_the_choices(small: LoadedModel) -> None:  # noqa: F811
+    with pytest.raises(UserError, match="Unknown baseline 'grey'; choose one of blur, mean"):
+        make_baseline(torch.zeros(1, 3, 8, 8), kind="grey")
+    analysis = analyze(image=CAT, loaded=small)
+    with pytest.raises(UserError, match="Unknown baseline"):
+        faithfulness(analysis, attribution=analysis.attribution(stage="layer4"), baseline="black")
+    with pytest.raises(UserError, match="Unknown baseline"):
+        rank_methods(analysis, stage="layer4", baseline="")
+
+
 # --------------------------------------------------------------------------- on an analysis
 
 
@@ -169,3 +220,35 @@ def test_rank_methods_scores_every_cheap_method_of_the_stage(small: LoadedModel)
     assert seen[-1] == 1.0 and seen == sorted(seen)
     with pytest.raises(UserError):
         rank_methods(analysis, stage="layer9")
+
+
+def test_each_baseline_has_its_own_curves_and_cache(small: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    analysis = analyze(image=CAT, loaded=small)
+    gradcam = analysis.attribution(stage="layer4")
+    blur = faithfulness(analysis, attribution=gradcam, steps=4)
+    mean = faithfulness(analysis, attribution=gradcam, steps=4, baseline="mean")
+    assert (blur.baseline, mean.baseline) == ("blur", "mean")
+    assert blur.curves.deletion[0] == pytest.approx(mean.curves.deletion[0])  # both start from the photo itself
+    # ... and end on their own baseline, which the network scores differently.
+    assert blur.curves.deletion[-1] != pytest.approx(mean.curves.deletion[-1], abs=1e-6)
+    assert not np.allclose(blur.random.insertion, mean.random.insertion)
+    forwards: list[int] = []  # batch sizes of the forwards made from here on
+    plain = faith_module._forward_of
+
+    def counted(a: Analysis) -> Callable[[torch.Tensor], torch.Tensor]:
+        forward = plain(a)
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            forwards.append(batch.shape[0])
+            return forward(batch)
+
+        return run
+
+    monkeypatch.setattr(faith_module, "_forward_of", counted)
+    again_blur = faithfulness(analysis, attribution=gradcam, steps=4)
+    again_mean = faithfulness(analysis, attribution=gradcam, steps=4, baseline="mean")
+    assert again_blur.curves is blur.curves and again_mean.curves is mean.curves
+    assert again_mean.random is mean.random and forwards == []  # both cached: not one forward
+    rows = rank_methods(analysis, stage="layer4", steps=4, baseline="mean")
+    assert forwards  # the other quick methods' curves were computed, against the mean baseline
+    assert next(r.score for r in rows if r.method == "gradcam") == pytest.approx(mean.score)

@@ -177,6 +177,12 @@ def test_faithfulness_panel(analysis: Analysis) -> None:
     aucs = [float(x) for x in re.findall(r"AUC \*\*([0-9.]+)\*\*", summary)]
     assert len(aucs) == 2 and all(0.0 <= a <= 1.0 for a in aucs)
     assert "Grad-CAM" in summary and "4 steps" in summary and "random map" in summary
+    assert "the crop blurred" in summary  # the default baseline, named
+    _fig, mean = t.faithfulness_panel(analysis, "layer4", TOP, NONE, "gradcam", 4, "mean")
+    assert "the crop's mean colour" in mean and "blurred" not in mean
+    assert re.findall(r"AUC \*\*([0-9.]+)\*\*", mean) != re.findall(r"AUC \*\*([0-9.]+)\*\*", summary)
+    with pytest.raises(gr.Error, match="Unknown baseline"):
+        t.faithfulness_panel(analysis, "layer4", TOP, NONE, "gradcam", 4, "grey")
     with pytest.raises(gr.Error, match="steps"):
         t.faithfulness_panel(analysis, "layer4", TOP, NONE, "gradcam", 0)
     with pytest.raises(gr.Error, match="Upload a photo first"):
@@ -194,6 +200,11 @@ def test_ranking_panel_ranks_the_quick_methods(analysis: Analysis) -> None:
     assert chance[1] == "random map (chance)" and "insertion AUC − deletion AUC" in note
     rows3, _ = t.ranking_panel(analysis, "layer3", TOP, NONE, 4)
     assert "CAM" not in [r[1] for r in rows3]  # CAM has no layer3 map
+    assert "the crop blurred" in note
+    mean_rows, mean_note = t.ranking_panel(analysis, "layer4", TOP, NONE, 4, "mean")
+    assert "the crop's mean colour" in mean_note and len(mean_rows) == len(rows)
+    gradcam = t.faithfulness(analysis, attribution=analysis.attribution(stage="layer4"), steps=4, baseline="mean")
+    assert next(r[4] for r in mean_rows if r[1] == "Grad-CAM") == f"{gradcam.score:+.3f}"  # ranked on that baseline
 
 
 def test_sanity_panel(analysis: Analysis, small: LoadedModel) -> None:
@@ -230,6 +241,11 @@ def test_evaluate_handler_and_its_errors(analysis: Analysis, small: LoadedModel,
     }  # fmt: skip
     faith = out["faithfulness"]
     assert faith["steps"] == 4 and all(0.0 <= faith[k] <= 1.0 for k in faith if k.endswith("auc"))
+    assert faith["baseline"] == "blur"  # the default when a script passes the first eight
+    mean = t.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer3", "gradcam", str(first), "", "mean")
+    assert mean["faithfulness"]["baseline"] == "mean"
+    with pytest.raises(gr.Error, match="Unknown baseline 'grey'"):
+        t.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer4", "gradcam", "", "", "grey")
     assert out["ranking"]["methods"] and "eigencam" not in [m["method"] for m in out["ranking"]["methods"]]
     assert [s["randomized"] for s in out["sanity"]["steps"]] == ["fc", "layer4", "layer3", "layer2", "layer1"]
     assert set(out["timings"]) == {"analysis", "faithfulness", "ranking", "sanity", "total"}
@@ -274,7 +290,12 @@ def test_explain_tab_builds_with_api_endpoints_unchanged() -> None:
     assert [c.label for c in api["explain"].inputs] == [
         "Photo", "Model", "Weights", "Fine-tuned checkpoint (.pth)", "Stage", "Method", "Heat-map opacity", "Show on",
     ]  # fmt: skip
-    assert len(api["evaluate"].inputs) == 8 and len(api["explain"].outputs) == 9
+    assert len(api["evaluate"].inputs) == 9 and len(api["explain"].outputs) == 9
+    baseline = api["evaluate"].inputs[-1]  # last, so that the first eight keep their places
+    assert isinstance(baseline, gr.Radio) and baseline.value == "blur"
+    assert [v for _label, v in baseline.choices] == ["blur", "mean"]
+    panels = {d.name: d for d in demo.fns.values() if d.name in ("faithfulness_panel", "ranking_panel")}
+    assert all(d.inputs[-1] is baseline for d in panels.values()) and len(panels) == 2  # the panel's own radio
 
 
 def test_crop_sizes_of_tiles(analysis: Analysis) -> None:

@@ -1,10 +1,11 @@
 """``python -m resnet_demo evaluate IMAGE``: how far to trust an explanation map.
 
 For each ``--methods`` map at ``--stage``: the deletion and insertion AUCs and those of a
-random map (:mod:`.faithfulness`); the ranking of every cheap method at the stage by
-insertion AUC minus deletion AUC; and the cascading randomisation sanity check with its
-rank correlations and verdict (:mod:`.sanity`), with the time each part took. Prints a
-short report, or JSON with ``--json``. Bad input is one line on stderr and exit status 2.
+random map, with removed pixels showing the ``--baseline`` (:mod:`.faithfulness`: ``blur``
+or ``mean``); the ranking of every cheap method at the stage by insertion AUC minus
+deletion AUC; and the cascading randomisation sanity check with its rank correlations
+and verdict (:mod:`.sanity`), with the time each part took. Prints a short report, or
+JSON with ``--json``. Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from ..images import load_image
 from ..weights import shared_model
 from . import STAGES, Analysis, analyze, get_method, resolve_class
 from .cli import add_image_and_class_arguments, photo_report
-from .faithfulness import MAX_STEPS, Faithfulness, MethodScore, faithfulness, rank_methods
+from .faithfulness import (
+    BASELINES,
+    MAX_STEPS,
+    Faithfulness,
+    MethodScore,
+    check_baseline,
+    faithfulness,
+    rank_methods,
+)
 from .network import check_stage
 from .sanity import SanityCheck, randomization_check
 
@@ -34,6 +43,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="maps to evaluate (default gradcam)")
     parser.add_argument("--stage", default="layer4", help=f"stage to explain: {', '.join(STAGES)} (default layer4)")
     parser.add_argument("--steps", type=int, default=16, help="points of each deletion/insertion curve (default 16)")
+    # No argparse choices: the core checks the name, so a typo is one line like every other option's.
+    parser.add_argument("--baseline", default="blur", metavar="NAME",
+                        help="what removed pixels show: " + "; ".join(f"{k}: {v}" for k, v in BASELINES.items())
+                        + " (default blur)")
     parser.add_argument("--no-sanity", action="store_true", help="skip the randomisation sanity check")
     parser.add_argument("--no-rank", action="store_true", help="skip the ranking of the cheap methods")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -44,6 +57,7 @@ def _check(args: argparse.Namespace) -> None:
     if not 1 <= args.steps <= MAX_STEPS:
         raise UserError(f"--steps must be between 1 and {MAX_STEPS}.")
     check_stage(args.stage)
+    check_baseline(args.baseline)
     for name in args.methods:
         get_method(name)
 
@@ -80,6 +94,7 @@ def _report(
         **photo_report(args, analysis, results[0]),
         "stage": args.stage,
         "steps": args.steps,
+        "baseline": args.baseline,
         "score": "probability of the target class (with versus: p(target) / (p(target) + p(versus)))",
         "faithfulness": [_curves(r) for r in results],
         "ranking": None if ranking is None else [vars(r) for r in ranking],
@@ -94,8 +109,8 @@ def _print_text(report: dict[str, Any], analysis: Analysis) -> None:
     t, v = report["target"], report["versus"]
     versus = f" and not {v['index']} ({v['label']})" if v else ""
     print(f"{analysis.arch}, {analysis.spec.label}: class {t['index']} ({t['label']}, {t['prob']:.2%}){versus}")
-    print(f"Faithfulness at {report['stage']}, {report['steps']} steps "
-          "(deletion AUC: lower is better; insertion AUC: higher is better):")
+    print(f"Faithfulness at {report['stage']}, {report['steps']} steps; removed pixels show "
+          f"{BASELINES[report['baseline']]}. Deletion AUC: lower is better; insertion AUC: higher is better.")
     print(f"  {'method':<22}{'deletion':>9}{'insertion':>10}{'score':>8}   random map: deletion insertion")
     for f in report["faithfulness"]:
         m, r = f["map"], f["random_map"]
@@ -132,12 +147,14 @@ def main(args: argparse.Namespace) -> int:
     atts = [analysis.attribution(stage=args.stage, target=target, method=m, versus=versus) for m in args.methods]
     timings["maps"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    results = [faithfulness(analysis, attribution=a, steps=args.steps) for a in atts]
+    results = [faithfulness(analysis, attribution=a, steps=args.steps, baseline=args.baseline) for a in atts]
     timings["faithfulness"] = time.perf_counter() - t0
     ranking = None
     if not args.no_rank:
         t0 = time.perf_counter()
-        ranking = rank_methods(analysis, stage=args.stage, target=target, versus=versus, steps=args.steps)
+        ranking = rank_methods(
+            analysis, stage=args.stage, target=target, versus=versus, steps=args.steps, baseline=args.baseline
+        )
         timings["ranking"] = time.perf_counter() - t0
     sanity: dict[str, SanityCheck | str] = {}
     if not args.no_sanity:

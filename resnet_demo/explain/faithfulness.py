@@ -17,9 +17,14 @@ Choices, in one place:
   random order drawn from ``seed``, so no corner of the image is favoured.
 * Steps: ``steps + 1`` points, step i changing round(i * N / steps) of the N pixels,
   so the curve runs over the fraction 0 to 1; the AUC is the trapezoid rule over it.
-* Baseline (:func:`faithfulness`): the crop blurred by a Gaussian of sigma = 1/16 of its
-  side. Blurring removes the edges and texture the network reads while keeping the
-  colours in range, so a "removed" pixel is not a black square of its own evidence.
+* Baseline (:func:`faithfulness`, ``baseline=``; :data:`BASELINES`): ``"blur"`` (the
+  default), the crop blurred by a Gaussian of sigma = 1/16 of its side, removes the edges
+  and texture the network reads while keeping the colours in range and in place, so a
+  "removed" pixel is not a black square of its own evidence; it is the baseline of RISE
+  and the gentlest change to the photo. ``"mean"``, every pixel the crop's own mean
+  colour (per channel), removes all spatial evidence, coarse shapes included: the
+  stronger choice when a network still recognises the blurred photo (flat coloured
+  shapes survive a blur), which would leave both curves flat.
 * Batching: the photo and the baseline are shared by both curves (deletion starts where
   insertion ends), so a map costs ``2 * steps`` images, all forwarded in batches of
   ``batch_size`` under inference mode; several maps share one stream of batches.
@@ -51,20 +56,29 @@ from .results import Attribution
 
 __all__ = [
     "MAX_STEPS",
+    "BASELINES",
     "AnalysisCache",
     "Curves",
     "Faithfulness",
     "MethodScore",
     "blurred_baseline",
+    "check_baseline",
     "deletion_insertion",
     "describe",
     "faithfulness",
+    "make_baseline",
+    "mean_baseline",
     "rank_methods",
 ]
 
 MAX_STEPS = 256  # more points than that only adds forwards, not information
 Forward = Callable[[Tensor], Tensor]  # (B, 3, H, W) -> (B, classes) logits
 Progress = Callable[[float], None]
+# What replaces a "removed" pixel, by name (see the module docstring): the words are for people.
+BASELINES: dict[str, str] = {
+    "blur": "the crop blurred (Gaussian, sigma 1/16 of its side)",
+    "mean": "the crop's mean colour",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +111,7 @@ class Faithfulness:
     random: Curves  # of a random map (seeded): what chance gives on this photo
     all_zero: bool  # the map had no positive evidence: its order is the random tie-break
     steps: int
+    baseline: str  # a key of BASELINES: what the removed pixels showed
     seconds: float  # the forwards for these curves (0 for a cached result's random curves)
 
     @property
@@ -289,18 +304,38 @@ def blurred_baseline(image: Tensor) -> Tensor:
     return gaussian_blur(image, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
 
 
+def mean_baseline(image: Tensor) -> Tensor:
+    """Every pixel the crop's mean colour, channel by channel: no spatial evidence left. (1, 3, H, W)"""
+    return image.mean(dim=(-2, -1), keepdim=True).expand_as(image).contiguous()
+
+
+_MAKERS: dict[str, Callable[[Tensor], Tensor]] = {"blur": blurred_baseline, "mean": mean_baseline}
+
+
+def check_baseline(kind: str) -> str:
+    """``kind`` if it names a baseline of :data:`BASELINES`, else a :class:`UserError` naming the choices."""
+    if not isinstance(kind, str) or kind not in BASELINES:
+        raise UserError(f"Unknown baseline {kind!r:.40}; choose one of {', '.join(BASELINES)}.")
+    return kind
+
+
+def make_baseline(image: Tensor, *, kind: str) -> Tensor:
+    """The baseline ``kind`` (a key of :data:`BASELINES`) of ``image``, (1, 3, H, W) like it."""
+    return _MAKERS[check_baseline(kind)](image)
+
+
 def _forward_of(analysis: Analysis) -> Forward:
     model = analysis.model
     return lambda batch: model(batch)  # the caller holds inference mode
 
 
-def _inputs(analysis: Analysis) -> tuple[Tensor, Tensor]:
-    """The crop and its blurred baseline, (1, 3, H, W) each: the baseline computed once per analysis."""
+def _inputs(analysis: Analysis, kind: str) -> tuple[Tensor, Tensor]:
+    """The crop and its baseline ``kind``, (1, 3, H, W) each: each baseline computed once per analysis."""
     image = analysis.input
-    baseline = _CACHE.get(analysis, ("baseline",))
+    baseline = _CACHE.get(analysis, ("baseline", kind))
     if baseline is None:
         with torch.inference_mode():
-            baseline = _CACHE.put(analysis, ("baseline",), blurred_baseline(image))
+            baseline = _CACHE.put(analysis, ("baseline", kind), make_baseline(image, kind=kind))
     return image, baseline
 
 
@@ -319,25 +354,27 @@ def _evaluate(
     *,
     steps: int,
     seed: int,
+    baseline: str,
     progress: Progress | None = None,
 ) -> list[Faithfulness]:
     """:class:`Faithfulness` of maps of one class (and versus) of ``analysis``: cached ones
     from the cache, the rest and the random map's curves from one stream of batches."""
     _check_steps(steps, 8)
+    check_baseline(baseline)
     target, versus = atts[0].target, atts[0].versus
-    keys = [(_digest(a.heatmap), target, versus, steps, seed) for a in atts]
-    random_key = ("random", target, versus, steps, seed)
+    keys = [(_digest(a.heatmap), target, versus, steps, seed, baseline) for a in atts]
+    random_key = ("random", target, versus, steps, seed, baseline)
     found = {k: _CACHE.get(analysis, k) for k in keys}
     random = _CACHE.get(analysis, random_key)
     todo = list({k: a for k, a in zip(keys, atts, strict=True) if found[k] is None}.items())
     if todo or random is None:
-        image, baseline = _inputs(analysis)
+        image, fill = _inputs(analysis, baseline)
         heatmaps = [a.heatmap for _, a in todo]
         if random is None:
             heatmaps.append(_random_map(tuple(image.shape[-2:]), seed))
         t0 = time.perf_counter()
         curves = _curves_many(
-            forward=_forward_of(analysis), image=image, baseline=baseline, heatmaps=heatmaps, target=target,
+            forward=_forward_of(analysis), image=image, baseline=fill, heatmaps=heatmaps, target=target,
             versus=versus, steps=steps, batch_size=8, seed=seed, progress=progress,
         )
         seconds = (time.perf_counter() - t0) / len(heatmaps)
@@ -345,14 +382,16 @@ def _evaluate(
             random = _CACHE.put(analysis, random_key, curves.pop())
         for (key, _), c in zip(todo, curves, strict=True):
             found[key] = _CACHE.put(analysis, key, (c, seconds))
-    return [_record(att, *found[key], random, steps) for key, att in zip(keys, atts, strict=True)]
+    return [_record(att, *found[key], random, steps, baseline) for key, att in zip(keys, atts, strict=True)]
 
 
-def _record(att: Attribution, curves: Curves, seconds: float, random: Curves, steps: int) -> Faithfulness:
+def _record(
+    att: Attribution, curves: Curves, seconds: float, random: Curves, steps: int, baseline: str
+) -> Faithfulness:
     return Faithfulness(
         method=att.method, stage=att.stage, target=att.target, target_label=att.target_label, versus=att.versus,
         versus_label=att.versus_label, curves=curves, random=random, all_zero=att.all_zero, steps=steps,
-        seconds=seconds,
+        baseline=baseline, seconds=seconds,
     )
 
 
@@ -362,17 +401,20 @@ def faithfulness(
     attribution: Attribution,
     steps: int = 16,
     seed: int = 0,
+    baseline: str = "blur",
     progress: Progress | None = None,
 ) -> Faithfulness:
     """Deletion and insertion curves of ``attribution`` (a map of ``analysis``) and of a random map.
 
-    The baseline is the crop blurred; the score the class probability (see the module
-    docstring). Computed on request, then cached per analysis: asking again is free.
-    ``progress`` gets the fraction of the forwards done, from 0 to 1 (not called on a cache hit).
+    ``baseline`` names what a removed pixel shows (a key of :data:`BASELINES`: the crop
+    blurred, or its mean colour); the score is the class probability (see the module
+    docstring). Computed on request, then cached per analysis and baseline: asking again
+    is free. ``progress`` gets the fraction of the forwards done, from 0 to 1 (not called
+    on a cache hit).
     """
     if tuple(attribution.heatmap.shape) != analysis.crop.size[::-1]:  # (H, W)
         raise UserError("This map was not made for this analysis's image; explain the image again.")
-    return _evaluate(analysis, [attribution], steps=steps, seed=seed, progress=progress)[0]
+    return _evaluate(analysis, [attribution], steps=steps, seed=seed, baseline=baseline, progress=progress)[0]
 
 
 def _supports(name: str, stage: str, versus: int | None) -> bool:
@@ -389,17 +431,19 @@ def rank_methods(
     target: int | None = None,
     versus: int | None = None,
     steps: int = 16,
+    baseline: str = "blur",
     progress: Progress | None = None,
 ) -> list[MethodScore]:
     """Every cheap method that supports ``stage`` (and ``versus``), ranked by insertion AUC
     minus deletion AUC on this photo, best first.
 
-    One baseline and one random-map curve serve all methods; the maps come from the
-    analysis (so from its caches), their curves from one stream of batches. With
-    ``versus``, class-agnostic methods (Eigen-CAM) are left out: they have no
-    contrastive map. ``progress`` gets the fraction done, from 0 to 1.
+    One ``baseline`` (a key of :data:`BASELINES`) and one random-map curve serve all
+    methods; the maps come from the analysis (so from its caches), their curves from one
+    stream of batches. With ``versus``, class-agnostic methods (Eigen-CAM) are left out:
+    they have no contrastive map. ``progress`` gets the fraction done, from 0 to 1.
     """
     stage = check_stage(stage)
+    check_baseline(baseline)
     names = [m for m in cheap_methods() if _supports(m, stage, versus)]
     if not names:
         raise UserError(f"No cheap method supports {stage}{' with a second class' if versus is not None else ''}.")
@@ -413,7 +457,7 @@ def rank_methods(
         if progress is not None:
             progress(0.1 + 0.9 * done)
 
-    results = _evaluate(analysis, atts, steps=steps, seed=0, progress=curve_progress)
+    results = _evaluate(analysis, atts, steps=steps, seed=0, baseline=baseline, progress=curve_progress)
     if progress is not None:
         progress(1.0)
     rows = [
@@ -434,6 +478,6 @@ def describe(result: Faithfulness) -> str:
     return (
         f"{result.method} at {result.stage} for {what}: deletion AUC {c.deletion_auc:.3f} "
         f"(random {r.deletion_auc:.3f}), insertion AUC {c.insertion_auc:.3f} (random {r.insertion_auc:.3f}): "
-        f"{better} faithful than a random map"
+        f"{better} faithful than a random map, with {BASELINES[result.baseline]} as the baseline"
     )
 

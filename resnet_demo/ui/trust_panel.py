@@ -17,6 +17,8 @@ TRUST_INTRO = """Two checks of the map above, computed only when you ask (each c
 * **Deletion and insertion** (Petsiuk et al., 2018): remove the pixels the map ranks highest, most important first,
   and watch the class probability fall; or reveal them over a blurred photo and watch it rise. A faithful map makes
   deletion fall fast (low area under the curve) and insertion rise fast (high area); a random map shows chance.
+  If the network still knows the blurred photo (both curves flat), pick the **mean colour** baseline: removed pixels
+  then show the photo's average colour, with no shapes left at all.
 * **Randomisation** (Adebayo et al., 2018): re-initialise the network from the top down and recompute the map. A map
   that survives random weights (high rank correlation ρ) shows the photo's edges, not what the network learned.
 """
@@ -29,6 +31,7 @@ class TrustPanel:
     show_gallery: gr.Checkbox
     gallery: gr.Gallery
     steps: gr.Slider
+    baseline: gr.Radio  # what removed pixels show: the engine's baseline name
     buttons: tuple[gr.Button, gr.Button, gr.Button]  # faithfulness, ranking, sanity
     results: tuple[Any, ...]  # everything the checks fill: cleared when a new photo comes
 
@@ -42,9 +45,14 @@ def build_trust_panel() -> TrustPanel:
     )  # fmt: skip
     with gr.Accordion("How far to trust this map", open=False, elem_id="trust"):
         gr.Markdown(TRUST_INTRO)
-        steps = gr.Slider(
-            4, 32, value=t.DEFAULT_STEPS, step=4, label="Points per curve (fewer: faster)", elem_id="steps"
-        )
+        with gr.Row():
+            steps = gr.Slider(
+                4, 32, value=t.DEFAULT_STEPS, step=4, label="Points per curve (fewer: faster)", elem_id="steps"
+            )
+            baseline = gr.Radio(
+                t.BASELINE_CHOICES, value=t.DEFAULT_BASELINE, label="Baseline (what removed pixels show)",
+                elem_id="baseline",
+            )  # fmt: skip
         with gr.Row():
             faith_btn = gr.Button(t.FAITH_LABEL, elem_id="faith-run")
             rank_btn = gr.Button(t.RANK_LABEL, elem_id="rank-run")
@@ -63,7 +71,7 @@ def build_trust_panel() -> TrustPanel:
         )  # fmt: skip
         verdict = gr.Markdown(elem_id="verdict", latex_delimiters=[])
     return TrustPanel(
-        show_gallery=show, gallery=gallery, steps=steps, buttons=(faith_btn, rank_btn, sanity_btn),
+        show_gallery=show, gallery=gallery, steps=steps, baseline=baseline, buttons=(faith_btn, rank_btn, sanity_btn),
         results=(plot, faith_md, table, rank_md, sanity, verdict),
     )  # fmt: skip
 
@@ -95,23 +103,27 @@ def wire_trust_panel(
         event.then(t.trust_buttons, label_inputs, list(panel.buttons), api_visibility="private", queue=False)
         event.then(clear_results, None, list(panel.results), api_visibility="private", queue=False)
     faith_btn.click(
-        t.faithfulness_panel, [analysis, c["stage"], c["target"], c["versus"], c["method"], panel.steps],
+        t.faithfulness_panel,
+        [analysis, c["stage"], c["target"], c["versus"], c["method"], panel.steps, panel.baseline],
         [plot, faith_md], **checks,
     )  # fmt: skip
     rank_btn.click(
-        t.ranking_panel, [analysis, c["stage"], c["target"], c["versus"], panel.steps], [table, rank_md], **checks
-    )
+        t.ranking_panel, [analysis, c["stage"], c["target"], c["versus"], panel.steps, panel.baseline],
+        [table, rank_md], **checks,
+    )  # fmt: skip
     sanity_btn.click(
         t.sanity_panel, [analysis, c["method"], c["stage"], c["target"], c["versus"], c["opacity"]],
         [sanity, verdict], **checks,
     )  # fmt: skip
     # /evaluate: the checks as JSON for scripts. The class arguments are free text (an index or a
     # name), so they get their own hidden boxes rather than the pickers, which accept listed values only.
+    # The baseline comes last, from the panel's radio: its value makes it optional for scripts.
     target_text = gr.Textbox(visible=False, label="target (class index or name; empty: the top class)")
     versus_text = gr.Textbox(visible=False, label="versus (class index or name; empty: none)")
     gr.Button(visible=False).click(
         t.evaluate,
-        [c["image"], c["arch"], c["weights"], c["checkpoint"], c["stage"], c["method"], target_text, versus_text],
+        [c["image"], c["arch"], c["weights"], c["checkpoint"], c["stage"], c["method"], target_text, versus_text,
+         panel.baseline],
         gr.JSON(visible=False),
         api_name="evaluate",
         concurrency_id="checks",
