@@ -240,15 +240,20 @@ def test_ctrl_c_leaves_a_usable_checkpoint_and_resume_finishes_the_epoch(
     assert [s["step"] for s in _steps(events)] == list(range(7, 13))
 
 
+def _one_epoch_run(cli: Callable[[list[str]], int], data: Path, out: Path) -> Path:
+    """A one-epoch head-only run through the command line, leaving ``out``/last.pth to resume."""
+    args = ["finetune", "--data", str(data), "--out", str(out), "--freeze", "head", "--epochs", "1",
+            "--batch-size", "6", "--image-size", "32", "--workers", "0", "--no-progress"]  # fmt: skip
+    assert cli(args) == 0
+    return out
+
+
 def test_absurd_learning_rate_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     tiny_data: Path, pretrained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from resnet_demo.__main__ import main as cli
 
-    out = tmp_path / "run"
-    args = ["finetune", "--data", str(tiny_data), "--out", str(out), "--freeze", "head", "--epochs", "1",
-            "--batch-size", "6", "--image-size", "32", "--workers", "0", "--no-progress"]  # fmt: skip
-    assert cli(args) == 0
+    out = _one_epoch_run(cli, tiny_data, tmp_path / "run")
     good = (out / "last.pth").read_bytes()
 
     # Resume takes every option not given from the checkpoint; here two are changed.
@@ -402,10 +407,7 @@ def test_a_damaged_last_pth_is_one_sentence(
     """A checkpoint is input: every field of a last.pth that a resume reads is checked."""
     from resnet_demo.__main__ import main as cli
 
-    out = tmp_path / "run"
-    args = ["finetune", "--data", str(tiny_data), "--out", str(out), "--freeze", "head", "--epochs", "1",
-            "--batch-size", "6", "--image-size", "32", "--workers", "0", "--no-progress"]  # fmt: skip
-    assert cli(args) == 0
+    out = _one_epoch_run(cli, tiny_data, tmp_path / "run")
     good = torch.load(out / "last.pth", weights_only=True)
     for change, sentence in DAMAGED_LAST_PTH:
         ckpt = dict(good)
