@@ -121,11 +121,8 @@ def _explainer(loaded: TransferModel, image: Image.Image, *, size: int | None, t
 
 
 def _explains(loaded: TransferModel, image: Image.Image, size: int | None) -> bool:
-    """Whether the detector has a best detection to explain on ``image``."""
-    try:
-        return bool(_explainer(loaded, image, size=size, target=0, stages=("layer4",), features=False)().cams)
-    except UserError:  # no detection 0 at all
-        return False
+    """Whether the detector has a best detection to explain on ``image`` (a forward, no backward)."""
+    return bool(detect(loaded=loaded, image=image, threshold=0.0, size=size).items)
 
 
 def _timed_model(loaded: TransferModel, image: Image.Image, size: int | None) -> tuple[TransferModel, int | None, str]:
