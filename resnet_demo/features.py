@@ -27,6 +27,12 @@ class FeatureGrid:
     image: Image.Image  # RGB grid; each tile scaled by its own maximum
     means: list[float]  # mean activation of each shown channel
 
+    @property
+    def caption(self) -> str:
+        """For a gallery tile: the stage, its output's shape and the first channels shown."""
+        c, h, w = self.shape
+        return f"{self.stage} · {c}×{h}×{w} · channels {', '.join(map(str, self.channels[:4]))}…"
+
 
 def feature_grid(activation: Tensor, *, stage: str, n: int = 16, tile: int = 96) -> FeatureGrid:
     """The ``n`` channels of ``activation`` (C, H, W) with the highest mean, strongest first, as a grid."""

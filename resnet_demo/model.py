@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .errors import UserError
+
 __all__ = [
     "ARCH_DEPTHS",
     "STAGES",
@@ -49,6 +51,7 @@ __all__ = [
     "ResNet",
     "arch_of",
     "build_model",
+    "check_stage",
     "dilation_flags",
     "resnet50",
     "resnet101",
@@ -73,6 +76,13 @@ NO_DILATION: Dilation = (False, False, False)
 
 # Points in the network whose outputs forward_intermediates can return.
 STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def check_stage(stage: str) -> str:
+    """``stage`` itself if it names a stage; else a :class:`UserError` listing them."""
+    if stage not in STAGES:
+        raise UserError(f"Unknown stage {stage!r:.40}; choose one of {', '.join(STAGES)}.")
+    return stage
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:

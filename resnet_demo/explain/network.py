@@ -17,9 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
 from ..fold import inference_copy
-from ..model import STAGES, ResNet
+from ..model import STAGES, ResNet, check_stage  # check_stage: re-exported for the engine
 
 __all__ = ["POSITION", "check_stage", "device_of", "inference_model", "inference_pass", "input_of"]
 
@@ -52,12 +51,6 @@ def inference_model(model: ResNet) -> ResNet:
             _FAST[model] = hit
         return hit[1]
 
-
-def check_stage(stage: str) -> str:
-    """``stage`` itself if it names a stage; else a :class:`UserError` listing them."""
-    if stage not in STAGES:
-        raise UserError(f"Unknown stage {stage!r}; choose one of {', '.join(STAGES)}.")
-    return stage
 
 
 def device_of(model: nn.Module) -> torch.device:

@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
 from ..images import load_image
-from ..model import STAGES
+from ..model import STAGES, check_stage
 from ..render import overlay
 from .backbone import READS
 from .detect import Detections, check_threshold
@@ -81,8 +80,8 @@ def _map_files(image: Image.Image, result: TransferExplanation, stages: list[str
 def main(args: argparse.Namespace) -> int:
     """Run the ``transfer`` command; a bad input raises :class:`UserError`."""
     spec = transfer_spec(task=args.task, model=args.model, backbone=args.backbone)  # names checked before loading
-    if args.stage != "all" and args.stage not in STAGES:
-        raise UserError(f"Unknown stage {args.stage!r:.40}; choose all or one of {', '.join(STAGES)}.")
+    if args.stage != "all":
+        check_stage(args.stage)
     check_threshold(args.threshold)
     target = target_index(spec, args.target)
     image = load_image(args.image)  # a bad file is reported before 170 MB of weights load

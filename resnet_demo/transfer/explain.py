@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..features import FeatureGrid, feature_grid
-from ..model import STAGES
+from ..model import STAGES, check_stage
 from .backbone import backbone_of
 from .check import backbone_check
 from .detect import Detections, check_threshold, detections_of, raw_detections, shell, sized
@@ -81,10 +81,10 @@ class _Tap(nn.Module):
 
 
 def _check_stages(stages: Sequence[str]) -> tuple[str, ...]:
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown or not stages:
-        raise UserError(f"Unknown stage {(unknown or [''])[0]!r:.40}; choose among {', '.join(STAGES)}.")
-    return tuple(s for s in STAGES if s in stages)  # running order, once each
+    if not stages:
+        raise UserError(f"Choose at least one stage among {', '.join(STAGES)}.")
+    asked = {check_stage(s) for s in stages}
+    return tuple(s for s in STAGES if s in asked)  # running order, once each
 
 
 def _tapped(loaded: TransferModel, stages: tuple[str, ...]) -> tuple[nn.Module, _Tap]:

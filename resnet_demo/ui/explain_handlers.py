@@ -173,12 +173,7 @@ def fusion_view(
 
 
 def _features(analysis: Analysis) -> list[tuple[PIL.Image.Image, str]]:
-    out = []
-    for stage in STAGES:
-        grid = analysis.feature_maps(stage)
-        c, h, w = grid.shape
-        out.append((grid.image, f"{stage} · {c}×{h}×{w} · channels {', '.join(map(str, grid.channels[:4]))}…"))
-    return out
+    return [(grid.image, grid.caption) for grid in map(analysis.feature_maps, STAGES)]
 
 
 def _check_view(*, opacity: float, view: str) -> None:

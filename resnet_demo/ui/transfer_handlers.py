@@ -11,7 +11,7 @@ from PIL import Image
 
 from .. import diagram
 from ..images import load_image
-from ..model import STAGES
+from ..model import STAGES, check_stage
 from ..render import overlay
 from ..transfer.backbone import DILATION, HEAD_INPUTS, READS
 from ..transfer.drawing import draw_detections, draw_segmentation, hex_colour
@@ -113,18 +113,13 @@ def _strip(photo: Image.Image, result: TransferExplanation) -> list[tuple[Image.
 
 
 def _features(result: TransferExplanation) -> list[tuple[Image.Image, str]]:
-    out = []
-    for stage in STAGES:
-        grid = result.features[stage]
-        c, h, w = grid.shape
-        out.append((grid.image, f"{stage} · {c}×{h}×{w} · channels {', '.join(map(str, grid.channels[:4]))}…"))
-    return out
+    return [(result.features[stage].image, result.features[stage].caption) for stage in STAGES]
 
 
+@user_errors
 def pick_stage(strip: list[Any] | None, stage: str) -> Any:
     """The strip's tile for ``stage`` as the large map (no rerun: the strip holds every stage)."""
-    if stage not in STAGES:
-        raise gr.Error(f"Unknown stage {stage[:40]!r}; pick one of {', '.join(STAGES)}.")
+    check_stage(stage)
     for item in strip or []:
         picture, caption = (item[0], item[1]) if isinstance(item, (list, tuple)) else (item, "")
         if str(caption).split(" ")[0] == stage:
@@ -161,8 +156,7 @@ def transfer(
     if image is None:
         raise gr.Error(NO_PHOTO)
     spec = transfer_spec(task=task, model=model, backbone=backbone)
-    if stage not in STAGES:
-        raise gr.Error(f"Unknown stage {stage[:40]!r}; pick one of {', '.join(STAGES)}.")
+    check_stage(stage)
     photo: Image.Image = load_image(image)
     # Like every tab, usable offline: on random weights, labelled UNTRAINED with the reason.
     loaded = shared_transfer(task=spec.task, model=spec.model, backbone=spec.backbone, fallback_to_random=True)
@@ -176,7 +170,7 @@ def transfer(
         assert result.detections is not None
         picture = draw_detections(photo, result.detections)
     strip = _strip(photo, result)
-    heat = next((tile for tile, caption in strip if caption.split(" ")[0] == stage), None)
+    heat = pick_stage(strip, stage)
     summary = summary_markdown(spec, result)
     if loaded.untrained:
         summary = _banner(spec, loaded.untrained_because) + summary
