@@ -28,14 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+from resnet_demo.bench.serve import CHROMIUM_ARGS  # noqa: E402  (the one list of Chromium's flags)
+
 VIEWPORT = {"width": 1400, "height": 1000}
 TIMEOUT_MS = 600_000  # a CPU runs the trust checks in tens of seconds; leave room
 

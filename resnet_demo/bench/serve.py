@@ -36,6 +36,8 @@ __all__ = ["GOALS", "main"]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CHROMIUM = Path("/usr/bin/chromium")
+# Headless Chromium as root on a closed network: no sandbox, no GPU, no background calls. The browser
+# test and the README's screenshot script use the same list.
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run",
