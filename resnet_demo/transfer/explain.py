@@ -190,7 +190,7 @@ def explain_transfer(
             chosen = _detection_target(out, detections, target, names)
         cams: dict[str, TransferCam] = {}
         if chosen is not None:
-            index, score, text = chosen
+            _, score, text = chosen
             maps = grad_cams([tap.activations[s] for s in stages], score)
             cams = {s: TransferCam(s, text, heat, zero) for s, (heat, zero) in zip(stages, maps, strict=True)}
     acts = {name: a.detach() for name, a in tap.activations.items()}
