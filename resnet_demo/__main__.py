@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import UserError
+from .core.errors import UserError
 
 # command -> (module, one-line help). Modules are imported only when their command runs,
 # so `info` never pays for the imports of `finetune`.
@@ -21,7 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("resnet_demo.finetune.cli", "fine-tune on a folder or zip of class sub-folders"),
     "evaluate": ("resnet_demo.explain.evaluate_cli", "how far to trust a map: faithfulness curves, sanity check"),
     "slim": ("resnet_demo.slim.cli", "prune a fine-tuned model's channels and recover by fine-tuning (or distilling)"),
-    "transfer": ("resnet_demo.transfer.cli", "the ResNet backbone in segmentation and detection: masks, boxes, Grad-CAM"),
+    "transfer": (
+        "resnet_demo.transfer.cli",
+        "the ResNet backbone in segmentation and detection: masks, boxes, Grad-CAM",
+    ),
     "bench": ("resnet_demo.bench.cli", "benchmark the explanation engine against references"),
 }
 

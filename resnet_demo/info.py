@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from .complexity import arch_report
-from .errors import UserError
-from .weights import ARCHES
+from .core.complexity import arch_report
+from .core.errors import UserError
+from .core.weights import ARCHES
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

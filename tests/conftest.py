@@ -64,7 +64,7 @@ def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty torchvision cache; returns its checkpoints folder."""
-    from resnet_demo.weights import clear_model_cache
+    from resnet_demo.core.weights import clear_model_cache
 
     home = tmp_path / "torch_home"
     monkeypatch.setenv("TORCH_HOME", str(home))
@@ -91,7 +91,7 @@ def random_state_dict(arch: str, *, seed: int = 0, num_classes: int = 1000) -> d
             sd[k] = torch.rand(v.shape, generator=g) + 0.5
         elif k.endswith("running_mean") or (k.endswith(".bias") and "bn" in k) or "downsample.1.bias" in k:
             sd[k] = torch.randn(v.shape, generator=g) * 0.1
-        elif (k.endswith(".weight") and ("bn" in k or "downsample.1" in k)):
+        elif k.endswith(".weight") and ("bn" in k or "downsample.1" in k):
             sd[k] = torch.rand(v.shape, generator=g) * 0.5 + 0.75
     return sd
 
@@ -99,7 +99,7 @@ def random_state_dict(arch: str, *, seed: int = 0, num_classes: int = 1000) -> d
 @pytest.fixture
 def fake_pretrained(torch_home: Path) -> Callable[..., Path]:
     """Write a generated state_dict under torchvision's official file name for a weights entry."""
-    from resnet_demo.weights import cache_path, weights_spec
+    from resnet_demo.core.weights import cache_path, weights_spec
 
     def write(arch: str = "resnet50", weights: str = "imagenet-v2", *, seed: int = 0, state_dict=None) -> Path:
         path = cache_path(weights_spec(arch=arch, weights=weights))
@@ -117,8 +117,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     home = tmp_path_factory.mktemp("torch_home")
     old = os.environ.get("TORCH_HOME")
     os.environ["TORCH_HOME"] = str(home)
+    from resnet_demo.core.weights import clear_model_cache
     from resnet_demo.ui import CSS, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, THEME, build_demo
-    from resnet_demo.weights import clear_model_cache
 
     clear_model_cache()
     demo = build_demo()
@@ -150,6 +150,7 @@ def app_url(app: object) -> str:
 
 
 # ----------------------------------------------------------------------------- fine-tune data
+
 
 @pytest.fixture(scope="module")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -206,9 +207,9 @@ SHAPES = ("circle", "square", "triangle")  # the classes of a 3-class sample set
 def save_checkpoint(model: torch.nn.Module, path: Path, *, classes: tuple[str, ...] = SHAPES, crop: int = 64) -> Path:
     """``model`` saved at ``path`` as this project's fine-tune checkpoint: class names, and the
     preprocessing of a run at ``crop`` px."""
+    from resnet_demo.core.weights import Preprocessing
     from resnet_demo.finetune import FinetuneConfig
     from resnet_demo.finetune.checkpoints import Progress, atomic_save, make_checkpoint
-    from resnet_demo.weights import Preprocessing
 
     ckpt = make_checkpoint(
         cfg=FinetuneConfig(arch="resnet50"),
@@ -227,7 +228,7 @@ def save_checkpoint(model: torch.nn.Module, path: Path, *, classes: tuple[str, .
 def finetuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A "fine-tuned" ResNet-50 checkpoint, ``shapes.pth``, of the sample sets' three classes at
     32 px (generated weights, a small random head): the model to slim."""
-    from resnet_demo.model import build_model
+    from resnet_demo.core.model import build_model
 
     model = build_model("resnet50", num_classes=len(SHAPES))
     state = random_state_dict("resnet50", seed=6)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
+from resnet_demo.core.weights import shared_model
 from resnet_demo.explain import analyze
-from resnet_demo.weights import shared_model
 
 from .conftest import EXAMPLES
 

@@ -21,18 +21,27 @@ from resnet_demo.bench.report import markdown, text_table, time_interleaved
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_bench_smoke(tmp_path: Path, capsys, torch_home: Path) -> None:
     md = tmp_path / "bench.md"
-    rc = main(["bench", "--repeats", "1", "--warmup", "0", "--size", "64", "--json", "--markdown", str(md),
-               "--methods"])
+    rc = main(
+        ["bench", "--repeats", "1", "--warmup", "0", "--size", "64", "--json", "--markdown", str(md), "--methods"]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     rows = {r["name"]: r for r in report["results"]["resnet50"]}
     assert rows["torchvision resnet50 eager forward (unit)"]["ratio"] == pytest.approx(1.0)
-    for name in ("engine: plain prediction", "engine: full explain", "engine: all-stage Grad-CAM",
-                 "naive: 2 forwards + captum LayerGradCam x5"):
+    for name in (
+        "engine: plain prediction",
+        "engine: full explain",
+        "engine: all-stage Grad-CAM",
+        "naive: 2 forwards + captum LayerGradCam x5",
+    ):
         assert rows[name]["median_s"] > 0 and rows[name]["goal"] == report["goals"].get(name)
     # --methods: every on-demand method computed afresh on each call.
-    for name in ("engine: Grad-CAM stem on demand", "engine: Guided Grad-CAM (layer4)",
-                 "engine: Integrated Gradients", "engine: Occlusion"):
+    for name in (
+        "engine: Grad-CAM stem on demand",
+        "engine: Guided Grad-CAM (layer4)",
+        "engine: Integrated Gradients",
+        "engine: Occlusion",
+    ):
         assert rows[name]["median_s"] > 0 and rows[name]["goal"] is None
     assert {"torch", "threads", "cpu", "python"} == set(report["environment"])
     assert "| engine: full explain |" in md.read_text()
@@ -45,8 +54,12 @@ def test_bench_text_output(capsys, torch_home: Path) -> None:
     assert lines[0].startswith("resnet50 at 32x32, ")
     assert lines[1].split() == ["pipeline", "median", "ms", "min", "ms", "ratio", "min", "ratio", "goal"]
     names = [line[:44].rstrip() for line in lines[2:6]]
-    assert names == ["torchvision resnet50 eager forward (unit)", "engine: plain prediction",
-                     "engine: full explain", "engine: all-stage Grad-CAM"]
+    assert names == [
+        "torchvision resnet50 eager forward (unit)",
+        "engine: plain prediction",
+        "engine: full explain",
+        "engine: all-stage Grad-CAM",
+    ]
     assert "<= 0.5x" in lines[3] and lines[2].endswith("x  ")
 
 
@@ -76,8 +89,16 @@ def test_tables_share_one_layout() -> None:
     lines = text_table([("name", 6), ("ms", 5), ("goal", 0)], [["a", "1.5", "met"], ["bb", "10.0", ""]])
     assert lines == ["name      ms  goal", "a        1.5  met", "bb      10.0  "]
     md = markdown("Intro.", ["name", "ms", "x", "goal"], {"resnet50": [["a", "1.5", "2", ""]]})
-    assert md.split("\n") == ["Intro.", "", "**resnet50**", "", "| name | ms | x | goal |", "|---|---:|---:|---|",
-                               "| a | 1.5 | 2 |  |", ""]
+    assert md.split("\n") == [
+        "Intro.",
+        "",
+        "**resnet50**",
+        "",
+        "| name | ms | x | goal |",
+        "|---|---:|---:|---|",
+        "| a | 1.5 | 2 |  |",
+        "",
+    ]
 
 
 @pytest.mark.slow
@@ -101,8 +122,11 @@ def test_bench_trust_rows(capsys, torch_home: Path) -> None:
     unit = "torchvision resnet50 eager forward (unit)"
     assert rows[unit]["ratio"] == pytest.approx(1.0)
     more = next(name for name in rows if name.startswith("one more cheap method ("))
-    for name, goal in (("every cheap method at every stage", 2.2), (more, 0.05),
-                       ("deletion + insertion, per image", 1.10)):
+    for name, goal in (
+        ("every cheap method at every stage", 2.2),
+        (more, 0.05),
+        ("deletion + insertion, per image", 1.10),
+    ):
         assert rows[name]["median_s"] > 0 and rows[name]["goal"] == goal
     # The curves are a ratio to the batched forward per image, the rest to the unit.
     assert rows["deletion + insertion, per image"]["reference"] == "batched forward of 8, per image"
@@ -158,12 +182,30 @@ def _check_rows(rows: list[dict[str, Any]], *, features: bool) -> None:
 def test_bench_transfer_through_the_command(tmp_path: Path, capsys, transfer_cache: None) -> None:
     net, state, thresholds = _snapshot("detect", "retinanet")
     md = tmp_path / "transfer.md"
-    rc = main(["bench", "--transfer", "--transfer-models", "fcn,retinanet", "--size", "64", "--repeats", "1",
-               "--warmup", "0", "--json", "--markdown", str(md)])
+    rc = main(
+        [
+            "bench",
+            "--transfer",
+            "--transfer-models",
+            "fcn,retinanet",
+            "--size",
+            "64",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            "--markdown",
+            str(md),
+        ]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["photo"] == [640, 480] and report["size"] == 64 and {"torch", "threads", "cpu"} == set(
-        report["environment"])
+    assert (
+        report["photo"] == [640, 480]
+        and report["size"] == 64
+        and {"torch", "threads", "cpu"} == set(report["environment"])
+    )
     fcn, retina = report["results"]
     assert fcn["label"].startswith("fcn resnet50") and retina["label"].startswith("retinanet resnet50")
     assert fcn["input"] == [64, 85] and retina["input"][0] == 64 and retina["input"][1] % 32 == 0
@@ -183,8 +225,9 @@ def test_bench_transfer_rows_of_a_detector(transfer_cache: None) -> None:
 
     net, state, thresholds = _snapshot("detect", "fasterrcnn")
     heads = net.roi_heads
-    result = bench_transfer(task="detect", model="fasterrcnn", image=synthetic_photo(), size=64, repeats=1,
-                            warmup=0, features=False)
+    result = bench_transfer(
+        task="detect", model="fasterrcnn", image=synthetic_photo(), size=64, repeats=1, warmup=0, features=False
+    )
     _check_rows([dataclasses.asdict(r) for r in result["rows"]], features=False)
     assert result["untrained"] and "score cut" in result["note"]
     assert net.roi_heads is heads  # the copy's heads replaced its own, never the shared model's
@@ -193,11 +236,13 @@ def test_bench_transfer_rows_of_a_detector(transfer_cache: None) -> None:
 
 def test_bench_transfer_models_are_checked(capsys) -> None:
     from resnet_demo.bench.transfer import DEFAULT_MODELS, parse_models
-    from resnet_demo.errors import UserError
+    from resnet_demo.core.errors import UserError
 
     assert [m for _, m, _ in parse_models(None)] == list(DEFAULT_MODELS)
-    assert parse_models(" fcn:resnet101 , maskrcnn") == [("segment", "fcn", "resnet101"),
-                                                          ("detect", "maskrcnn", "resnet50")]
+    assert parse_models(" fcn:resnet101 , maskrcnn") == [
+        ("segment", "fcn", "resnet101"),
+        ("detect", "maskrcnn", "resnet50"),
+    ]
     for bad in ("unet", "fasterrcnn:resnet101", " , "):
         with pytest.raises(UserError):
             parse_models(bad)

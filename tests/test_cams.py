@@ -24,12 +24,12 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 from torch import nn
 
-from resnet_demo.errors import UserError
-from resnet_demo.explain import METHODS, STAGES, Analysis, analyze, cheap_methods, get_method, method_cost, prepare
+from resnet_demo.core.errors import UserError
+from resnet_demo.core.model import STAGES, ResNet
+from resnet_demo.core.weights import LoadedModel
+from resnet_demo.explain import METHODS, Analysis, analyze, cheap_methods, get_method, method_cost, prepare
 from resnet_demo.explain.cams import eigen_projection
 from resnet_demo.explain.gradcam import GRADIENT_CACHE
-from resnet_demo.model import ResNet
-from resnet_demo.weights import LoadedModel
 
 from .conftest import EXAMPLES
 from .test_explain import _close, _Counter, _frozen, _hooks, _randomize_bn, _spec
@@ -288,8 +288,18 @@ def test_gradients_are_kept_for_a_few_classes(small: LoadedModel) -> None:
 
 
 def test_metadata_and_accessors(small: LoadedModel, analysis: Analysis) -> None:
-    assert list(METHODS)[:10] == ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam-elementwise",
-                                  "eigencam", "cam", "scorecam", "ablationcam"]
+    assert list(METHODS)[:10] == [
+        "gradcam",
+        "gradcam++",
+        "xgradcam",
+        "layercam",
+        "hirescam",
+        "gradcam-elementwise",
+        "eigencam",
+        "cam",
+        "scorecam",
+        "ablationcam",
+    ]
     assert cheap_methods() == list(METHODS)[:8]
     assert get_method("cam").supported_stages == ("layer4",) and get_method("gradcam").supported_stages == STAGES
     assert [m for m in METHODS if not get_method(m).class_specific] == ["eigencam"]

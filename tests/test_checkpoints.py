@@ -16,17 +16,23 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet_demo import weights
 from resnet_demo.__main__ import main
-from resnet_demo.errors import UserError
+from resnet_demo.core import weights
+from resnet_demo.core.errors import UserError
+from resnet_demo.core.weights import CHECKPOINT_FORMAT, WeightsError, shared_model
 from resnet_demo.explain import find_class, resolve_class
-from resnet_demo.weights import CHECKPOINT_FORMAT, WeightsError, shared_model
 
 from .conftest import EXAMPLES, random_state_dict
 
 CAT = EXAMPLES / "cat.jpg"
 DROP = object()  # a field to leave out of the checkpoint
-GOOD_PRE = {"resize_size": 128, "crop_size": 112, "mean": [0.5, 0.5, 0.5], "std": [0.25] * 3, "interpolation": "bilinear"}
+GOOD_PRE = {
+    "resize_size": 128,
+    "crop_size": 112,
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.25] * 3,
+    "interpolation": "bilinear",
+}
 
 
 def _tiny_model(n: int = 3) -> dict[str, torch.Tensor]:
@@ -122,12 +128,18 @@ FILES: dict[str, tuple[Any, str]] = {
     "mean-strings": (_checkpoint(pre_mean=["0.5"] * 3), "mean must be a list of 3 finite numbers"),
     "mean-nan": (_checkpoint(pre_mean=[0.5, math.nan, 0.5]), "mean must be a list of 3 finite numbers"),
     "crop-zero": (_checkpoint(pre_crop_size=0), "crop_size must be an integer from 32 to 1024, not 0"),
-    "crop-huge": (_checkpoint(pre_crop_size=4500, pre_resize_size=4500), "crop_size must be an integer from 32 to 1024"),
+    "crop-huge": (
+        _checkpoint(pre_crop_size=4500, pre_resize_size=4500),
+        "crop_size must be an integer from 32 to 1024",
+    ),
     "crop-float": (_checkpoint(pre_crop_size=112.0), "crop_size must be an integer from 32 to 1024, not 112.0"),
     "crop-bool": (_checkpoint(pre_crop_size=True), "crop_size must be an integer from 32 to 1024, not True"),
     "resize-huge": (_checkpoint(pre_resize_size=10**6), "resize_size must be an integer from crop_size (112) to 1024"),
     "resize-below-crop": (_checkpoint(pre_resize_size=100), "resize_size must be an integer from crop_size (112)"),
-    "resize-string": (_checkpoint(pre_resize_size="128"), "resize_size must be an integer from crop_size (112) to 1024"),
+    "resize-string": (
+        _checkpoint(pre_resize_size="128"),
+        "resize_size must be an integer from crop_size (112) to 1024",
+    ),
     "resize-negative": (_checkpoint(pre_resize_size=-128), "not -128"),
 }
 
@@ -178,7 +190,9 @@ def test_head_that_does_not_fit_says_which_keys(tmp_path: Path, empty_cache: Non
     with pytest.raises(WeightsError) as e:
         shared_model(arch="resnet50", weights=str(path))
     message = str(e.value)
-    _assert_one_sentence(message, name="heads.pth", says="does not fit resnet50 (wrong key names or shapes", server=tmp_path)
+    _assert_one_sentence(
+        message, name="heads.pth", says="does not fit resnet50 (wrong key names or shapes", server=tmp_path
+    )
     assert "missing (conv1.weight, bn1.weight, bn1.bias, ...)" in message
     assert "fc.weight [3, 8] where [3, 2048] is needed" in message
     assert not weights._CACHE

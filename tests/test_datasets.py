@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from resnet_demo.core.errors import UserError
 from resnet_demo.data import (
     SAMPLE_CLASSES,
     ZipLimits,
@@ -22,7 +23,6 @@ from resnet_demo.data import (
     stratified_split,
     train_transform,
 )
-from resnet_demo.errors import UserError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_demo import model as model_module
-from resnet_demo.complexity import arch_report, macs_by_module, model_complexity, parameter_count
+from resnet_demo.core import model as model_module
+from resnet_demo.core.complexity import arch_report, macs_by_module, model_complexity, parameter_count
+from resnet_demo.core.model import ARCH_DEPTHS, build_model
 from resnet_demo.diagram import (
     STAT_CHOICES,
     architecture_figure,
@@ -30,7 +31,6 @@ from resnet_demo.diagram import (
     model_source,
     stage_table,
 )
-from resnet_demo.model import ARCH_DEPTHS, build_model
 from resnet_demo.transfer.backbone import DILATION, HEAD_INPUTS, READS, reads
 from resnet_demo.transfer.weights import MODELS, _build, transfer_spec
 

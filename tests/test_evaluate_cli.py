@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from resnet_demo.__main__ import main
+from resnet_demo.core.weights import CHECKPOINT_FORMAT, LoadedModel, Preprocessing
 from resnet_demo.explain import evaluate_cli
 from resnet_demo.explain.sanity import SANITY_STEPS
-from resnet_demo.weights import CHECKPOINT_FORMAT, LoadedModel, Preprocessing
 
 from .conftest import EXAMPLES, random_state_dict
 from .test_explain import small  # noqa: F401  (the fixture)
@@ -25,18 +25,23 @@ CLASSES = ("tabby", "tiger cat", "goldfish", "shark", "hen", "ostrich")
 def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ResNet-50 checkpoint with 6 classes that crops to 64 px: the whole command in seconds."""
     path = tmp_path_factory.mktemp("ckpt") / "six.pth"
-    torch.save({
-        "format": CHECKPOINT_FORMAT,
-        "arch": "resnet50",
-        "model": random_state_dict("resnet50", num_classes=len(CLASSES)),
-        "class_names": list(CLASSES),
-        "preprocessing": Preprocessing(resize_size=66, crop_size=64).to_dict(),
-    }, path)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "arch": "resnet50",
+            "model": random_state_dict("resnet50", num_classes=len(CLASSES)),
+            "class_names": list(CLASSES),
+            "preprocessing": Preprocessing(resize_size=66, crop_size=64).to_dict(),
+        },
+        path,
+    )
     return path
 
 
 def test_evaluate_json_has_curves_and_sanity(
-    small: LoadedModel, monkeypatch: pytest.MonkeyPatch, capsys  # noqa: F811
+    small: LoadedModel,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,  # noqa: F811
 ) -> None:
     # The one-block-per-stage model: the sanity check refolds the model at each of its 5 steps.
     monkeypatch.setattr(evaluate_cli, "shared_model", lambda **kwargs: small)
@@ -58,7 +63,9 @@ def test_evaluate_json_has_curves_and_sanity(
 
 
 def test_evaluate_with_the_mean_baseline(
-    small: LoadedModel, monkeypatch: pytest.MonkeyPatch, capsys  # noqa: F811
+    small: LoadedModel,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,  # noqa: F811
 ) -> None:
     monkeypatch.setattr(evaluate_cli, "shared_model", lambda **kwargs: small)
     common = ["evaluate", str(CAT), "--target", "3", "--steps", "4", "--no-sanity", "--no-rank"]
@@ -75,8 +82,24 @@ def test_evaluate_with_the_mean_baseline(
 
 
 def test_evaluate_text_ranks_the_cheap_methods(small_checkpoint: Path, capsys) -> None:
-    rc = main(["evaluate", str(CAT), "--weights", str(small_checkpoint), "--target", "1", "--versus", "goldfish",
-               "--methods", "gradcam", "layercam", "--steps", "4", "--no-sanity"])
+    rc = main(
+        [
+            "evaluate",
+            str(CAT),
+            "--weights",
+            str(small_checkpoint),
+            "--target",
+            "1",
+            "--versus",
+            "goldfish",
+            "--methods",
+            "gradcam",
+            "layercam",
+            "--steps",
+            "4",
+            "--no-sanity",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "class 1 (tiger cat" in out and "and not 2 (goldfish)" in out and "Faithfulness at layer4, 4 steps" in out
@@ -101,7 +124,9 @@ def test_evaluate_text_ranks_the_cheap_methods(small_checkpoint: Path, capsys) -
     ],
 )
 def test_evaluate_bad_input_is_one_line(args: list[str], message: str, capsys, small_checkpoint: Path) -> None:
-    rc = main(["evaluate", str(CAT), "--weights", str(small_checkpoint), "--no-sanity", "--no-rank", "--steps", "1", *args])
+    rc = main(
+        ["evaluate", str(CAT), "--weights", str(small_checkpoint), "--no-sanity", "--no-rank", "--steps", "1", *args]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert str(small_checkpoint.parent) not in err and str(Path.home()) not in err

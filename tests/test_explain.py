@@ -16,10 +16,13 @@ from captum.attr import LayerAttribution, LayerGradCam
 from PIL import Image
 from torch import nn
 
-from resnet_demo.errors import UserError
+from resnet_demo.core.errors import UserError
+from resnet_demo.core.fold import fold_batchnorm
+from resnet_demo.core.model import STAGES, ResNet, build_model
+from resnet_demo.core.render import overlay
+from resnet_demo.core.weights import LoadedModel, Preprocessing, WeightsSpec, shared_model, weights_spec
 from resnet_demo.explain import (
     METHODS,
-    STAGES,
     Analysis,
     Method,
     MethodCall,
@@ -27,7 +30,6 @@ from resnet_demo.explain import (
     find_class,
     inference_model,
     method_cost,
-    overlay,
     overlay_on_full,
     predict,
     prepare,
@@ -37,9 +39,6 @@ from resnet_demo.explain import (
 )
 from resnet_demo.explain.captum_methods import finish_pixel_map
 from resnet_demo.explain.network import inference_pass, input_of
-from resnet_demo.fold import fold_batchnorm
-from resnet_demo.model import ResNet, build_model
-from resnet_demo.weights import LoadedModel, Preprocessing, WeightsSpec, shared_model, weights_spec
 
 from .conftest import EXAMPLES, random_state_dict
 
@@ -297,8 +296,14 @@ class _Counter:
 def test_one_forward_serves_predictions_feature_maps_block_stats_and_layer4(r50: LoadedModel) -> None:
     fast = inference_model(r50.model)
     # Hooks in a test only, and only to count: the engine itself never hooks.
-    counter = _Counter({"stem": fast.conv1, "layer2": fast.layer2[0].conv1, "layer3": fast.layer3[0].conv1,
-                        "layer4": fast.layer4[0].conv1})
+    counter = _Counter(
+        {
+            "stem": fast.conv1,
+            "layer2": fast.layer2[0].conv1,
+            "layer3": fast.layer3[0].conv1,
+            "layer4": fast.layer4[0].conv1,
+        }
+    )
     try:
         analysis = analyze(image=CAT, loaded=r50)
         analysis.predictions, analysis.blocks, analysis.top(20)
@@ -376,8 +381,13 @@ def test_feature_maps_top_channels_by_mean_activation(r50: LoadedModel) -> None:
     x = prepare(image=CAT, preprocessing=r50.spec.preprocessing).tensor
     with torch.no_grad():
         ref = r50.model.forward_intermediates(x, blocks=True)
-    shapes = {"stem": (64, 16, 16), "layer1": (256, 16, 16), "layer2": (512, 8, 8), "layer3": (1024, 4, 4),
-              "layer4": (2048, 2, 2)}
+    shapes = {
+        "stem": (64, 16, 16),
+        "layer1": (256, 16, 16),
+        "layer2": (512, 8, 8),
+        "layer3": (1024, 4, 4),
+        "layer4": (2048, 2, 2),
+    }
     for stage in STAGES:
         fm = analysis.feature_maps(stage, n=16)
         assert fm.shape == shapes[stage] and len(fm.channels) == 16
@@ -503,9 +513,14 @@ def test_concurrent_calls_equal_sequential_calls(r50: LoadedModel) -> None:
 
     def fresh(i: int):
         # The same work on a private analysis: no cache can make the answers equal.
-        return job(i) if i % 3 != 1 else {
-            s: m.heatmap for s, m in analyze(image=CAT, loaded=r50).attributions(stages=STAGES, target=i // 3).items()
-        }
+        return (
+            job(i)
+            if i % 3 != 1
+            else {
+                s: m.heatmap
+                for s, m in analyze(image=CAT, loaded=r50).attributions(stages=STAGES, target=i // 3).items()
+            }
+        )
 
     jobs = list(range(12))
     sequential = [fresh(i) for i in jobs]
@@ -551,8 +566,13 @@ def test_whole_path_on_the_example_photos(fake_pretrained) -> None:
     fake_pretrained("resnet50", "imagenet-v2")
     loaded = shared_model(arch="resnet50", weights="imagenet-v2")
     assert not loaded.untrained
-    shapes = {"stem": (64, 56, 56), "layer1": (256, 56, 56), "layer2": (512, 28, 28), "layer3": (1024, 14, 14),
-              "layer4": (2048, 7, 7)}
+    shapes = {
+        "stem": (64, 56, 56),
+        "layer1": (256, 56, 56),
+        "layer2": (512, 28, 28),
+        "layer3": (1024, 14, 14),
+        "layer4": (2048, 7, 7),
+    }
     for photo in PHOTOS:
         analysis = analyze(image=photo, loaded=loaded, gradcam_stages=STAGES)
         assert isinstance(analysis, Analysis) and analysis.crop.size == (224, 224)

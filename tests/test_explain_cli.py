@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from resnet_demo.__main__ import main
-from resnet_demo.explain import STAGES
+from resnet_demo.core.model import STAGES
 
 from .conftest import EXAMPLES
 
@@ -42,8 +42,22 @@ def test_explain_all_stages_writes_files_and_json(fake_pretrained, tmp_path: Pat
 @pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 def test_explain_text_output_for_guided_gradcam(tmp_path: Path, capsys, torch_home: Path) -> None:
     out = tmp_path / "g"
-    rc = main(["explain", str(CAT), "--weights", "random", "--method", "guided-gradcam", "--stage", "layer3",
-               "--topk", "3", "--out", str(out)])
+    rc = main(
+        [
+            "explain",
+            str(CAT),
+            "--weights",
+            "random",
+            "--method",
+            "guided-gradcam",
+            "--stage",
+            "layer3",
+            "--topk",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     assert "UNTRAINED" in text and "Guided Grad-CAM" in text and "layer3" in text
@@ -62,15 +76,33 @@ def test_explain_bad_input_is_one_line(tmp_path: Path, capsys, torch_home: Path)
 
 def test_explain_contrastive_map_and_fusion(tmp_path: Path, capsys, torch_home: Path) -> None:
     out = tmp_path / "c"
-    rc = main(["explain", str(CAT), "--weights", "random", "--method", "layercam", "--stage", "layer3",
-               "--target", "1", "--versus", "tabby", "--out", str(out), "--json"])
+    rc = main(
+        [
+            "explain",
+            str(CAT),
+            "--weights",
+            "random",
+            "--method",
+            "layercam",
+            "--stage",
+            "layer3",
+            "--target",
+            "1",
+            "--versus",
+            "tabby",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["target"]["index"] == 1 and summary["versus"] == {"index": 281, "label": "tabby"}
     assert summary["method"] == "layercam" and summary["stages"] == ["layer3"] and summary["skipped_stages"] == []
     assert np.load(out / "map_layercam_layer3.npy").shape == (14, 14)
-    rc = main(["explain", str(CAT), "--weights", "random", "--method", "gradcam++", "--stage", "fusion",
-               "--out", str(out)])
+    rc = main(
+        ["explain", str(CAT), "--weights", "random", "--method", "gradcam++", "--stage", "fusion", "--out", str(out)]
+    )
     assert rc == 0 and "fusion" in capsys.readouterr().out
     fused = np.load(out / "map_gradcam++_fusion.npy")
     assert fused.shape == (224, 224) and fused.max() == 1.0 and fused.min() >= 0.0
@@ -78,8 +110,9 @@ def test_explain_contrastive_map_and_fusion(tmp_path: Path, capsys, torch_home: 
 
 def test_explain_all_stages_skips_those_a_method_lacks(tmp_path: Path, capsys, torch_home: Path) -> None:
     out = tmp_path / "cam"
-    assert main(["explain", str(CAT), "--weights", "random", "--method", "cam", "--stage", "all",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["explain", str(CAT), "--weights", "random", "--method", "cam", "--stage", "all", "--out", str(out)]) == 0
+    )
     text = capsys.readouterr().out
     assert "skipped stem, layer1, layer2, layer3" in text and "layer4 only" in text
     assert sorted(p.name for p in out.glob("map_*.npy")) == ["map_cam_layer4.npy"]

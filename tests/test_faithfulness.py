@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_demo.errors import UserError
+from resnet_demo.core.errors import UserError
+from resnet_demo.core.weights import LoadedModel
 from resnet_demo.explain import Analysis, analyze, cheap_methods, get_method
 from resnet_demo.explain import faithfulness as faith_module
 from resnet_demo.explain.faithfulness import (
@@ -23,8 +24,7 @@ from resnet_demo.explain.faithfulness import (
     mean_baseline,
     rank_methods,
 )
-from resnet_demo.explain_figures import faithfulness_figure
-from resnet_demo.weights import LoadedModel
+from resnet_demo.explain.plots import faithfulness_figure
 
 from .conftest import EXAMPLES
 from .test_explain import small  # noqa: F401  (the fixture)
@@ -114,8 +114,7 @@ def test_perturbed_images_go_through_the_network_in_batches() -> None:
     # The photo and the baseline are shared by both curves: 2 * 16 images, never one forward each.
     assert model.batches == [8, 8, 8, 8]
     model.batches.clear()
-    deletion_insertion(forward=model, image=image, baseline=baseline, heatmap=perfect, target=0, steps=4,
-                       batch_size=5)
+    deletion_insertion(forward=model, image=image, baseline=baseline, heatmap=perfect, target=0, steps=4, batch_size=5)
     assert model.batches == [5, 3]
 
 
@@ -124,8 +123,9 @@ def test_ties_are_broken_by_the_seed() -> None:
     flat = np.zeros((SIDE, SIDE), np.float32)  # all ties: the order is the seeded tie-break alone
 
     def run(seed: int) -> Curves:
-        return deletion_insertion(forward=SquareModel(), image=image, baseline=baseline, heatmap=flat, target=0,
-                                  seed=seed)
+        return deletion_insertion(
+            forward=SquareModel(), image=image, baseline=baseline, heatmap=flat, target=0, seed=seed
+        )
 
     a, b, c = run(0), run(0), run(1)
     np.testing.assert_array_equal(a.deletion, b.deletion)
@@ -146,8 +146,9 @@ def test_bad_steps_are_a_user_error() -> None:
     image, baseline, perfect = _photo()
     for steps in (0, 10_000):
         with pytest.raises(UserError, match="steps"):
-            deletion_insertion(forward=SquareModel(), image=image, baseline=baseline, heatmap=perfect, target=0,
-                               steps=steps)
+            deletion_insertion(
+                forward=SquareModel(), image=image, baseline=baseline, heatmap=perfect, target=0, steps=steps
+            )
 
 
 def test_baseline_blurs_the_detail_but_keeps_the_colours() -> None:

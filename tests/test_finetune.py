@@ -24,7 +24,8 @@ import pytest
 import torch
 import torchvision
 
-from resnet_demo.errors import UserError
+from resnet_demo.core.errors import UserError
+from resnet_demo.core.weights import CHECKPOINT_FORMAT, load_model
 from resnet_demo.finetune import (
     FREEZE_MODES,
     FinetuneConfig,
@@ -37,7 +38,6 @@ from resnet_demo.finetune import (
     optimizer_steps_per_epoch,
     validate_config,
 )
-from resnet_demo.weights import CHECKPOINT_FORMAT, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"image_size": 64, "workers": 0, "progress": False}  # learning runs: 64 px crops, no worker processes

@@ -14,8 +14,8 @@ import torchvision.models as tvm
 import torchvision.transforms as T
 from PIL import Image, JpegImagePlugin
 
-from resnet_demo.images import CropBox, ImageError, load_image, preprocess, to_rgb
-from resnet_demo.weights import Preprocessing, weights_spec
+from resnet_demo.core.images import CropBox, ImageError, load_image, preprocess, to_rgb
+from resnet_demo.core.weights import Preprocessing, weights_spec
 
 from .conftest import EXAMPLES
 

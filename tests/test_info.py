@@ -5,7 +5,7 @@ import json
 import pytest
 
 from resnet_demo.__main__ import main
-from resnet_demo.complexity import arch_report, macs_by_module
+from resnet_demo.core.complexity import arch_report, macs_by_module
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import torchvision.models as tvm
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from resnet_demo.model import ARCH_DEPTHS, STAGES, Bottleneck, build_model, resnet50, resnet101, resnet152
+from resnet_demo.core.model import ARCH_DEPTHS, STAGES, Bottleneck, build_model, resnet50, resnet101, resnet152
 
 from .conftest import TV_BUILDERS, random_state_dict
 
@@ -87,7 +87,9 @@ def test_forward_intermediates_blocks_are_consistent() -> None:
     with torch.no_grad():
         out = model.forward_intermediates(x, blocks=True)
         plain = model.forward_intermediates(x)
-    assert [b.name for b in out.blocks] == [f"layer{s + 1}.{i}" for s, n in enumerate(ARCH_DEPTHS["resnet50"]) for i in range(n)]
+    assert [b.name for b in out.blocks] == [
+        f"layer{s + 1}.{i}" for s, n in enumerate(ARCH_DEPTHS["resnet50"]) for i in range(n)
+    ]
     for b in out.blocks:
         # The block's output is ReLU(F(x) + shortcut), and F(x) / shortcut were not overwritten.
         assert torch.allclose(b.output, torch.relu(b.residual + b.shortcut))
@@ -100,7 +102,11 @@ def test_forward_intermediates_blocks_are_consistent() -> None:
 
 @pytest.mark.parametrize(
     ("builder", "depths", "params"),
-    [(resnet50, (3, 4, 6, 3), 25_557_032), (resnet101, (3, 4, 23, 3), 44_549_160), (resnet152, (3, 8, 36, 3), 60_192_808)],
+    [
+        (resnet50, (3, 4, 6, 3), 25_557_032),
+        (resnet101, (3, 4, 23, 3), 44_549_160),
+        (resnet152, (3, 8, 36, 3), 60_192_808),
+    ],
 )
 def test_depths_and_parameter_counts(builder, depths, params) -> None:
     with torch.device("meta"):
@@ -193,11 +199,11 @@ def test_one_block_forward_in_place_or_not_with_statistics() -> None:
     assert model.block_names() == [b.name for b in parts.blocks]
     assert model.block_names(start="layer2") == [b.name for b in parts.blocks if b.name >= "layer3"]
     numbers = torch.stack(stats).view(-1, 3)
-    expected = torch.tensor(
-        [[b.residual.norm(), b.shortcut.norm(), b.output.mean()] for b in parts.blocks]
-    )
+    expected = torch.tensor([[b.residual.norm(), b.shortcut.norm(), b.output.mean()] for b in parts.blocks])
     assert torch.allclose(numbers, expected, rtol=1e-4, atol=1e-6)
-    assert torch.allclose(torch.stack(late_stats).view(-1, 3), expected[-(len(late_stats) // 3) :], rtol=1e-4, atol=1e-6)
+    assert torch.allclose(
+        torch.stack(late_stats).view(-1, 3), expected[-(len(late_stats) // 3) :], rtol=1e-4, atol=1e-6
+    )
     with pytest.raises(ValueError, match="out-of-place"):
         model.forward_intermediates(x, blocks=True)
     model.set_inplace(False)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_demo.errors import UserError
+from resnet_demo.core.errors import UserError
+from resnet_demo.core.weights import LoadedModel
 from resnet_demo.explain import analyze
 from resnet_demo.explain.sanity import (
     SANITY_STEPS,
@@ -20,7 +21,6 @@ from resnet_demo.explain.sanity import (
     spearman,
     verdict_step,
 )
-from resnet_demo.weights import LoadedModel
 
 from .conftest import EXAMPLES
 from .test_explain import small  # noqa: F401  (the fixture)
@@ -43,7 +43,9 @@ def test_reinitialize_follows_the_models_own_init(small: LoadedModel) -> None:  
     model = copy.deepcopy(small.model)
     reinitialize(model.layer4, generator=torch.Generator().manual_seed(0))
     bn = model.layer4[0].bn1
-    assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(
+        bn.running_var, torch.ones_like(bn.running_var)
+    )
     conv = model.layer4[0].conv2.weight  # Kaiming normal, fan_out: std = sqrt(2 / (out * k * k))
     assert float(conv.std()) == pytest.approx((2 / (conv.shape[0] * 9)) ** 0.5, rel=0.1)
     assert torch.equal(model.layer3[0].conv1.weight, small.model.layer3[0].conv1.weight)  # only what was asked
@@ -67,8 +69,11 @@ def test_randomisation_keeps_the_shared_model_and_changes_the_map(small: LoadedM
     # ...while random fc weights give the class another direction in layer4's features.
     assert check.steps[0].correlation < reference - 0.3
     assert check.passed == (check.steps[verdict_step(check.stage)].correlation < THRESHOLD)
-    assert check.verdict == ("the map depends on the learned weights" if check.passed else
-                             "the map does not depend on the learned weights: treat it as an edge detector")
+    assert check.verdict == (
+        "the map depends on the learned weights"
+        if check.passed
+        else "the map does not depend on the learned weights: treat it as an edge detector"
+    )
     assert randomization_check(analysis, stage="layer4") is check  # cached per analysis
     assert check.steps[0].heatmap.shape == analysis.crop.size[::-1]
 

@@ -18,11 +18,11 @@ import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from resnet_demo.core.weights import KEEP_FILE_MODELS, NAMED_WEIGHTS, shared_models
 from resnet_demo.ui import explain_handlers as h
 from resnet_demo.ui.analysis_store import ANALYSES, DISPLAY_MAX, give_back_memory
 from resnet_demo.ui.housekeeping import tidy, visitor_left
 from resnet_demo.ui.temp_files import Limits, disk_usage, tracked_files
-from resnet_demo.weights import KEEP_FILE_MODELS, NAMED_WEIGHTS, shared_models
 
 from .conftest import EXAMPLES, random_state_dict
 

@@ -17,10 +17,12 @@ import torch
 from torch import nn
 
 from resnet_demo.__main__ import main as cli_main
-from resnet_demo.complexity import model_complexity
+from resnet_demo.core.complexity import model_complexity
+from resnet_demo.core.errors import UserError
+from resnet_demo.core.model import ARCH_DEPTHS, ResNet, build_model, standard_widths
+from resnet_demo.core.weights import WeightsError, load_model
 from resnet_demo.data import make_sample_dataset
 from resnet_demo.diagram import architecture_figure, block_figure, stage_table
-from resnet_demo.errors import UserError
 from resnet_demo.explain import analyze
 from resnet_demo.finetune import (
     DistillationLoss,
@@ -30,9 +32,7 @@ from resnet_demo.finetune import (
     kd_loss,
     validate_config,
 )
-from resnet_demo.model import ARCH_DEPTHS, ResNet, build_model, standard_widths
 from resnet_demo.slim import SlimConfig, plan_pruning, prune_model, slim
-from resnet_demo.weights import WeightsError, load_model
 
 from .conftest import SHAPES, random_state_dict, save_checkpoint
 

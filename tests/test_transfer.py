@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from resnet_demo.errors import UserError
-from resnet_demo.model import STAGES, build_model
+from resnet_demo.core.errors import UserError
+from resnet_demo.core.model import STAGES, build_model
 from resnet_demo.transfer import cli
 from resnet_demo.transfer.backbone import backbone_stages, map_backbone_key, our_backbone
 from resnet_demo.transfer.check import backbone_check
@@ -85,7 +85,9 @@ def loaded(home: Path) -> dict[str, TransferModel]:
 
 
 @pytest.mark.parametrize(("task", "model"), FILED)
-def test_offline_loading_matches_torchvision(task: str, model: str, loaded: dict[str, TransferModel], home: Path) -> None:
+def test_offline_loading_matches_torchvision(
+    task: str, model: str, loaded: dict[str, TransferModel], home: Path
+) -> None:
     ours = loaded[model]
     builder, entry = _ENTRIES[(task, model, "resnet50")]
     reference = builder(weights=entry).eval()  # torchvision's own loader reads the same file (downloads blocked)
@@ -206,7 +208,9 @@ def test_segment_gradcam_equals_independent_computation(home: Path, photo: Image
             assert result.cams[stage].heatmap.shape == reference.shape
             assert np.abs(result.cams[stage].heatmap - reference).max() < 1e-4
         # One stage asked for alone (the leaf at layer4: no backward through the backbone) gives the same map.
-        alone = explain_transfer(loaded=held, image=photo, target=category, stages=["layer4"], size=SIZE, features=False)
+        alone = explain_transfer(
+            loaded=held, image=photo, target=category, stages=["layer4"], size=SIZE, features=False
+        )
         assert list(alone.cams) == ["layer4"]
         assert np.abs(alone.cams["layer4"].heatmap - result.cams["layer4"].heatmap).max() < 1e-5
 
@@ -368,8 +372,12 @@ def test_target_by_name_number_or_menu_value() -> None:
     assert target_index(seg, "cat") == seg.categories.index("cat") and target_index(seg, " 12 ") == 12
     assert target_index(det, 3) == 3 and target_index(det, 3.0) == 3 and target_index(det, "") is None
     assert target_index(det, None) is None
-    for spec, bad, sentence in ((seg, "unicorn", "Unknown class 'unicorn'"), (det, "dog", "is its number as listed"),
-                                (det, 2.5, "is its number as listed"), (seg, "²", "Unknown class '²'")):
+    for spec, bad, sentence in (
+        (seg, "unicorn", "Unknown class 'unicorn'"),
+        (det, "dog", "is its number as listed"),
+        (det, 2.5, "is its number as listed"),
+        (seg, "²", "Unknown class '²'"),
+    ):
         with pytest.raises(UserError, match=sentence):
             target_index(spec, bad)
 
@@ -387,9 +395,17 @@ def test_app_handler_nothing_detected_and_bad_input(home: Path, photo: Image.Ima
     assert legend == "Nothing detected with a score of at least 1.00: lower the threshold."
     assert heat is None and strip == [] and menu["choices"] == [] and len(features) == len(STAGES)
     assert "frozen" in summary and "Nothing to explain." in summary
-    empty = explain_transfer(loaded=shared_transfer(task="detect", model="retinanet"), image=photo, threshold=1.0,
-                             size=SIZE, features=False, check=True)
-    assert _legend(empty).startswith("Nothing detected") and "Grad-CAM" not in summary_markdown(empty_spec := transfer_spec(task="detect", model="retinanet"), empty)
+    empty = explain_transfer(
+        loaded=shared_transfer(task="detect", model="retinanet"),
+        image=photo,
+        threshold=1.0,
+        size=SIZE,
+        features=False,
+        check=True,
+    )
+    assert _legend(empty).startswith("Nothing detected") and "Grad-CAM" not in summary_markdown(
+        empty_spec := transfer_spec(task="detect", model="retinanet"), empty
+    )
     assert "frozen" in summary_markdown(empty_spec, empty)
     with pytest.raises(gr.Error, match="Upload a photo first"):
         transfer(None, "detect", "fasterrcnn", "resnet50", 0.5, SIZE, None, "layer4")
@@ -423,7 +439,9 @@ def test_app_handler_runs_offline_on_random_weights(
     try:
         path = tmp_path / "photo.png"
         photo.save(path)
-        picture, legend, heat, *_, summary, _ = transfer(str(path), "segment", "fcn", "resnet50", 0.5, SIZE, None, "layer4")
+        picture, legend, heat, *_, summary, _ = transfer(
+            str(path), "segment", "fcn", "resnet50", 0.5, SIZE, None, "layer4"
+        )
         assert picture.size == photo.size and legend.startswith("Classes found:")
         assert "UNTRAINED" in summary and "not in torchvision's cache" in summary
         assert str(tmp_path) not in summary  # the reason, never the server's path

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from resnet_demo.weights import load_model
+from resnet_demo.core.weights import load_model
 
 
 @pytest.fixture
@@ -116,8 +116,6 @@ def test_tab_runs_one_fine_tune_at_a_time_and_its_owner_can_cancel(tab: Any, tin
     assert status.startswith("**Cancelled**")
     assert load_model(arch="resnet50", weights=checkpoint).spec.num_classes == 3  # usable
     assert not tab.jobs.busy() and tab.cancel_finetune(_request("a")) == "Nothing is running."
-
-
 
 
 def test_tab_refuses_one_class_by_the_zip_name_and_leaves_nothing(tab: Any, tmp_path: Path, tiny_data: Path) -> None:

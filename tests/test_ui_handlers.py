@@ -55,7 +55,9 @@ def test_explain_outputs_offline(offline: Path) -> None:
 def test_rerender_other_class_stage_and_full_view(offline: Path) -> None:
     analysis = stored(explain()[0])
     second = analysis.predictions[1]
-    heat, caption, strip, raw, fusion = h.rerender(analysis, "layer3", second.index, h.NO_VERSUS, "gradcam", 0.3, "full")
+    heat, caption, strip, raw, fusion = h.rerender(
+        analysis, "layer3", second.index, h.NO_VERSUS, "gradcam", 0.3, "full"
+    )
     assert heat.size == analysis.image.size  # mapped back onto the whole photo
     assert second.label in caption and "layer3" in caption
     assert np.load(raw).shape == (14, 14)  # layer3's map before upsampling, at 224
@@ -278,7 +280,7 @@ def test_user_errors_show_user_text_literally() -> None:
     """gr.Error renders HTML; a class name from a checkpoint must not become markup."""
     import gradio as gr
 
-    from resnet_demo.errors import UserError
+    from resnet_demo.core.errors import UserError
     from resnet_demo.ui.components import user_errors
 
     @user_errors
@@ -293,9 +295,9 @@ def test_user_errors_show_user_text_literally() -> None:
 def test_architecture_view_draws_a_slimmed_models_real_widths() -> None:
     import dataclasses
 
-    from resnet_demo.model import resnet50
+    from resnet_demo.core.model import resnet50
+    from resnet_demo.core.weights import load_model
     from resnet_demo.slim import prune_model
-    from resnet_demo.weights import load_model
 
     loaded = load_model(arch="resnet50", weights="random")
     model = prune_model(resnet50().eval(), fraction=0.3, criterion="l1")

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from resnet_demo.complexity import model_complexity
-from resnet_demo.model import build_model
-from resnet_demo.weights import load_model
+from resnet_demo.core.complexity import model_complexity
+from resnet_demo.core.model import build_model
+from resnet_demo.core.weights import load_model
 
 
 @pytest.fixture

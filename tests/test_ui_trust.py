@@ -18,15 +18,16 @@ import torch
 from markdown_it import MarkdownIt
 from torch import nn
 
-from resnet_demo.explain import REGISTRY, STAGES, Analysis, analyze, cheap_methods, overlay
+from resnet_demo.core.model import STAGES, ResNet
+from resnet_demo.core.render import overlay
+from resnet_demo.core.weights import LoadedModel, Preprocessing, WeightsSpec
+from resnet_demo.explain import REGISTRY, Analysis, analyze, cheap_methods
 from resnet_demo.explain.sanity import randomization_check, verdict_step
-from resnet_demo.model import ResNet
 from resnet_demo.ui import explain_handlers as h
 from resnet_demo.ui import method_gallery as g
 from resnet_demo.ui import trust_handlers as t
 from resnet_demo.ui.analysis_store import stored
 from resnet_demo.ui.markdown_text import md_text
-from resnet_demo.weights import LoadedModel, Preprocessing, WeightsSpec
 
 from .conftest import EXAMPLES
 
@@ -215,7 +216,10 @@ def test_sanity_panel(analysis: Analysis, small: LoadedModel) -> None:
     check = randomization_check(analysis, stage="layer4", method="gradcam")  # cached: the same result
     for (_img, caption), step in zip(tiles[1:], check.steps, strict=True):
         assert caption.endswith("all zero" if step.all_zero else f"ρ = {step.correlation:.2f}")
-    assert verdict.startswith(f"**{check.verdict[0].upper()}") and f"{check.steps[verdict_step(check.stage)].correlation:.2f}" in verdict
+    assert (
+        verdict.startswith(f"**{check.verdict[0].upper()}")
+        and f"{check.steps[verdict_step(check.stage)].correlation:.2f}" in verdict
+    )
     assert all(torch.equal(v, small.model.state_dict()[k]) for k, v in before.items())  # the shared model untouched
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torchvision.models as tvm
 
-from resnet_demo.model import build_model
-from resnet_demo.weights import (
+from resnet_demo.core.model import build_model
+from resnet_demo.core.weights import (
     CHECKPOINT_FORMAT,
     WeightsError,
     cache_path,
@@ -92,10 +92,16 @@ def test_failed_download_gives_clear_error(torch_home: Path) -> None:
 def test_fetch_weights_file_finds_the_cached_file_or_says_why_not(fake_pretrained, torch_home: Path) -> None:
     spec = weights_spec(arch="resnet50", weights="imagenet-v1")
     fetch = functools.partial(
-        fetch_weights_file, url=spec.url, file_name=spec.file_name, what="the test's weights", progress=False,
+        fetch_weights_file,
+        url=spec.url,
+        file_name=spec.file_name,
+        what="the test's weights",
+        progress=False,
         cli_fix=lambda path: f"place it at {path}",
     )
-    with pytest.raises(WeightsError, match=r"the test's weights \(resnet50-0676ba61\.pth\) are not in torchvision's cache") as e:
+    with pytest.raises(
+        WeightsError, match=r"the test's weights \(resnet50-0676ba61\.pth\) are not in torchvision's cache"
+    ) as e:
         fetch(download=False)
     assert "downloads are off" in e.value.problem and str(torch_home) not in e.value.problem
     assert e.value.cli_fix.endswith(f"place it at {cache_path(spec)}")  # the remedy gets the path; the problem never
@@ -197,7 +203,16 @@ def test_finetune_checkpoint_carries_class_names(tmp_path: Path) -> None:
     sd = random_state_dict("resnet50", num_classes=3)
     path = tmp_path / "ft.pth"
     pre = {"resize_size": 128, "crop_size": 112, "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bilinear"}
-    torch.save({"format": CHECKPOINT_FORMAT, "arch": "resnet50", "class_names": ["a", "b", "c"], "model": sd, "preprocessing": pre}, path)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "arch": "resnet50",
+            "class_names": ["a", "b", "c"],
+            "model": sd,
+            "preprocessing": pre,
+        },
+        path,
+    )
     loaded = load_model(arch="resnet50", weights=str(path))
     assert loaded.spec.categories == ("a", "b", "c")
     assert loaded.model.fc.out_features == 3

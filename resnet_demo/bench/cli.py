@@ -12,8 +12,8 @@ import importlib
 
 import torch
 
-from ..devices import configure_threads
-from ..weights import ARCHES, DEFAULT_WEIGHTS
+from ..core.devices import configure_threads
+from ..core.weights import ARCHES, DEFAULT_WEIGHTS
 from .explain import DEFAULT_IMAGE, run
 
 __all__ = ["configure_parser", "main"]
@@ -47,7 +47,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown to FILE")
     parser.add_argument("--train", action="store_true", help="benchmark fine-tuning instead (resnet_demo.bench.train)")
-    parser.add_argument("--slim", action="store_true", help="benchmark pruning and distillation (resnet_demo.bench.slim)")
+    parser.add_argument(
+        "--slim", action="store_true", help="benchmark pruning and distillation (resnet_demo.bench.slim)"
+    )
     parser.add_argument("--device", default="auto", help="device for --train: auto (CUDA when there), cpu, cuda")
     parser.add_argument(
         "--trust", action="store_true", help="benchmark the trust checks instead (resnet_demo.bench.trust)"

@@ -30,8 +30,9 @@ import torch
 import torchvision.models as tvm
 from PIL import Image
 
-from ..explain import STAGES, Prepared, analyze, predict, prepare
-from ..weights import LoadedModel, shared_model
+from ..core.model import STAGES
+from ..core.weights import LoadedModel, shared_model
+from ..explain import Prepared, analyze, predict, prepare
 from .report import cpu_description, markdown, text_table, time_interleaved, write_text
 
 __all__ = ["DEFAULT_IMAGE", "GOALS", "Row", "bench_arch", "run"]
@@ -171,8 +172,14 @@ def bench_arch(args: argparse.Namespace, arch: str) -> list[Row]:
     times = time_interleaved(rows, repeats=args.repeats, warmup=args.warmup)
     unit_times = next(iter(times.values()))
     return [
-        Row(name, statistics.median(ts), min(ts), statistics.median(ts) / statistics.median(unit_times),
-            min(ts) / min(unit_times), GOALS.get(name))
+        Row(
+            name,
+            statistics.median(ts),
+            min(ts),
+            statistics.median(ts) / statistics.median(unit_times),
+            min(ts) / min(unit_times),
+            GOALS.get(name),
+        )
         for name, ts in times.items()
     ]
 

@@ -30,15 +30,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..complexity import model_complexity
-from ..devices import resolve_device
+from ..core.complexity import model_complexity
+from ..core.devices import resolve_device
+from ..core.fold import inference_copy
+from ..core.model import ResNet
+from ..core.weights import load_model
 from ..finetune import DistillationLoss, apply_step, clip_gradients, forward_backward, prepare_for_training
 from ..finetune.build import resolve_amp
-from ..fold import inference_copy
-from ..model import ResNet
 from ..slim import prune_model
 from ..slim.report import latency_samples
-from ..weights import load_model
 from .report import cpu_description, device_name, markdown, text_table, time_interleaved, write_text
 
 __all__ = ["bench_slim", "main"]

@@ -31,7 +31,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from ..devices import resolve_device
+from ..core.devices import resolve_device
 from ..finetune import accuracy, apply_step, build_finetune_model, clip_gradients, forward_backward
 from .report import device_name, markdown, text_table, time_interleaved, write_text
 
@@ -157,8 +157,15 @@ def _markdown(
     header = ["loop", "images/s", "median s/step", "fastest s/step", "ratio", "ratio, fastest", "goal"]
     tables = {
         arch: [
-            [r.name, f"{r.images_per_s:.2f}", f"{r.median_s:.3f}", f"{r.min_s:.3f}", f"{r.ratio:.2f}x",
-             f"{r.best_ratio:.2f}x", _goal(r, rows, device)]
+            [
+                r.name,
+                f"{r.images_per_s:.2f}",
+                f"{r.median_s:.3f}",
+                f"{r.min_s:.3f}",
+                f"{r.ratio:.2f}x",
+                f"{r.best_ratio:.2f}x",
+                _goal(r, rows, device),
+            ]
             for r in rows
         ]
         for arch, rows in results.items()
@@ -166,8 +173,9 @@ def _markdown(
     return markdown(intro, header, tables)
 
 
-def _print_text(results: dict[str, list[Row]], env: dict[str, str | int], *, device: torch.device, batch_size: int,
-                size: int) -> None:
+def _print_text(
+    results: dict[str, list[Row]], env: dict[str, str | int], *, device: torch.device, batch_size: int, size: int
+) -> None:
     columns = [("loop", 52), ("images/s", 9), ("s/step", 8), ("ratio", 7), ("fastest", 8), ("goal", 0)]
     for arch, rows in results.items():
         print(
@@ -175,8 +183,14 @@ def _print_text(results: dict[str, list[Row]], env: dict[str, str | int], *, dev
             f"{env['threads']} threads, torch {env['torch']}"
         )
         cells = [
-            [r.name, f"{r.images_per_s:.2f}", f"{r.median_s:.3f}", f"{r.ratio:.2f}x", f"{r.best_ratio:.2f}x",
-             _goal(r, rows, device)]
+            [
+                r.name,
+                f"{r.images_per_s:.2f}",
+                f"{r.median_s:.3f}",
+                f"{r.ratio:.2f}x",
+                f"{r.best_ratio:.2f}x",
+                _goal(r, rows, device),
+            ]
             for r in rows
         ]
         print("\n".join(text_table(columns, cells)))

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..errors import UserError
-from ..images import load_image
-from ..model import STAGES, build_model
+from ..core.errors import UserError
+from ..core.images import load_image
+from ..core.model import STAGES, build_model
 from ..transfer.detect import detect, detector_batch, shell
 from ..transfer.explain import explain_transfer
 from ..transfer.segment import prepare_segment, segment
@@ -197,8 +197,10 @@ _HEADER = ["row", "median s", "x classifier", "x model forward", "goal"]
 
 def _title(r: dict[str, Any]) -> str:
     h, w = r["input"]
-    return f"{r['label']} at {h}x{w}" + (", random weights" if r["untrained"] else "") + (
-        f" ({r['note']})" if r["note"] else ""
+    return (
+        f"{r['label']} at {h}x{w}"
+        + (", random weights" if r["untrained"] else "")
+        + (f" ({r['note']})" if r["note"] else "")
     )
 
 
@@ -214,8 +216,13 @@ def main(args: argparse.Namespace) -> int:
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_description()}
     photo = "the photo" if args.image else f"a synthetic {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} photo"
     if args.json:
-        report = {"environment": env, "photo": list(image.size), "size": args.size, "goal": GOAL,
-                  "results": [{**r, "rows": [dataclasses.asdict(x) for x in r["rows"]]} for r in results]}
+        report = {
+            "environment": env,
+            "photo": list(image.size),
+            "size": args.size,
+            "goal": GOAL,
+            "results": [{**r, "rows": [dataclasses.asdict(x) for x in r["rows"]]} for r in results],
+        }
         print(json.dumps(report, indent=2))
     else:
         columns = list(zip(_HEADER, [34, 9, 13, 16, 0], strict=True))
@@ -226,10 +233,12 @@ def main(args: argparse.Namespace) -> int:
         if any(r["note"] for r in results):
             print(OPEN_CUT_WHY)
     if args.markdown:
-        intro = (f"Measured with `python -m resnet_demo bench --transfer` on {photo}, torch {env['torch']}, "
-                 f"{env['threads']} threads ({env['cpu']}), {args.repeats} interleaved runs per row; ratios paired "
-                 "per round, then the median; each model at its own input size (the backbone's batch in the title)."
-                 + (f" {OPEN_CUT_WHY}" if any(r["note"] for r in results) else ""))
+        intro = (
+            f"Measured with `python -m resnet_demo bench --transfer` on {photo}, torch {env['torch']}, "
+            f"{env['threads']} threads ({env['cpu']}), {args.repeats} interleaved runs per row; ratios paired "
+            "per round, then the median; each model at its own input size (the backbone's batch in the title)."
+            + (f" {OPEN_CUT_WHY}" if any(r["note"] for r in results) else "")
+        )
         tables = {_title(r): [_cells(x) for x in r["rows"]] for r in results}
         write_text(args.markdown, markdown(intro, _HEADER, tables))
     return 0

@@ -30,9 +30,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..explain import STAGES, Analysis, analyze, cheap_methods, get_method, prepare
+from ..core.model import STAGES
+from ..core.weights import LoadedModel
+from ..explain import Analysis, analyze, cheap_methods, get_method, prepare
 from ..explain.faithfulness import blurred_baseline, deletion_insertion
-from ..weights import LoadedModel
 from .explain import bench_model, torchvision_twin
 from .report import cpu_description, markdown, text_table, time_interleaved, write_text
 
@@ -103,8 +104,9 @@ def _curve_rows(analysis: Analysis) -> dict[str, Callable[[], Any]]:
             return forward(batch)
 
     def curves() -> Any:
-        return deletion_insertion(forward=forward, image=image, baseline=baseline, heatmap=heatmap, target=top,
-                                  steps=STEPS, batch_size=BATCH)
+        return deletion_insertion(
+            forward=forward, image=image, baseline=baseline, heatmap=heatmap, target=top, steps=STEPS, batch_size=BATCH
+        )
 
     return {BATCHED: batched, "deletion + insertion, per image": curves}
 
@@ -134,23 +136,40 @@ def bench_arch(args: argparse.Namespace, arch: str) -> list[TrustRow]:
     per = {BATCHED: BATCH, "deletion + insertion, per image": 2 * STEPS}
     times = {k: [t / per.get(k, 1) for t in ts] for k, ts in times.items()}
     reference = {"deletion + insertion, per image": BATCHED}
-    labels = {UNIT: f"torchvision {arch} eager forward (unit)", BATCHED: f"batched forward of {BATCH}, per image",
-              "one more cheap method at layer3": f"one more cheap method ({method}) at layer3"}
+    labels = {
+        UNIT: f"torchvision {arch} eager forward (unit)",
+        BATCHED: f"batched forward of {BATCH}, per image",
+        "one more cheap method at layer3": f"one more cheap method ({method}) at layer3",
+    }
     rows_out = []
     for name, ts in times.items():
         ref = reference.get(name, UNIT)
-        rows_out.append(TrustRow(
-            labels.get(name, name), statistics.median(ts), min(ts), labels.get(ref, ref),
-            statistics.median(ts) / statistics.median(times[ref]), min(ts) / min(times[ref]), GOALS.get(name),
-        ))
+        rows_out.append(
+            TrustRow(
+                labels.get(name, name),
+                statistics.median(ts),
+                min(ts),
+                labels.get(ref, ref),
+                statistics.median(ts) / statistics.median(times[ref]),
+                min(ts) / min(times[ref]),
+                GOALS.get(name),
+            )
+        )
     return rows_out
 
 
 def _cells(row: TrustRow) -> list[str]:
     goal = "" if row.goal is None else f"<= {row.goal:g}x {'met' if row.ratio <= row.goal else 'MISSED'}"
     reference = "unit" if row.reference.endswith("(unit)") else row.reference
-    return [row.name, f"{row.median_s * 1000:.1f}", f"{row.min_s * 1000:.1f}", f"{row.ratio:.3f}x",
-            f"{row.min_ratio:.3f}x", reference, goal]
+    return [
+        row.name,
+        f"{row.median_s * 1000:.1f}",
+        f"{row.min_s * 1000:.1f}",
+        f"{row.ratio:.3f}x",
+        f"{row.min_ratio:.3f}x",
+        reference,
+        goal,
+    ]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -160,8 +179,12 @@ def main(args: argparse.Namespace) -> int:
     size = args.size or 224
     header = ["pipeline", "median ms", "min ms", "ratio", "min ratio", "reference", "goal"]
     if args.json:
-        report = {"environment": env, "size": size, "goals": GOALS,
-                  "results": {a: [dataclasses.asdict(r) for r in rows] for a, rows in results.items()}}
+        report = {
+            "environment": env,
+            "size": size,
+            "goals": GOALS,
+            "results": {a: [dataclasses.asdict(r) for r in rows] for a, rows in results.items()},
+        }
         print(json.dumps(report, indent=2))
     else:
         widths = [48, 10, 9, 9, 10, 38, 0]
@@ -170,8 +193,12 @@ def main(args: argparse.Namespace) -> int:
             print("\n".join(text_table(list(zip(header, widths, strict=True)), [_cells(r) for r in rows])))
             print()
     if args.markdown:
-        intro = (f"Measured with `python -m resnet_demo bench --trust` at {size}x{size}, torch {env['torch']}, "
-                 f"{env['threads']} threads ({env['cpu']}), {args.repeats} interleaved runs per row; ratio = "
-                 "median / median of the reference row, per image for the per-image rows.")
-        write_text(args.markdown, markdown(intro, header, {a: [_cells(r) for r in rows] for a, rows in results.items()}))
+        intro = (
+            f"Measured with `python -m resnet_demo bench --trust` at {size}x{size}, torch {env['torch']}, "
+            f"{env['threads']} threads ({env['cpu']}), {args.repeats} interleaved runs per row; ratio = "
+            "median / median of the reference row, per image for the per-image rows."
+        )
+        write_text(
+            args.markdown, markdown(intro, header, {a: [_cells(r) for r in rows] for a, rows in results.items()})
+        )
     return 0

@@ -24,8 +24,8 @@ from typing import Any
 import PIL.Image
 from torch.utils.data import Dataset
 
-from ..errors import UserError
-from ..images import ImageError, load_image
+from ..core.errors import UserError
+from ..core.images import ImageError, load_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -48,7 +48,7 @@ Sample = tuple[str, int]  # (file path, class index)
 
 
 def open_rgb(path: str | Path) -> PIL.Image.Image:
-    """Open an image as the explanation side does (:func:`resnet_demo.images.load_image`):
+    """Open an image as the explanation side does (:func:`resnet_demo.core.images.load_image`):
     upright (EXIF), RGB, transparency on white, huge photos downscaled."""
     return load_image(path)
 

@@ -14,7 +14,7 @@ import PIL.ImageDraw
 import PIL.ImageFilter
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 __all__ = ["SAMPLE_CLASSES", "make_sample_dataset"]
 

@@ -10,7 +10,7 @@ import PIL.Image
 import torch
 from torchvision.transforms import v2
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 __all__ = ["eval_transform", "multi_view_transform", "train_transform"]
 

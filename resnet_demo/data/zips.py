@@ -10,7 +10,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .folders import IMAGE_EXTENSIONS, is_hidden, is_image_name
 
 __all__ = ["ZipLimits", "safe_extract_zip"]

@@ -1,7 +1,7 @@
 """The architecture view: plotly figures and tables that explain ResNet-50/101/152.
 
 Everything here is read from the model the app runs (built on the meta device, so
-no memory is spent on weights) and from :mod:`resnet_demo.complexity`; nothing about
+no memory is spent on weights) and from :mod:`resnet_demo.core.complexity`; nothing about
 the network is typed in by hand. The functions are pure and return plotly figures
 or plain rows, so the app only has to show them. The names below are the package's
 interface; its modules share their other names only among themselves.
@@ -26,10 +26,8 @@ formatting in ``formatting.py``.
 
 from .architecture import architecture_figure
 from .blocks import BlockInfo, block_choices, block_infos
-from .blocks import Shape as Shape  # re-exported, as before the split
 from .bottleneck import block_figure
 from .colouring import STAT_CHOICES
-from .layout import MAX_ROWS as MAX_ROWS  # re-exported, as before the split
 from .layout import figure_height
 from .source import model_source
 from .tables import comparison_table, stage_table

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from ..model import Dilation, Widths
+from ..core.model import Dilation, Widths
 from .blocks import IMAGE_SIZE, BlockInfo, cached_block_infos, check_arch, dilation_key, meta_model, widths_key
 from .colouring import STAT_CHOICES, block_colours, stat_values
 from .formatting import fmt_shape
@@ -45,7 +45,7 @@ def architecture_figure(
 ) -> go.Figure:
     """The block diagram of ``arch``: one node per bottleneck block, stages as columns.
 
-    ``widths`` (a loaded model's :meth:`~resnet_demo.model.ResNet.widths`) draws a
+    ``widths`` (a loaded model's :meth:`~resnet_demo.core.model.ResNet.widths`) draws a
     channel-pruned model as it is: the hover of each block shows its real widths, params
     and MACs. None, or the standard widths, draws the standard network.
 
@@ -57,7 +57,7 @@ def architecture_figure(
     always set (``height`` or :func:`figure_height`), because plotly inside Gradio can
     render at zero height otherwise.
 
-    ``replace_stride_with_dilation`` (the model's, see :class:`~resnet_demo.model.ResNet`)
+    ``replace_stride_with_dilation`` (the model's, see :class:`~resnet_demo.core.model.ResNet`)
     draws a dilated network: real shapes in the hover, no stride marker on the stages that
     keep stride 1, and each dilated stage's header names its dilation. ``taps`` maps a stage
     ("layer1".."layer4") to what reads it (e.g. {"layer4": "ASPP head"}); each such stage is

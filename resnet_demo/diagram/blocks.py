@@ -1,7 +1,7 @@
 """The network as the diagram reads it: one :class:`BlockInfo` per bottleneck block.
 
 Everything is read from the model the app runs, built on the meta device (shapes, no
-storage, nothing run), and from :mod:`resnet_demo.complexity`; nothing about the
+storage, nothing run), and from :mod:`resnet_demo.core.complexity`; nothing about the
 network is typed in by hand.
 """
 
@@ -13,8 +13,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from ..complexity import macs_by_module, parameter_count
-from ..model import ARCH_DEPTHS, Bottleneck, Dilation, ResNet, Widths, build_model, dilation_flags, standard_widths
+from ..core.complexity import macs_by_module, parameter_count
+from ..core.model import ARCH_DEPTHS, Bottleneck, Dilation, ResNet, Widths, build_model, dilation_flags, standard_widths
 
 Shape = tuple[int, int, int]  # (C, H, W) of one image
 
@@ -153,7 +153,7 @@ def block_infos(
     replace_stride_with_dilation: Dilation | list[bool] | None = None,
 ) -> list[BlockInfo]:
     """Every bottleneck block of ``arch`` (inner ``widths`` of a pruned model, see
-    :meth:`~resnet_demo.model.ResNet.widths`; None: standard; ``replace_stride_with_dilation``
+    :meth:`~resnet_demo.core.model.ResNet.widths`; None: standard; ``replace_stride_with_dilation``
     as the model's), in the order the network runs them."""
     check_arch(arch)
     key = dilation_key(replace_stride_with_dilation)

@@ -12,8 +12,8 @@ from typing import NamedTuple
 import plotly.graph_objects as go
 from torch import nn
 
-from ..complexity import macs_by_module, parameter_count
-from ..model import Bottleneck, Widths
+from ..core.complexity import macs_by_module, parameter_count
+from ..core.model import Bottleneck, Widths
 from .blocks import (
     IMAGE_SIZE,
     BlockInfo,
@@ -66,7 +66,7 @@ def block_figure(
     expand, each followed by BN and, but for the last, ReLU); the shortcut runs down the
     left, as the identity or as a 1x1 projection + BN; both meet at the addition, then
     the last ReLU. Hovering a box shows its module name, shapes, parameters and MACs.
-    ``widths`` (a pruned model's :meth:`~resnet_demo.model.ResNet.widths`) draws its real widths.
+    ``widths`` (a pruned model's :meth:`~resnet_demo.core.model.ResNet.widths`) draws its real widths.
     """
     check_arch(arch)
     key = widths_key(arch, widths)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..complexity import macs_by_module, parameter_count
-from ..model import Dilation, Widths
+from ..core.complexity import macs_by_module, parameter_count
+from ..core.model import Dilation, Widths
 from .blocks import BlockInfo, cached_block_infos, meta_model, pair, stem_shapes
 from .formatting import fmt_count, fmt_shape
 

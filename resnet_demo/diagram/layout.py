@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..model import ARCH_DEPTHS
+from ..core.model import ARCH_DEPTHS
 from .blocks import check_arch, stage_depths
 
 MAX_ROWS = 12  # a stage longer than this wraps into more columns (ResNet-152's layer3: 3 x 12)

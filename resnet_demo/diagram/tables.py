@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..complexity import arch_report, macs_by_module, parameter_count
-from ..model import ARCH_DEPTHS, Widths
+from ..core.complexity import arch_report, macs_by_module, parameter_count
+from ..core.model import ARCH_DEPTHS, Widths
 from .blocks import cached_block_infos, check_arch, meta_model, stem_shapes, widths_key
 from .formatting import fmt_shape
 
@@ -14,8 +14,8 @@ def stage_table(*, arch: str, image_size: int = 224, widths: Widths | None = Non
     Keys: ``stage``, ``blocks``, ``weighted_layers`` (convolutions and fc: they add up to
     the 50/101/152 of the name), ``output_shape``, ``params``, ``macs``, ``gmacs``,
     ``params_share`` and ``macs_share`` (percent of the total). The total row equals
-    :func:`resnet_demo.complexity.arch_report` for the standard widths; ``widths`` (a pruned
-    model's, see :meth:`~resnet_demo.model.ResNet.widths`) gives that model's totals.
+    :func:`resnet_demo.core.complexity.arch_report` for the standard widths; ``widths`` (a pruned
+    model's, see :meth:`~resnet_demo.core.model.ResNet.widths`) gives that model's totals.
     """
     check_arch(arch)
     key = widths_key(arch, widths)

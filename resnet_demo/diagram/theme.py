@@ -31,7 +31,11 @@ class Theme:
     def of(dark: bool) -> Theme:
         if dark:
             return Theme(
-                text="#e5e7eb", muted="#9ca3af", hover_bg="#111827", accent="#a3e635", accent_fill="rgba(163,230,53,0.10)"
+                text="#e5e7eb",
+                muted="#9ca3af",
+                hover_bg="#111827",
+                accent="#a3e635",
+                accent_fill="rgba(163,230,53,0.10)",
             )
         return Theme(
             text="#1f2937", muted="#6b7280", hover_bg="#ffffff", accent="#4d7c0f", accent_fill="rgba(101,163,13,0.10)"

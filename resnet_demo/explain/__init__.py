@@ -39,8 +39,6 @@ from . import score_cams  # noqa: F401
 from . import captum_methods  # noqa: F401
 
 # isort: split
-from ..model import STAGES
-from ..render import overlay
 from .analysis import Analysis, overlay_on_full
 from .analyze import analyze, predict
 from .captum_methods import IG_STEPS
@@ -55,7 +53,6 @@ __all__ = [
     "IG_STEPS",
     "METHODS",
     "REGISTRY",
-    "STAGES",
     "Analysis",
     "Attribution",
     "BlockStat",
@@ -70,7 +67,6 @@ __all__ = [
     "get_method",
     "inference_model",
     "method_cost",
-    "overlay",
     "overlay_on_full",
     "predict",
     "prepare",

@@ -20,12 +20,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..errors import UserError
-from ..features import feature_grid
-from ..images import CropBox
-from ..model import STAGES, ResNet
-from ..render import overlay_box
-from ..weights import LoadedModel, WeightsSpec
+from ..core.errors import UserError
+from ..core.features import feature_grid
+from ..core.images import CropBox
+from ..core.model import STAGES, ResNet
+from ..core.render import overlay_box
+from ..core.weights import LoadedModel, WeightsSpec
 from .classes import class_label
 from .gradcam import GradientCache
 from .methods import Method, MethodCall, get_method, method_options, no_progress
@@ -137,7 +137,7 @@ class Analysis:
 
     @property
     def loaded(self) -> LoadedModel:
-        """The :class:`~resnet_demo.weights.LoadedModel` this analysis ran (the shared model, unfolded)."""
+        """The :class:`~resnet_demo.core.weights.LoadedModel` this analysis ran (the shared model, unfolded)."""
         return self._loaded
 
     @property
@@ -225,7 +225,9 @@ class Analysis:
             return self._acts[name]
         stage, _, index = name.partition(".")
         if stage not in self._acts or stage == "stem" or not index.isdigit():
-            raise UserError(f"Unknown stage or block {name!r}; choose one of {', '.join(STAGES)} or a block like layer3.0.")
+            raise UserError(
+                f"Unknown stage or block {name!r}; choose one of {', '.join(STAGES)} or a block like layer3.0."
+            )
         layer = self._model.stages[stage]
         if int(index) >= len(layer):
             raise UserError(f"{stage} has blocks {stage}.0 to {stage}.{len(layer) - 1}; there is no {name}.")
@@ -309,7 +311,13 @@ class Analysis:
         need = tuple(s for s in todo if s not in raws)
         if need:
             call = MethodCall(
-                self._model, self._prepared.tensor, self._acts, self.spec.preprocessing, need, target, opts,
+                self._model,
+                self._prepared.tensor,
+                self._acts,
+                self.spec.preprocessing,
+                need,
+                target,
+                opts,
                 versus=versus,
                 gradients=functools.partial(self._grads.get, target=target, versus=versus),
                 progress=progress or no_progress,

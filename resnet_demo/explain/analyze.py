@@ -10,15 +10,15 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from ..devices import configure_threads
-from ..images import ImageSource
-from ..model import ARCH_DEPTHS, STAGES, ResNet
-from ..weights import DEFAULT_WEIGHTS, LoadedModel
+from ..core.devices import configure_threads
+from ..core.images import ImageSource
+from ..core.model import ARCH_DEPTHS, STAGES, ResNet, check_stage
+from ..core.weights import DEFAULT_WEIGHTS, LoadedModel
 from .analysis import Analysis
 from .cost import gmacs, note_forward
 from .gradcam import grad_segment
 from .inputs import choose_model, load_then_prepare
-from .network import POSITION, check_stage, inference_model, inference_pass, input_of
+from .network import POSITION, inference_model, inference_pass, input_of
 from .results import BlockStat, Prediction, Prepared, top_predictions
 
 __all__ = ["analyze", "block_stats", "predict"]
@@ -107,8 +107,8 @@ def analyze(
     up front is cheaper than asking one by one later.
     ``compile=True`` runs the inference pass through ``torch.compile`` (about 15% faster
     on CPU, after a minute of compiling per model; not used with ``gradcam_stages``).
-    Raises :class:`~resnet_demo.images.ImageError` or
-    :class:`~resnet_demo.weights.WeightsError` (both :class:`UserError`) for bad input.
+    Raises :class:`~resnet_demo.core.images.ImageError` or
+    :class:`~resnet_demo.core.weights.WeightsError` (both :class:`UserError`) for bad input.
     """
     t0 = time.perf_counter()
     configure_threads()
@@ -143,6 +143,15 @@ def analyze(
     if not grad_stages and lm.spec.arch in ARCH_DEPTHS:
         note_forward(t2 - t1, gmacs(lm.spec.arch, x.shape[-1]))
     return Analysis(
-        loaded=lm, model=model, prepared=prepared, logits=logits, acts=acts, blocks=blocks, topk=topk,
-        timings=timings, gradients=grads, gradients_target=target, started=t0,
+        loaded=lm,
+        model=model,
+        prepared=prepared,
+        logits=logits,
+        acts=acts,
+        blocks=blocks,
+        topk=topk,
+        timings=timings,
+        gradients=grads,
+        gradients_target=target,
+        started=t0,
     )

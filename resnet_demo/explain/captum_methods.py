@@ -18,7 +18,7 @@ import torch
 from captum.attr import GuidedGradCam, IntegratedGradients, NoiseTunnel, Occlusion
 from torch import Tensor, nn
 
-from ..model import ResNet
+from ..core.model import ResNet
 from .gradcam import score_of
 from .methods import FinishedMap, Method, MethodCall, register
 

@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..images import load_image
-from ..weights import ARCHES, DEFAULT_WEIGHTS, shared_model
-from . import METHODS, STAGES, Analysis, Attribution, analyze, get_method, overlay, overlay_on_full, resolve_class
+from ..core.errors import UserError
+from ..core.images import load_image
+from ..core.model import STAGES
+from ..core.render import overlay
+from ..core.weights import ARCHES, DEFAULT_WEIGHTS, shared_model
+from . import METHODS, Analysis, Attribution, analyze, get_method, overlay_on_full, resolve_class
 from .score_cams import DEFAULT_CHANNELS
 
 __all__ = ["add_image_and_class_arguments", "configure_parser", "main"]
@@ -30,23 +32,42 @@ def add_image_and_class_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments every command that explains one photo takes: the image, the model, the class and its contrast."""
     parser.add_argument("image", help="photo to explain (JPEG, PNG, GIF, WebP, TIFF, ...)")
     parser.add_argument("--arch", choices=ARCHES, default="resnet50", help="network depth (default resnet50)")
-    parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="imagenet-v2 (default), imagenet-v1, random, or a .pth path")
-    parser.add_argument("--fallback-random", action="store_true", help="use random weights if the weights are unavailable")
+    parser.add_argument(
+        "--weights", default=DEFAULT_WEIGHTS, help="imagenet-v2 (default), imagenet-v1, random, or a .pth path"
+    )
+    parser.add_argument(
+        "--fallback-random", action="store_true", help="use random weights if the weights are unavailable"
+    )
     parser.add_argument("--target", help="class to explain: an index or (part of) a name (default: the top class)")
-    parser.add_argument("--versus", metavar="CLASS", help="contrast class: explain 'why TARGET and not CLASS' (index or name)")
+    parser.add_argument(
+        "--versus", metavar="CLASS", help="contrast class: explain 'why TARGET and not CLASS' (index or name)"
+    )
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``explain`` command's arguments to ``parser``."""
     add_image_and_class_arguments(parser)
-    parser.add_argument("--stage", choices=[*STAGES, "all", "fusion"], default="layer4",
-                        help="stage to explain; all: every stage the method supports; fusion: their maximum (default layer4)")
+    parser.add_argument(
+        "--stage",
+        choices=[*STAGES, "all", "fusion"],
+        default="layer4",
+        help="stage to explain; all: every stage the method supports; fusion: their maximum (default layer4)",
+    )
     # No argparse ``choices``: an unknown name is a UserError, one line, like every bad input.
-    parser.add_argument("--method", default="gradcam", metavar="NAME",
-                        help=f"attribution method: {', '.join(METHODS)} (default gradcam)")
+    parser.add_argument(
+        "--method",
+        default="gradcam",
+        metavar="NAME",
+        help=f"attribution method: {', '.join(METHODS)} (default gradcam)",
+    )
     parser.add_argument("--noise-tunnel", type=int, default=0, metavar="N", help="smooth IG over N noisy copies")
-    parser.add_argument("--channels", type=int, default=DEFAULT_CHANNELS, metavar="N",
-                        help=f"Score-CAM / Ablation-CAM: weigh the N strongest channels, 0: all (default {DEFAULT_CHANNELS})")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=DEFAULT_CHANNELS,
+        metavar="N",
+        help=f"Score-CAM / Ablation-CAM: weigh the N strongest channels, 0: all (default {DEFAULT_CHANNELS})",
+    )
     parser.add_argument("--topk", type=int, default=5, help="how many predictions to list (default 5)")
     parser.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity in the overlays (default 0.5)")
     parser.add_argument("--out", help="folder for the files (default explain-<image name>)")

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from ..weights import weights_spec
+from ..core.weights import weights_spec
 from .methods import get_method, method_options
 
 __all__ = ["gmacs", "method_cost", "note_forward"]

@@ -15,10 +15,11 @@ import json
 import time
 from typing import Any
 
-from ..errors import UserError
-from ..images import load_image
-from ..weights import shared_model
-from . import STAGES, Analysis, analyze, get_method, resolve_class
+from ..core.errors import UserError
+from ..core.images import load_image
+from ..core.model import STAGES, check_stage
+from ..core.weights import shared_model
+from . import Analysis, analyze, get_method, resolve_class
 from .cli import add_image_and_class_arguments, photo_report
 from .faithfulness import (
     BASELINES,
@@ -29,7 +30,6 @@ from .faithfulness import (
     faithfulness,
     rank_methods,
 )
-from .network import check_stage
 from .sanity import SanityCheck, randomization_check
 
 __all__ = ["configure_parser", "main"]
@@ -39,14 +39,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` command's arguments to ``parser``."""
     add_image_and_class_arguments(parser)
     # Checked against the registry by the command, so a bad name is one line, not a usage screen.
-    parser.add_argument("--methods", nargs="+", default=["gradcam"], metavar="METHOD",
-                        help="maps to evaluate (default gradcam)")
+    parser.add_argument(
+        "--methods", nargs="+", default=["gradcam"], metavar="METHOD", help="maps to evaluate (default gradcam)"
+    )
     parser.add_argument("--stage", default="layer4", help=f"stage to explain: {', '.join(STAGES)} (default layer4)")
     parser.add_argument("--steps", type=int, default=16, help="points of each deletion/insertion curve (default 16)")
     # No argparse choices: the core checks the name, so a typo is one line like every other option's.
-    parser.add_argument("--baseline", default="blur", metavar="NAME",
-                        help="what removed pixels show: " + "; ".join(f"{k}: {v}" for k, v in BASELINES.items())
-                        + " (default blur)")
+    parser.add_argument(
+        "--baseline",
+        default="blur",
+        metavar="NAME",
+        help="what removed pixels show: " + "; ".join(f"{k}: {v}" for k, v in BASELINES.items()) + " (default blur)",
+    )
     parser.add_argument("--no-sanity", action="store_true", help="skip the randomisation sanity check")
     parser.add_argument("--no-rank", action="store_true", help="skip the ranking of the cheap methods")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -65,21 +69,39 @@ def _check(args: argparse.Namespace) -> None:
 def _curves(r: Faithfulness) -> dict[str, Any]:
     def one(c: Any) -> dict[str, Any]:
         return {
-            "deletion_auc": c.deletion_auc, "insertion_auc": c.insertion_auc, "score": c.score,
-            "fractions": c.fractions.tolist(), "deletion": c.deletion.tolist(), "insertion": c.insertion.tolist(),
+            "deletion_auc": c.deletion_auc,
+            "insertion_auc": c.insertion_auc,
+            "score": c.score,
+            "fractions": c.fractions.tolist(),
+            "deletion": c.deletion.tolist(),
+            "insertion": c.insertion.tolist(),
         }
 
-    return {"method": r.method, "stage": r.stage, "all_zero": r.all_zero, "map": one(r.curves),
-            "random_map": one(r.random), "seconds": r.seconds}
+    return {
+        "method": r.method,
+        "stage": r.stage,
+        "all_zero": r.all_zero,
+        "map": one(r.curves),
+        "random_map": one(r.random),
+        "seconds": r.seconds,
+    }
 
 
 def _sanity(check: SanityCheck | str) -> dict[str, Any]:
     if isinstance(check, str):
         return {"skipped": check}
-    steps = [{"randomized": list(s.randomized), "correlation": s.correlation, "all_zero": s.all_zero}
-             for s in check.steps]
-    return {"method": check.method, "stage": check.stage, "steps": steps, "passed": check.passed,
-            "verdict": check.verdict, "threshold": check.threshold, "seconds": check.seconds}
+    steps = [
+        {"randomized": list(s.randomized), "correlation": s.correlation, "all_zero": s.all_zero} for s in check.steps
+    ]
+    return {
+        "method": check.method,
+        "stage": check.stage,
+        "steps": steps,
+        "passed": check.passed,
+        "verdict": check.verdict,
+        "threshold": check.threshold,
+        "seconds": check.seconds,
+    }
 
 
 def _report(
@@ -109,19 +131,25 @@ def _print_text(report: dict[str, Any], analysis: Analysis) -> None:
     t, v = report["target"], report["versus"]
     versus = f" and not {v['index']} ({v['label']})" if v else ""
     print(f"{analysis.arch}, {analysis.spec.label}: class {t['index']} ({t['label']}, {t['prob']:.2%}){versus}")
-    print(f"Faithfulness at {report['stage']}, {report['steps']} steps; removed pixels show "
-          f"{BASELINES[report['baseline']]}. Deletion AUC: lower is better; insertion AUC: higher is better.")
+    print(
+        f"Faithfulness at {report['stage']}, {report['steps']} steps; removed pixels show "
+        f"{BASELINES[report['baseline']]}. Deletion AUC: lower is better; insertion AUC: higher is better."
+    )
     print(f"  {'method':<22}{'deletion':>9}{'insertion':>10}{'score':>8}   random map: deletion insertion")
     for f in report["faithfulness"]:
         m, r = f["map"], f["random_map"]
         note = "  (all zero: no positive evidence)" if f["all_zero"] else ""
-        print(f"  {f['method']:<22}{m['deletion_auc']:9.3f}{m['insertion_auc']:10.3f}{m['score']:8.3f}"
-              f"   {r['deletion_auc']:20.3f}{r['insertion_auc']:10.3f}{note}")
+        print(
+            f"  {f['method']:<22}{m['deletion_auc']:9.3f}{m['insertion_auc']:10.3f}{m['score']:8.3f}"
+            f"   {r['deletion_auc']:20.3f}{r['insertion_auc']:10.3f}{note}"
+        )
     if report["ranking"] is not None:
         print(f"Cheap methods at {report['stage']}, best first (score = insertion AUC - deletion AUC):")
         for i, row in enumerate(report["ranking"], 1):
-            print(f"  {i:2d}. {row['method']:<20}{row['score']:7.3f}  (deletion {row['deletion_auc']:.3f}, "
-                  f"insertion {row['insertion_auc']:.3f})")
+            print(
+                f"  {i:2d}. {row['method']:<20}{row['score']:7.3f}  (deletion {row['deletion_auc']:.3f}, "
+                f"insertion {row['insertion_auc']:.3f})"
+            )
     for name, s in report["sanity"].items():
         if "skipped" in s:
             print(f"Sanity check of {name}: skipped: {s['skipped']}")
@@ -161,7 +189,9 @@ def main(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         for att in atts:
             try:  # the check explains the class itself (not a contrast); an empty map has nothing to check
-                sanity[att.method] = randomization_check(analysis, stage=args.stage, target=att.target, method=att.method)
+                sanity[att.method] = randomization_check(
+                    analysis, stage=args.stage, target=att.target, method=att.method
+                )
             except UserError as e:
                 sanity[att.method] = str(e)
         timings["sanity"] = time.perf_counter() - t0

@@ -48,10 +48,10 @@ import torch
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
-from ..errors import UserError
+from ..core.errors import UserError
+from ..core.model import check_stage
 from .analysis import Analysis
 from .methods import cheap_methods, get_method
-from .network import check_stage
 from .results import Attribution
 
 __all__ = [
@@ -221,7 +221,9 @@ def _curves_many(
     """Curves of several maps of one photo from one stream of batches (see the module docstring)."""
     _check_steps(steps, batch_size)
     if image.dim() != 4 or image.shape[0] != 1 or image.shape != baseline.shape:
-        raise ValueError(f"image and baseline must both be (1, C, H, W); got {tuple(image.shape)}, {tuple(baseline.shape)}")
+        raise ValueError(
+            f"image and baseline must both be (1, C, H, W); got {tuple(image.shape)}, {tuple(baseline.shape)}"
+        )
     h, w = image.shape[-2:]
     n = h * w
     for heat in heatmaps:
@@ -288,8 +290,15 @@ def deletion_insertion(
     give the same curves.
     """
     return _curves_many(
-        forward=forward, image=image, baseline=baseline, heatmaps=[heatmap], target=target, versus=versus,
-        steps=steps, batch_size=batch_size, seed=seed,
+        forward=forward,
+        image=image,
+        baseline=baseline,
+        heatmaps=[heatmap],
+        target=target,
+        versus=versus,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
     )[0]
 
 
@@ -374,8 +383,16 @@ def _evaluate(
             heatmaps.append(_random_map(tuple(image.shape[-2:]), seed))
         t0 = time.perf_counter()
         curves = _curves_many(
-            forward=_forward_of(analysis), image=image, baseline=fill, heatmaps=heatmaps, target=target,
-            versus=versus, steps=steps, batch_size=8, seed=seed, progress=progress,
+            forward=_forward_of(analysis),
+            image=image,
+            baseline=fill,
+            heatmaps=heatmaps,
+            target=target,
+            versus=versus,
+            steps=steps,
+            batch_size=8,
+            seed=seed,
+            progress=progress,
         )
         seconds = (time.perf_counter() - t0) / len(heatmaps)
         if random is None:
@@ -389,9 +406,18 @@ def _record(
     att: Attribution, curves: Curves, seconds: float, random: Curves, steps: int, baseline: str
 ) -> Faithfulness:
     return Faithfulness(
-        method=att.method, stage=att.stage, target=att.target, target_label=att.target_label, versus=att.versus,
-        versus_label=att.versus_label, curves=curves, random=random, all_zero=att.all_zero, steps=steps,
-        baseline=baseline, seconds=seconds,
+        method=att.method,
+        stage=att.stage,
+        target=att.target,
+        target_label=att.target_label,
+        versus=att.versus,
+        versus_label=att.versus_label,
+        curves=curves,
+        random=random,
+        all_zero=att.all_zero,
+        steps=steps,
+        baseline=baseline,
+        seconds=seconds,
     )
 
 
@@ -462,8 +488,13 @@ def rank_methods(
         progress(1.0)
     rows = [
         MethodScore(
-            method=name, label=get_method(name).label, score=r.score, insertion_auc=r.curves.insertion_auc,
-            deletion_auc=r.curves.deletion_auc, all_zero=r.all_zero, seconds=att.seconds,
+            method=name,
+            label=get_method(name).label,
+            score=r.score,
+            insertion_auc=r.curves.insertion_auc,
+            deletion_auc=r.curves.deletion_auc,
+            all_zero=r.all_zero,
+            seconds=att.seconds,
         )
         for name, att, r in zip(names, atts, results, strict=True)
     ]
@@ -480,4 +511,3 @@ def describe(result: Faithfulness) -> str:
         f"(random {r.deletion_auc:.3f}), insertion AUC {c.insertion_auc:.3f} (random {r.insertion_auc:.3f}): "
         f"{better} faithful than a random map, with {BASELINES[result.baseline]} as the baseline"
     )
-

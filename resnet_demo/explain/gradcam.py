@@ -30,7 +30,7 @@ import torch
 from captum.attr import LayerAttribution
 from torch import Tensor
 
-from ..model import STAGES, ResNet
+from ..core.model import STAGES, ResNet
 from .network import POSITION
 from .results import FinishedMap
 

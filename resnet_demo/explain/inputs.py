@@ -7,17 +7,15 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from ..images import ImageSource, display_copy, load_image, preprocess
-from ..weights import LoadedModel, Preprocessing, shared_model
+from ..core.images import ImageSource, display_copy, load_image, preprocess
+from ..core.weights import LoadedModel, Preprocessing, shared_model
 from .results import Prepared
 
 __all__ = ["choose_model", "load_then_prepare", "prepare"]
 
 
-def prepare(
-    *, image: ImageSource | Prepared, preprocessing: Preprocessing, display_max: int | None = None
-) -> Prepared:
-    """Load ``image`` (see :func:`~resnet_demo.images.load_image`) and preprocess it for a weights entry.
+def prepare(*, image: ImageSource | Prepared, preprocessing: Preprocessing, display_max: int | None = None) -> Prepared:
+    """Load ``image`` (see :func:`~resnet_demo.core.images.load_image`) and preprocess it for a weights entry.
 
     With ``display_max``, the returned image is a display copy whose longer side is at most
     that many pixels (what a server keeps per user; the tensor and the crop still come

@@ -23,11 +23,11 @@ from typing import Literal
 
 from torch import Tensor
 
-from ..errors import UserError
-from ..model import STAGES, ResNet
-from ..weights import Preprocessing
+from ..core.errors import UserError
+from ..core.model import STAGES, ResNet, check_stage
+from ..core.weights import Preprocessing
 from .gradcam import GradientCache
-from .network import check_stage, input_of
+from .network import input_of
 from .results import FinishedMap
 
 __all__ = [

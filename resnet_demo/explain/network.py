@@ -1,7 +1,7 @@
 """The network the engine runs: a cached inference copy of a shared model, and its inference pass.
 
 The copy has BatchNorm folded into the convolutions and is laid out ``channels_last``
-(see :mod:`resnet_demo.fold`); it is made once per model and shared read-only, like the
+(see :mod:`resnet_demo.core.fold`); it is made once per model and shared read-only, like the
 model. Every pass goes through the model's own forward (:meth:`ResNet.forward_stages`),
 so there is one definition of a block for training, inference and attribution.
 """
@@ -17,10 +17,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..fold import inference_copy
-from ..model import STAGES, ResNet, check_stage  # check_stage: re-exported for the engine
+from ..core.fold import inference_copy
+from ..core.model import STAGES, ResNet
 
-__all__ = ["POSITION", "check_stage", "device_of", "inference_model", "inference_pass", "input_of"]
+__all__ = ["POSITION", "device_of", "inference_model", "inference_pass", "input_of"]
 
 # Order of the points a pass can start from: the input, then every stage.
 POSITION = {name: i for i, name in enumerate(("input", *STAGES))}
@@ -39,7 +39,7 @@ def _fingerprint(model: nn.Module) -> tuple[int, ...]:
 
 
 def inference_model(model: ResNet) -> ResNet:
-    """The folded, ``channels_last`` inference copy of ``model`` (see :mod:`resnet_demo.fold`), cached.
+    """The folded, ``channels_last`` inference copy of ``model`` (see :mod:`resnet_demo.core.fold`), cached.
 
     ``model`` itself is only read. The copy is shared read-only like the model.
     """
@@ -50,7 +50,6 @@ def inference_model(model: ResNet) -> ResNet:
             hit = (fingerprint, inference_copy(model))
             _FAST[model] = hit
         return hit[1]
-
 
 
 def device_of(model: nn.Module) -> torch.device:

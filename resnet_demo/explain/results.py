@@ -10,9 +10,9 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from ..features import FeatureGrid  # re-exported: part of what the engine returns
-from ..images import CropBox
-from ..weights import Preprocessing
+from ..core.features import FeatureGrid  # re-exported: part of what the engine returns
+from ..core.images import CropBox
+from ..core.weights import Preprocessing
 from .classes import class_label
 
 __all__ = ["Attribution", "FinishedMap", "BlockStat", "FeatureGrid", "Prediction", "Prepared", "top_predictions"]

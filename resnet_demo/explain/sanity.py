@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .analysis import Analysis
 from .analyze import analyze
 from .faithfulness import AnalysisCache
@@ -100,7 +100,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def reinitialize(module: nn.Module, *, generator: torch.Generator) -> None:
-    """Re-initialise ``module`` in place as :class:`~resnet_demo.model.ResNet` initialises itself."""
+    """Re-initialise ``module`` in place as :class:`~resnet_demo.core.model.ResNet` initialises itself."""
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, nn.Conv2d):
@@ -176,8 +176,15 @@ def randomization_check(
     steps = _cascade(analysis, original, seed=seed, progress=progress)
     passed = steps[verdict_step(original.stage)].correlation < THRESHOLD
     result = SanityCheck(
-        method=original.method, stage=original.stage, target=original.target, target_label=original.target_label,
-        original=original.heatmap, steps=tuple(steps), passed=passed, verdict=PASSED if passed else FAILED,
-        threshold=THRESHOLD, seconds=time.perf_counter() - t0,
+        method=original.method,
+        stage=original.stage,
+        target=original.target,
+        target_label=original.target_label,
+        original=original.heatmap,
+        steps=tuple(steps),
+        passed=passed,
+        verdict=PASSED if passed else FAILED,
+        threshold=THRESHOLD,
+        seconds=time.perf_counter() - t0,
     )
     return _CACHE.put(analysis, key, result)

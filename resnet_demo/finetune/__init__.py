@@ -13,7 +13,7 @@ GPU, or gloo on CPU); rank 0 alone logs and writes files. The output folder hold
 * ``best.pth``: the model with the best validation top-1, without optimizer state;
 * ``metrics.jsonl``: one line per epoch; ``summary.json`` at the end.
 
-Both checkpoints load in ``resnet_demo.weights.load_model(arch=..., weights=PATH)``
+Both checkpoints load in ``resnet_demo.core.weights.load_model(arch=..., weights=PATH)``
 and carry their class names and preprocessing. Every file is written to a temporary
 name and renamed, so a crash or Ctrl-C never leaves a half-written checkpoint.
 
@@ -33,7 +33,6 @@ plotly, imported on its own so the command line never loads plotly).
 from __future__ import annotations
 
 from .build import build_finetune_model, prepare_for_training, set_train_mode
-from .cli import configure_parser, main
 from .config import FREEZE_MODES, FinetuneConfig, validate_config
 from .distill import DistillationLoss, kd_loss, load_teacher
 from .estimate import StepTiming, estimate_seconds, measure_step
@@ -57,14 +56,12 @@ __all__ = [
     "apply_step",
     "build_finetune_model",
     "clip_gradients",
-    "configure_parser",
     "estimate_seconds",
     "finetune",
     "forward_backward",
     "get_lr",
     "kd_loss",
     "load_teacher",
-    "main",
     "measure_step",
     "optimizer_steps_per_epoch",
     "prepare_for_training",

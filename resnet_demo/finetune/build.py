@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..model import ResNet
-from ..weights import Preprocessing, load_model
+from ..core.errors import UserError
+from ..core.model import ResNet
+from ..core.weights import Preprocessing, load_model
 from .config import FinetuneConfig
 
 __all__ = ["build_finetune_model", "make_optimizer", "prepare_for_training", "resolve_amp", "set_train_mode"]

@@ -2,7 +2,7 @@
 
 Every file is written to a temporary name in the same folder and renamed, so a crash
 or Ctrl-C never leaves half a file. The checkpoint layout is the one
-:func:`resnet_demo.weights.load_model` reads (``CHECKPOINT_FORMAT``).
+:func:`resnet_demo.core.weights.load_model` reads (``CHECKPOINT_FORMAT``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint_files import check_class_names, check_tensors, is_state_dict, read_pth
-from ..errors import UserError
-from ..model import ResNet
-from ..weights import ARCHES, CHECKPOINT_FORMAT, Preprocessing
+from ..core.checkpoint_files import check_class_names, check_tensors, is_state_dict, read_pth
+from ..core.errors import UserError
+from ..core.model import ResNet
+from ..core.weights import ARCHES, CHECKPOINT_FORMAT, Preprocessing
 from .config import RECIPE_FIELDS, FinetuneConfig
 
 __all__ = [
@@ -180,7 +180,11 @@ def check_resume(ckpt: Any, *, cfg: FinetuneConfig, class_names: tuple[str, ...]
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "optimizer" not in ckpt:
         raise UserError(f"{cfg.resume} is not a last.pth of this fine-tune routine; resume from a run's last.pth.")
     name = Path(str(cfg.resume)).name
-    if ckpt.get("arch") not in ARCHES or not is_state_dict(ckpt.get("model")) or not isinstance(ckpt.get("config"), dict):
+    if (
+        ckpt.get("arch") not in ARCHES
+        or not is_state_dict(ckpt.get("model"))
+        or not isinstance(ckpt.get("config"), dict)
+    ):
         raise UserError(f"{name} is not a usable last.pth: its arch, model or config is missing or malformed.")
     check_class_names(ckpt.get("class_names"), name=name, head_size=None)
     check_tensors(ckpt["model"], name=name)

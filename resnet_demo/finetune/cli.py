@@ -10,9 +10,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from ..core.errors import UserError
+from ..core.weights import ARCHES, read_pth
 from ..data import make_sample_dataset
-from ..errors import UserError
-from ..weights import ARCHES, read_pth
 from .config import AMP_MODES, EXTRA_EVALS, FREEZE_MODES, OPTIMIZERS, FinetuneConfig
 from .loop import finetune
 

@@ -15,9 +15,9 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from ..checkpoint_files import MAX_SIDE, MIN_CROP
-from ..errors import UserError
-from ..weights import ARCHES, NAMED_WEIGHTS
+from ..core.checkpoint_files import MAX_SIDE, MIN_CROP
+from ..core.errors import UserError
+from ..core.weights import ARCHES, NAMED_WEIGHTS
 
 __all__ = [
     "AMP_MODES",
@@ -120,7 +120,9 @@ class FinetuneConfig:
         for key, value in d.items():
             if key in known and not _fits(value, known[key]):
                 shown = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
-                raise UserError(f"{name} stores the setting {key!r:.40} as {shown:.40}, which is not a {_words(known[key])}.")
+                raise UserError(
+                    f"{name} stores the setting {key!r:.40} as {shown:.40}, which is not a {_words(known[key])}."
+                )
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -173,7 +175,7 @@ def validate_config(cfg: FinetuneConfig, *, server: bool = False) -> None:
 
     ``server=True`` adds the app's bounds: 1 to 100 epochs, a learning rate of at most 1,
     at most 256 images per batch, and named starting weights (no file of the server's).
-    Sizes stay within what a checkpoint may hold (:mod:`resnet_demo.checkpoint_files`), so
+    Sizes stay within what a checkpoint may hold (:mod:`resnet_demo.core.checkpoint_files`), so
     every run writes one that loads. Each message names the setting in words.
     """
     checks = [

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..fold import inference_copy
-from ..model import ResNet
-from ..weights import ARCHES, load_model
+from ..core.fold import inference_copy
+from ..core.model import ResNet
+from ..core.weights import ARCHES, load_model
 from .checkpoints import checkpoint_arch, same_classes
 
 __all__ = ["DistillationLoss", "kd_loss", "load_teacher", "make_criterion"]

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler, Sampler
 from tqdm import tqdm
 
-from ..devices import resolve_device
+from ..core.devices import resolve_device
 
 __all__ = ["Dist", "ShardSampler", "SkipSampler", "all_sum", "distributed_run", "log_main", "sync_buffers"]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 __all__ = ["EventKind", "FinetuneResult", "TrainEvent", "TrainingDiverged"]
 

@@ -14,9 +14,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
+from ..core.devices import available_cores
+from ..core.errors import UserError
 from ..data import safe_extract_zip
-from ..devices import available_cores
-from ..errors import UserError
 from .config import FinetuneConfig
 from .distributed import Dist
 

@@ -26,10 +26,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from ..core.devices import resolve_device
+from ..core.errors import UserError
+from ..core.weights import read_pth
 from ..data import ImageListDataset, eval_transform, load_image_set, multi_view_transform, train_transform
-from ..devices import resolve_device
-from ..errors import UserError
-from ..weights import read_pth
 from .build import resolve_amp, set_train_mode
 from .checkpoints import Progress, atomic_save, atomic_write_text, cpu_state, make_checkpoint
 from .config import FinetuneConfig, validate_config

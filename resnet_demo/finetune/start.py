@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint_files import check_widths
-from ..errors import UserError
-from ..model import ResNet, build_model
-from ..weights import Preprocessing, read_pth, state_dict_fit_problem
+from ..core.checkpoint_files import check_widths
+from ..core.errors import UserError
+from ..core.model import ResNet, build_model
+from ..core.weights import Preprocessing, read_pth, state_dict_fit_problem
 from .build import build_finetune_model, make_optimizer, prepare_for_training
 from .checkpoints import Progress, check_resume
 from .config import FinetuneConfig

@@ -11,9 +11,9 @@ import argparse
 import importlib
 from pathlib import Path
 
-from ..finetune import configure_parser as configure_finetune
 from ..finetune.checkpoints import atomic_write_text
 from ..finetune.cli import config_from_args
+from ..finetune.cli import configure_parser as configure_finetune
 from .config import SlimConfig
 from .prune import MAX_FRACTION, PRUNABLE_STAGES, PRUNE_CRITERIA
 from .report import markdown_table

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from ..core.errors import UserError
+from ..core.weights import NAMED_WEIGHTS
 from ..finetune import FinetuneConfig, validate_config
-from ..weights import NAMED_WEIGHTS
 from .prune import check_prune
 
 __all__ = ["SlimConfig", "validate_slim"]

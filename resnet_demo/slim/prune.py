@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
-from ..model import STAGES, ResNet, Widths, arch_of, build_model
+from ..core.errors import UserError
+from ..core.model import STAGES, ResNet, Widths, arch_of, build_model
 
 __all__ = [
     "MAX_FRACTION",

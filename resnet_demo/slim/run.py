@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..devices import resolve_device
+from ..core.devices import resolve_device
+from ..core.model import ResNet
+from ..core.weights import LoadedModel, Preprocessing, load_model
 from ..finetune import FinetuneResult, TrainEvent, finetune, prepare_for_training
 from ..finetune.checkpoints import checkpoint_arch, same_classes
-from ..model import ResNet
-from ..weights import LoadedModel, Preprocessing, load_model
 from .config import SlimConfig, validate_slim
 from .prune import prune_model
 from .report import SlimReport, build_report, evaluate_top1, measure_latency, write_report

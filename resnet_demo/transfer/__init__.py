@@ -1,7 +1,7 @@
 """The same ResNet backbone at work in torchvision's segmentation and detection models.
 
 - ``weights.py``: the published entries (categories, transforms, metrics from the enums), loaded lazily, once each;
-- ``backbone.py``: the backbone's weights mapped into this project's own :class:`~resnet_demo.model.ResNet`;
+- ``backbone.py``: the backbone's weights mapped into this project's own :class:`~resnet_demo.core.model.ResNet`;
 - ``segment.py`` / ``detect.py``: masks with their classes, boxes with labels and scores;
 - ``explain.py``: one photo through a model: its answer, Grad-CAM at every backbone stage for a
   segmentation class or one detection (one backward), the feature maps;

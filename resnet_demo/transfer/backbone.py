@@ -3,7 +3,7 @@
 torchvision's segmentation models keep the ResNet's children under ``backbone`` (an
 IntermediateLayerGetter without avgpool and fc), its detection models under
 ``backbone.body`` (followed by the FPN). The names below the prefix are torchvision's
-ResNet names, which :class:`~resnet_demo.model.ResNet` shares, so the mapping is one
+ResNet names, which :class:`~resnet_demo.core.model.ResNet` shares, so the mapping is one
 prefix (:func:`map_backbone_key`) plus BatchNorm's ``num_batches_tracked`` counter, which
 frozen BatchNorm does not keep.
 
@@ -22,8 +22,8 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint_files import WeightsError
-from ..model import STAGES, Dilation, ResNet, build_model
+from ..core.checkpoint_files import WeightsError
+from ..core.model import STAGES, Dilation, ResNet, build_model
 from .weights import TransferModel
 
 __all__ = [
@@ -73,7 +73,7 @@ def reads(model: str) -> tuple[str, ...]:
 def map_backbone_key(name: str, *, task: str) -> str | None:
     """Our ResNet's name for a key of the torchvision model's state_dict; None for keys outside the backbone."""
     prefix = _PREFIX[task]
-    return name[len(prefix):] if name.startswith(prefix) else None
+    return name[len(prefix) :] if name.startswith(prefix) else None
 
 
 def backbone_of(loaded: TransferModel) -> nn.Module:

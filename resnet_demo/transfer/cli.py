@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..images import load_image
-from ..model import STAGES, check_stage
-from ..render import overlay
+from ..core.images import load_image
+from ..core.model import STAGES, check_stage
+from ..core.render import overlay
 from .backbone import READS
 from .detect import Detections, check_threshold
 from .drawing import draw_detections, draw_segmentation
@@ -38,14 +38,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     # No argparse ``choices``: an unknown name is a UserError, one line, like every bad input.
     parser.add_argument("image", help="photo (JPEG, PNG, GIF, WebP, TIFF, ...)")
     parser.add_argument("--task", required=True, metavar="TASK", help=f"{' or '.join(TASKS)}")
-    parser.add_argument("--model", metavar="NAME", help=f"segment: {', '.join(MODELS['segment'])} (default deeplabv3); "
-                        f"detect: {', '.join(MODELS['detect'])} (default fasterrcnn)")
-    parser.add_argument("--backbone", default="resnet50", metavar="ARCH", help=f"{', '.join(BACKBONES)} (default resnet50)")
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        help=f"segment: {', '.join(MODELS['segment'])} (default deeplabv3); "
+        f"detect: {', '.join(MODELS['detect'])} (default fasterrcnn)",
+    )
+    parser.add_argument(
+        "--backbone", default="resnet50", metavar="ARCH", help=f"{', '.join(BACKBONES)} (default resnet50)"
+    )
     parser.add_argument("--threshold", type=float, default=0.5, help="detection: the lowest score shown (default 0.5)")
-    parser.add_argument("--target", metavar="CLASS|N", help="what to explain: segment, a class name or index "
-                        "(default the largest class other than background); detect, a detection's index as "
-                        "listed (default the best)")
-    parser.add_argument("--stage", default="all", metavar="STAGE", help=f"Grad-CAM maps to write: all, or one of {', '.join(STAGES)}")
+    parser.add_argument(
+        "--target",
+        metavar="CLASS|N",
+        help="what to explain: segment, a class name or index "
+        "(default the largest class other than background); detect, a detection's index as "
+        "listed (default the best)",
+    )
+    parser.add_argument(
+        "--stage", default="all", metavar="STAGE", help=f"Grad-CAM maps to write: all, or one of {', '.join(STAGES)}"
+    )
     parser.add_argument("--size", type=int, help="input short side (default the entry's: 520 segment, 800 detect)")
     parser.add_argument("--out", help="folder for the files (default transfer-<image name>)")
     parser.add_argument("--json", action="store_true", help="print the JSON summary instead of text")
@@ -98,9 +110,15 @@ def main(args: argparse.Namespace) -> int:
         answer = _detect_files(image, result.detections, out)
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     summary = {
-        "model": spec.label, "task": spec.task, "published": spec.metrics,
-        "head_reads": list(READS[spec.model]), "dilated": spec.dilated, "frozen_batchnorm": spec.frozen_batchnorm,
-        **answer, **_map_files(image, result, stages, out), "backbone_relative_diff": result.backbone_diff,
+        "model": spec.label,
+        "task": spec.task,
+        "published": spec.metrics,
+        "head_reads": list(READS[spec.model]),
+        "dilated": spec.dilated,
+        "frozen_batchnorm": spec.frozen_batchnorm,
+        **answer,
+        **_map_files(image, result, stages, out),
+        "backbone_relative_diff": result.backbone_diff,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.json:

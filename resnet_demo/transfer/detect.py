@@ -13,10 +13,20 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .weights import TransferModel
 
-__all__ = ["Detection", "Detections", "check_threshold", "detect", "detections_of", "detector_batch", "raw_detections", "shell", "sized"]
+__all__ = [
+    "Detection",
+    "Detections",
+    "check_threshold",
+    "detect",
+    "detections_of",
+    "detector_batch",
+    "raw_detections",
+    "shell",
+    "sized",
+]
 
 MIN_SIZE, MAX_SIZE = 64, 1333  # torchvision evaluates at 800 (longest side at most 1333)
 

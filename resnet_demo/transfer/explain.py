@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..errors import UserError
-from ..features import FeatureGrid, feature_grid
-from ..model import STAGES, check_stage
+from ..core.errors import UserError
+from ..core.features import FeatureGrid, feature_grid
+from ..core.model import STAGES, check_stage
 from .backbone import backbone_of
 from .check import backbone_check
 from .detect import Detections, check_threshold, detections_of, raw_detections, shell, sized
@@ -111,7 +111,9 @@ def grad_cams(activations: Sequence[Tensor], target: Tensor) -> list[tuple[np.nd
     return out
 
 
-def _segment_target(logits: Tensor, segmentation: Segmentation, target: int | None, names: tuple[str, ...]) -> tuple[int, Tensor, str]:
+def _segment_target(
+    logits: Tensor, segmentation: Segmentation, target: int | None, names: tuple[str, ...]
+) -> tuple[int, Tensor, str]:
     if target is None:  # an object before background
         shown = [c for c in segmentation.classes if c.index != 0] or list(segmentation.classes)
         target = shown[0].index
@@ -124,7 +126,9 @@ def _segment_target(logits: Tensor, segmentation: Segmentation, target: int | No
     return target, logits[target][region].sum(), f"class {names[target]!r} over its {count:,} pixels"
 
 
-def _detection_target(out: dict[str, Tensor], found: Detections, target: int | None, names: tuple[str, ...]) -> tuple[int, Tensor, str] | None:
+def _detection_target(
+    out: dict[str, Tensor], found: Detections, target: int | None, names: tuple[str, ...]
+) -> tuple[int, Tensor, str] | None:
     if target is None:
         if not found.items:
             return None  # nothing detected is an answer: there is just nothing to explain

@@ -10,7 +10,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .weights import TransferModel
 
 __all__ = ["SegmentClass", "Segmentation", "prepare_segment", "segment", "segment_logits", "segmentation_of"]

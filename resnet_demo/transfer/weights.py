@@ -1,7 +1,7 @@
 """torchvision's published segmentation and detection weights, from the classifier's cache.
 
 Every entry's file name, categories, preprocessing and published metrics are read from
-torchvision's weights enums. The files live where :mod:`resnet_demo.weights` keeps the
+torchvision's weights enums. The files live where :mod:`resnet_demo.core.weights` keeps the
 classifier's (``$TORCH_HOME/hub/checkpoints``), are fetched the same way (or refused when
 downloads are off), and are read as hostile input by :func:`read_pth`. Each model is built
 once, frozen and shared read-only; at most :data:`KEEP_MODELS` stay loaded.
@@ -21,8 +21,8 @@ import torchvision.models.segmentation as tvs
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..checkpoint_files import WeightsError, check_tensors, is_state_dict, read_pth
-from ..weights import fetch_weights_file, offline, state_dict_fit_problem
+from ..core.checkpoint_files import WeightsError, check_tensors, is_state_dict, read_pth
+from ..core.weights import fetch_weights_file, offline, state_dict_fit_problem
 
 __all__ = [
     "BACKBONES",
@@ -43,7 +43,10 @@ BACKBONES: tuple[str, ...] = ("resnet50", "resnet101")
 
 # (task, model, backbone) -> (torchvision builder, its weights entry). Detection ships ResNet-50 only.
 _ENTRIES: dict[tuple[str, str, str], tuple[Callable[..., nn.Module], Any]] = {
-    ("segment", "deeplabv3", "resnet50"): (tvs.deeplabv3_resnet50, tvs.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1),
+    ("segment", "deeplabv3", "resnet50"): (
+        tvs.deeplabv3_resnet50,
+        tvs.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1,
+    ),
     ("segment", "deeplabv3", "resnet101"): (
         tvs.deeplabv3_resnet101,
         tvs.DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1,
@@ -218,8 +221,12 @@ def _load_published(*, task: str, model: str | None, backbone: str, download: bo
     spec = transfer_spec(task=task, model=model, backbone=backbone)
     fetch = (not offline()) if download is None else download
     path = fetch_weights_file(
-        url=spec.url, file_name=spec.file_name, what=f"torchvision's weights for {spec.model} on {spec.backbone}",
-        download=fetch, progress=False, cli_fix=lambda target: f"Fix: download {spec.url} and place it at {target}.",
+        url=spec.url,
+        file_name=spec.file_name,
+        what=f"torchvision's weights for {spec.model} on {spec.backbone}",
+        download=fetch,
+        progress=False,
+        cli_fix=lambda target: f"Fix: download {spec.url} and place it at {target}.",
     )
     state_dict = read_pth(path)
     if not is_state_dict(state_dict):

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from ..core.weights import NAMED_WEIGHTS, LoadedModel, shared_models
 from ..explain import Analysis, Prepared, analyze
-from ..weights import NAMED_WEIGHTS, LoadedModel, shared_models
 from .settings import STATE_TTL_S
 
 # The display copy of each photo: enough for the "whole photo" view at any screen size.
@@ -226,5 +226,3 @@ def stored_or_none(value: Analysis | str | None) -> Analysis | None:
     if value is None or isinstance(value, Analysis):
         return value
     return ANALYSES.get(str(value))
-
-

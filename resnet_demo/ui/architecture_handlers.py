@@ -8,8 +8,8 @@ from typing import Any
 import gradio as gr
 
 from .. import diagram
+from ..core.weights import ARCHES
 from ..explain import Analysis
-from ..weights import ARCHES
 from .analysis_store import stored_or_none
 from .components import user_errors
 from .model_choice import ARCH_LABELS

@@ -7,9 +7,10 @@ from typing import Any
 
 import gradio as gr
 
-from ..complexity import arch_report
-from ..explain import analyze, overlay
-from ..weights import ARCHES, LoadedModel
+from ..core.complexity import arch_report
+from ..core.render import overlay
+from ..core.weights import ARCHES, LoadedModel
+from ..explain import analyze
 from .components import user_errors
 from .explain_handlers import NO_PHOTO, label_dict
 from .model_choice import ARCH_LABELS, UNTRAINED_BANNER, UPLOAD, resolve_model

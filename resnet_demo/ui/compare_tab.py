@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..weights import ARCHES
+from ..core.weights import ARCHES
 from .compare_handlers import compare
 from .components import SafeImage, example_photos
 from .model_choice import ARCH_LABELS, WEIGHT_CHOICES
@@ -29,7 +29,10 @@ def build_compare_tab(*, weights: str) -> None:
                 outputs += [
                     gr.Label(num_top_classes=5, label=ARCH_LABELS[arch]),
                     gr.Image(
-                        label=f"{ARCH_LABELS[arch]}: layer4 Grad-CAM", interactive=False, height=220, format=IMAGE_FORMAT
+                        label=f"{ARCH_LABELS[arch]}: layer4 Grad-CAM",
+                        interactive=False,
+                        height=220,
+                        format=IMAGE_FORMAT,
                     ),
                     gr.Markdown(),
                 ]

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import gradio as gr
 import PIL.Image
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 log = logging.getLogger("resnet_demo.ui")
 

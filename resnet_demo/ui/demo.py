@@ -10,9 +10,9 @@ import sys
 import gradio as gr
 import torch
 
-from ..devices import configure_threads, resolve_device
-from ..errors import UserError
-from ..weights import ARCHES, DEFAULT_WEIGHTS
+from ..core.devices import configure_threads, resolve_device
+from ..core.errors import UserError
+from ..core.weights import ARCHES, DEFAULT_WEIGHTS
 from .architecture_tab import build_architecture_tab
 from .compare_tab import build_compare_tab
 from .explain_tab import build_explain_tab

@@ -12,16 +12,16 @@ from typing import Any
 import gradio as gr
 import PIL.Image
 
+from ..core.model import STAGES
+from ..core.render import overlay
 from ..explain import (
     METHODS,
     REGISTRY,
-    STAGES,
     Analysis,
     Attribution,
     analyze,
     get_method,
     method_cost,
-    overlay,
     overlay_on_full,
     prepare,
 )
@@ -131,7 +131,7 @@ def _caption(analysis: Analysis, att: Attribution, *, dropped_versus: bool = Fal
         f"**{METHODS[att.method]}** at **{att.stage}** for {subject(analysis, att)}, computed in {_ms(att.seconds)}."
     ]
     if dropped_versus:
-        parts.append(f"{METHODS[att.method]} ignores the class, so there is no \"versus\" version of it.")
+        parts.append(f'{METHODS[att.method]} ignores the class, so there is no "versus" version of it.')
     if att.all_zero:
         parts.append(
             "⚠️ The map is all zero: at this stage nothing in the image counts as positive "

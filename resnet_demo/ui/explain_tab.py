@@ -98,7 +98,11 @@ def build_explain_tab(
             raw = gr.File(label="Raw map (.npy, before upsampling)", interactive=False)
     with gr.Row(equal_height=True):
         strip = gr.Gallery(
-            label="Grad-CAM at every stage, same class", columns=5, height=220, elem_id="strip", scale=5,
+            label="Grad-CAM at every stage, same class",
+            columns=5,
+            height=220,
+            elem_id="strip",
+            scale=5,
             format=IMAGE_FORMAT,
         )
         # A one-tile gallery, so the fused map looks and scales like the strip's tiles.
@@ -107,7 +111,10 @@ def build_explain_tab(
         )
     trust = build_trust_panel()
     features = gr.Gallery(
-        label="Feature maps: the most active channels of each stage", columns=5, height=260, elem_id="features",
+        label="Feature maps: the most active channels of each stage",
+        columns=5,
+        height=260,
+        elem_id="features",
         format=IMAGE_FORMAT,
     )
     tab = ExplainTab(

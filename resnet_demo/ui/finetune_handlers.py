@@ -19,9 +19,9 @@ from typing import Any
 import gradio as gr
 import torch
 
+from ..core.devices import resolve_device
+from ..core.errors import UserError
 from ..data import ImageSet, load_image_set, make_sample_dataset, safe_extract_zip
-from ..devices import resolve_device
-from ..errors import UserError
 from ..finetune import (
     FinetuneConfig,
     FinetuneResult,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..finetune import FinetuneResult, TrainEvent
 from ..finetune.plots import format_duration
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ..weights import ARCHES
+from ..core.weights import ARCHES
 from . import finetune_handlers as h
 from .model_choice import UPLOAD, WEIGHT_CHOICES
 

@@ -12,7 +12,8 @@ import gradio as gr
 import PIL.Image
 import PIL.ImageEnhance
 
-from ..explain import REGISTRY, Analysis, cheap_methods, overlay
+from ..core.render import overlay
+from ..explain import REGISTRY, Analysis, cheap_methods
 from .analysis_store import stored
 from .components import user_errors
 from .explain_handlers import class_index

@@ -7,8 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from ..errors import UserError
-from ..weights import ARCHES, LoadedModel, WeightsError, shared_model
+from ..core.errors import UserError
+from ..core.weights import ARCHES, LoadedModel, WeightsError, shared_model
 from .components import user_errors
 
 ARCH_LABELS: dict[str, str] = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "resnet152": "ResNet-152"}

@@ -15,7 +15,7 @@ import gradio as gr
 # at once only add switching between them.
 INFERENCE_LIMIT = max(1, int(os.environ.get("RESNET_DEMO_CONCURRENCY", "1")))
 QUEUE_SIZE = 32
-# Photos are limited by pixels (resnet_demo.images); this cap is for fine-tune zips and checkpoints.
+# Photos are limited by pixels (resnet_demo.core.images); this cap is for fine-tune zips and checkpoints.
 MAX_UPLOAD = "300mb"
 # Gradio's own sweep of its cache (every hour, files older than two hours; everything when the
 # server stops). The app's files are also kept bounded every few seconds (.temp_files).

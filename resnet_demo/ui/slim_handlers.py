@@ -18,13 +18,13 @@ from typing import Any
 
 import gradio as gr
 
+from ..core.errors import UserError
+from ..core.weights import ARCHES, cache_path, weights_spec
 from ..data import load_image_set, make_sample_dataset
-from ..errors import UserError
 from ..finetune.checkpoints import checkpoint_arch, same_classes
 from ..finetune.plots import TrainingHistory, training_figure
 from ..slim import SlimConfig, SlimReport, markdown_table, slim, validate_slim
 from ..slim.plots import accuracy_macs_figure
-from ..weights import ARCHES, cache_path, weights_spec
 from . import finetune_job as jobs
 from .components import user_errors
 from .finetune_handlers import follow_job

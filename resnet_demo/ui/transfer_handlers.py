@@ -10,14 +10,14 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from .. import diagram
-from ..images import load_image
-from ..model import STAGES, check_stage
-from ..render import overlay
+from ..core.images import load_image
+from ..core.model import STAGES, check_stage
+from ..core.render import overlay
+from ..core.weights import offline
 from ..transfer.backbone import DILATION, HEAD_INPUTS, READS
 from ..transfer.drawing import draw_detections, draw_segmentation, hex_colour
 from ..transfer.explain import TransferExplanation, explain_transfer, target_index
 from ..transfer.weights import MODELS, TransferSpec, backbones_for, shared_transfer, transfer_spec
-from ..weights import offline
 from .analysis_store import NO_PHOTO
 from .components import user_errors
 from .markdown_text import md_text
@@ -134,8 +134,7 @@ def _size(size: int | float | None) -> int | None:
 def _banner(spec: TransferSpec, because: str | None) -> str:
     hint = " The server is offline: an administrator must place the file in torchvision's cache." if offline() else ""
     return (
-        f"⚠️ **{spec.label} on random weights (UNTRAINED): masks, boxes and maps are meaningless.** "
-        f"{because}{hint}\n\n"
+        f"⚠️ **{spec.label} on random weights (UNTRAINED): masks, boxes and maps are meaningless.** {because}{hint}\n\n"
     )
 
 
@@ -161,8 +160,12 @@ def transfer(
     # Like every tab, usable offline: on random weights, labelled UNTRAINED with the reason.
     loaded = shared_transfer(task=spec.task, model=spec.model, backbone=spec.backbone, fallback_to_random=True)
     result = explain_transfer(
-        loaded=loaded, image=photo, target=target_index(spec, target), threshold=float(threshold),
-        size=_size(size), check=True,
+        loaded=loaded,
+        image=photo,
+        target=target_index(spec, target),
+        threshold=float(threshold),
+        size=_size(size),
+        check=True,
     )
     if result.segmentation is not None:
         picture = draw_segmentation(photo, result.segmentation)

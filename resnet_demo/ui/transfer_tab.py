@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..model import STAGES
+from ..core.model import STAGES
 from ..transfer.weights import MODELS, TASKS, backbones_for
 from .components import SafeImage, example_photos
 from .settings import IMAGE_FORMAT
@@ -35,14 +35,25 @@ def build_transfer_tab() -> None:
             task = gr.Radio(list(TASKS), value="segment", label="Task")
             # Custom values allowed: the menus' choices follow the task in the page, but an API call sees only
             # the first ones; the core checks every name and answers a wrong one with a sentence.
-            model = gr.Dropdown(list(MODELS["segment"]), value=MODELS["segment"][0], label="Model", allow_custom_value=True)
-            backbone = gr.Dropdown(list(backbones_for(task="segment", model=MODELS["segment"][0])), value="resnet50",
-                                   label="Backbone (detection: ResNet-50 only)", allow_custom_value=True)
-            size = gr.Dropdown(SIZES, value=OWN_SIZE, label="Input short side (smaller is faster)", elem_id="transfer-size")
+            model = gr.Dropdown(
+                list(MODELS["segment"]), value=MODELS["segment"][0], label="Model", allow_custom_value=True
+            )
+            backbone = gr.Dropdown(
+                list(backbones_for(task="segment", model=MODELS["segment"][0])),
+                value="resnet50",
+                label="Backbone (detection: ResNet-50 only)",
+                allow_custom_value=True,
+            )
+            size = gr.Dropdown(
+                SIZES, value=OWN_SIZE, label="Input short side (smaller is faster)", elem_id="transfer-size"
+            )
         with gr.Column():
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Detection score threshold")
             target = gr.Dropdown(
-                [], value=None, label="Explain (after a run: a class found, or a detection)", elem_id="transfer-target",
+                [],
+                value=None,
+                label="Explain (after a run: a class found, or a detection)",
+                elem_id="transfer-target",
                 allow_custom_value=True,
             )
             stage = gr.Dropdown(list(STAGES), value="layer4", label="Large map: Grad-CAM stage")
@@ -54,15 +65,23 @@ def build_transfer_tab() -> None:
         heat = gr.Image(label="Grad-CAM at the chosen stage", interactive=False, height=320, format=IMAGE_FORMAT)
     legend = gr.Markdown(elem_id="transfer-legend")
     strip = gr.Gallery(
-        label="Grad-CAM at every backbone stage, same target", columns=5, height=220, elem_id="transfer-strip",
-        format=IMAGE_FORMAT, type="filepath",
+        label="Grad-CAM at every backbone stage, same target",
+        columns=5,
+        height=220,
+        elem_id="transfer-strip",
+        format=IMAGE_FORMAT,
+        type="filepath",
     )
     features = gr.Gallery(
-        label="Backbone feature maps: the most active channels of each stage", columns=5, height=260,
-        elem_id="transfer-features", format=IMAGE_FORMAT,
+        label="Backbone feature maps: the most active channels of each stage",
+        columns=5,
+        height=260,
+        elem_id="transfer-features",
+        format=IMAGE_FORMAT,
     )
-    diagram = gr.Plot(backbone_figure("segment", MODELS["segment"][0], "resnet50"), show_label=False,
-                      elem_id="transfer-diagram")
+    diagram = gr.Plot(
+        backbone_figure("segment", MODELS["segment"][0], "resnet50"), show_label=False, elem_id="transfer-diagram"
+    )
 
     task.change(model_choices, [task, backbone], [model, backbone], api_name=False)
     model.change(backbone_choices, [task, model, backbone], [backbone], api_name=False)

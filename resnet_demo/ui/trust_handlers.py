@@ -14,11 +14,13 @@ from typing import Any
 import gradio as gr
 import PIL.Image
 
-from ..explain import METHODS, REGISTRY, STAGES, Analysis, analyze, cheap_methods, get_method, method_cost, overlay
+from ..core.model import STAGES
+from ..core.render import overlay
+from ..explain import METHODS, REGISTRY, Analysis, analyze, cheap_methods, get_method, method_cost
 from ..explain.classes import resolve_class
 from ..explain.faithfulness import BASELINES, Faithfulness, MethodScore, check_baseline, faithfulness, rank_methods
+from ..explain.plots import faithfulness_figure
 from ..explain.sanity import SANITY_STEPS, SanityCheck, randomization_check, verdict_step
-from ..explain_figures import faithfulness_figure
 from .analysis_store import stored, stored_or_none
 from .components import user_errors
 from .explain_handlers import class_index, progress_for, subject, versus_for
@@ -60,7 +62,9 @@ def _rankable(stage: str, versus: int | None) -> list[str]:
     return out
 
 
-def expected_seconds(analysis: Analysis, *, stage: str, method: str, versus: int | None, steps: int) -> dict[str, float]:
+def expected_seconds(
+    analysis: Analysis, *, stage: str, method: str, versus: int | None, steps: int
+) -> dict[str, float]:
     """Seconds each check should take here: "faithfulness", "ranking", "sanity"."""
     # On a CPU a batch of 8 costs about 8 single forwards: batching saves little there.
     per_image = _forward_s(analysis)
@@ -79,7 +83,7 @@ def expected_seconds(analysis: Analysis, *, stage: str, method: str, versus: int
 
 
 def _about(seconds: float) -> str:
-    """"~3 s", with a no-break space so that it stays on one line when the button's label wraps."""
+    """ "~3 s", with a no-break space so that it stays on one line when the button's label wraps."""
     if seconds < 1:
         return "under\u00a01\u00a0s"
     return f"~{seconds:.0f}\u00a0s" if seconds < 90 else f"~{seconds / 60:.0f}\u00a0min"
@@ -204,7 +208,7 @@ def ranking_panel(
         "score = insertion AUC − deletion AUC."
     )
     if v is not None:
-        note += " Methods that ignore the class are left out of a \"versus\" ranking."
+        note += ' Methods that ignore the class are left out of a "versus" ranking.'
     return ranking_rows(scores, reference), note
 
 
@@ -230,7 +234,7 @@ def sanity_verdict(check: SanityCheck, *, versus_dropped: bool = False) -> str:
         f"(below {check.threshold:.1f}: the map depends on the learned weights).",
     ]
     if versus_dropped:
-        lines.append("The check explains the class alone, not the \"versus\" map.")
+        lines.append('The check explains the class alone, not the "versus" map.')
     return "\n\n".join(lines)
 
 

@@ -81,9 +81,7 @@ def clear_results() -> tuple[Any, ...]:
     return None, "", None, "", None, ""
 
 
-def wire_trust_panel(
-    panel: TrustPanel, *, analysis: gr.State, controls: dict[str, Any], photo_done: list[Any]
-) -> None:
+def wire_trust_panel(panel: TrustPanel, *, analysis: gr.State, controls: dict[str, Any], photo_done: list[Any]) -> None:
     """Connect the panel. ``controls`` are the tab's stage, target, versus, method, opacity, image, arch, weights
     and checkpoint components; ``photo_done`` the events after which a new analysis is in the state."""
     c = controls
@@ -122,8 +120,17 @@ def wire_trust_panel(
     versus_text = gr.Textbox(visible=False, label="versus (class index or name; empty: none)")
     gr.Button(visible=False).click(
         t.evaluate,
-        [c["image"], c["arch"], c["weights"], c["checkpoint"], c["stage"], c["method"], target_text, versus_text,
-         panel.baseline],
+        [
+            c["image"],
+            c["arch"],
+            c["weights"],
+            c["checkpoint"],
+            c["stage"],
+            c["method"],
+            target_text,
+            versus_text,
+            panel.baseline,
+        ],
         gr.JSON(visible=False),
         api_name="evaluate",
         concurrency_id="checks",

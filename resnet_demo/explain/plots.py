@@ -13,9 +13,9 @@ import html
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .diagram.theme import Theme
-from .explain.faithfulness import Curves, Faithfulness
-from .explain.methods import METHODS
+from ..diagram.theme import Theme
+from .faithfulness import Curves, Faithfulness
+from .methods import METHODS
 
 __all__ = ["FIGURE_HEIGHT", "faithfulness_figure"]
 
@@ -48,7 +48,9 @@ def faithfulness_figure(result: Faithfulness, *, dark: bool = False, height: int
     score = "p(class)" if result.versus is None else f"p({target} | it or {versus})"
     label = METHODS.get(result.method, result.method)
     fig = make_subplots(
-        rows=1, cols=2, horizontal_spacing=0.1,
+        rows=1,
+        cols=2,
+        horizontal_spacing=0.1,
         subplot_titles=("Deletion: most important pixels removed first", "Insertion: revealed first"),
     )
     for col, kind in ((1, "deletion"), (2, "insertion")):

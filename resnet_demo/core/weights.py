@@ -11,7 +11,7 @@ Weights are named per architecture:
   written by this project's fine-tune routine (it carries its class names).
 * ``random``: Kaiming-initialised, untrained weights.
 
-Every file is user input, read by :mod:`resnet_demo.checkpoint_files`: plain data only
+Every file is user input, read by :mod:`resnet_demo.core.checkpoint_files`: plain data only
 (``torch.load(..., weights_only=True)``, so a pickle that would run code is refused),
 finite float weights, and metadata checked field by field; each refusal is one
 :class:`WeightsError` sentence naming the file by its name, and nothing is loaded or
@@ -283,7 +283,9 @@ def _finetune_parts(
     if saved_arch not in ARCH_DEPTHS:
         raise WeightsError(f"{name} is not a usable fine-tune checkpoint: its arch is not one of {', '.join(ARCHES)}.")
     if saved_arch != arch:
-        raise WeightsError(f"{name} is a fine-tuned {saved_arch} checkpoint, not {arch}. Choose {saved_arch} to load it.")
+        raise WeightsError(
+            f"{name} is a fine-tuned {saved_arch} checkpoint, not {arch}. Choose {saved_arch} to load it."
+        )
     state_dict = obj.get("model")
     if not is_state_dict(state_dict):
         what = "it has no model weights" if state_dict is None else "its model is not a state_dict of tensors"
@@ -370,8 +372,12 @@ def fetch_weights_file(
 def _fetch_named(spec: WeightsSpec, *, download: bool, progress: bool) -> Path:
     assert spec.url is not None and spec.file_name is not None  # named, published weights
     return fetch_weights_file(
-        url=spec.url, file_name=spec.file_name, what=f"{spec.label} weights for {spec.arch}", download=download,
-        progress=progress, cli_fix=lambda path: _cli_fix(spec, path),
+        url=spec.url,
+        file_name=spec.file_name,
+        what=f"{spec.label} weights for {spec.arch}",
+        download=download,
+        progress=progress,
+        cli_fix=lambda path: _cli_fix(spec, path),
     )
 
 

@@ -283,9 +283,7 @@ class ResNet(nn.Module):
         inner: list[tuple[int, int] | None] = [None] * blocks if widths is None else [(a, b) for a, b in widths]
         layers = [Bottleneck(self.inplanes, planes, stride, downsample, dilation=previous_dilation, width=inner[0])]
         self.inplanes = planes * Bottleneck.expansion
-        layers += [
-            Bottleneck(self.inplanes, planes, dilation=self.dilation, width=inner[i]) for i in range(1, blocks)
-        ]
+        layers += [Bottleneck(self.inplanes, planes, dilation=self.dilation, width=inner[i]) for i in range(1, blocks)]
         return nn.Sequential(*layers)
 
     @property
@@ -324,7 +322,12 @@ class ResNet(nn.Module):
         The order in which :meth:`forward_stages` appends block statistics.
         """
         first = STAGES.index(start) if start != "input" else 0
-        return [f"{name}.{i}" for name, layer in self.stages.items() if STAGES.index(name) > first for i in range(len(layer))]
+        return [
+            f"{name}.{i}"
+            for name, layer in self.stages.items()
+            if STAGES.index(name) > first
+            for i in range(len(layer))
+        ]
 
     def forward_stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
@@ -403,8 +406,7 @@ def dilation_flags(replace_stride_with_dilation: Dilation | list[bool] | None) -
     value = replace_stride_with_dilation
     if not isinstance(value, (tuple, list)) or len(value) != 3 or not all(isinstance(v, bool) for v in value):
         raise ValueError(
-            "replace_stride_with_dilation must be None or three bools, for layer2, layer3 and layer4; "
-            f"got {value!r}."
+            f"replace_stride_with_dilation must be None or three bools, for layer2, layer3 and layer4; got {value!r}."
         )
     return (value[0], value[1], value[2])
 

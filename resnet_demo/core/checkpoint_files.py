@@ -70,7 +70,7 @@ def _short(value: Any) -> str:
 
 
 def _file_kind(path: Path) -> str:
-    """"zip", "pickle", "empty" or "other", from the first bytes."""
+    """ "zip", "pickle", "empty" or "other", from the first bytes."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -122,7 +122,9 @@ def read_pth(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        asks = f"it asks for {found.group(1)[:80]}" if found else "it uses pickle instructions that safe loading refuses"
+        asks = (
+            f"it asks for {found.group(1)[:80]}" if found else "it uses pickle instructions that safe loading refuses"
+        )
         raise WeightsError(
             f"Refused to load {path.name}: it is a pickle that could run code ({asks}), not plain tensors; "
             f"save the weights with torch.save(model.state_dict())."
@@ -155,7 +157,11 @@ def _finite(t: torch.Tensor) -> bool:
 def check_tensors(state_dict: Mapping[str, torch.Tensor], *, name: str) -> None:
     """Refuse weights or buffers that are not finite floats (a diverged run's NaN, a hand-edited file)."""
     for key, t in state_dict.items():
-        if t.layout != torch.strided or t.is_complex() or not (t.is_floating_point() or key.endswith("num_batches_tracked")):
+        if (
+            t.layout != torch.strided
+            or t.is_complex()
+            or not (t.is_floating_point() or key.endswith("num_batches_tracked"))
+        ):
             raise WeightsError(
                 f"{name} holds {t.dtype} values in {key[:80]}, not the floating-point weights of a ResNet."
             )
@@ -185,7 +191,7 @@ def _numbers(v: Any) -> list[float] | None:
 
 def check_preprocessing(d: Any, *, name: str) -> dict[str, Any]:
     """The ``preprocessing`` of a fine-tune checkpoint, checked: the keyword arguments of
-    :class:`~resnet_demo.weights.Preprocessing`.
+    :class:`~resnet_demo.core.weights.Preprocessing`.
 
     ``crop_size`` is an int from :data:`MIN_CROP` to :data:`MAX_SIDE`, ``resize_size`` an int
     from the crop size to :data:`MAX_SIDE`; ``mean`` and ``std`` three finite numbers, the

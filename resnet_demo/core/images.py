@@ -225,9 +225,7 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageError(
-            f"{what} was refused as a possible decompression bomb ({e}). Resize it and try again."
-        ) from e
+        raise ImageError(f"{what} was refused as a possible decompression bomb ({e}). Resize it and try again.") from e
     except UnidentifiedImageError as e:
         raise ImageError(
             f"{what} is not an image file PIL can read (supported: JPEG, PNG, GIF, WebP, BMP, TIFF and more)."

@@ -43,7 +43,7 @@ def macs_by_module(
     Counted by ``FlopCounterMode`` (convolutions and the fc layer; BN, ReLU, pooling
     and additions are not multiply-accumulates) on the meta device, so nothing is
     computed and it takes milliseconds. ``widths`` counts a channel-pruned network
-    (see :meth:`~resnet_demo.model.ResNet.widths`); None the standard one.
+    (see :meth:`~resnet_demo.core.model.ResNet.widths`); None the standard one.
     ``replace_stride_with_dilation`` counts a dilated network (larger feature maps from
     layer3 on for DeepLab's setting); None, or all False, the standard one. Cached.
     """

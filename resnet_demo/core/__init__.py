@@ -1,0 +1,15 @@
+"""The shared core: everything the engines, the command line and the app stand on.
+
+No gradio, plotly or captum here, and nothing from the layers above.
+
+* :mod:`.model`: the ResNet with torchvision's names, and the one block forward;
+* :mod:`.weights`: named weights, checkpoints, the cache of shared models;
+* :mod:`.checkpoint_files`: a ``.pth`` read as hostile input (file type, sizes, NaNs, metadata);
+* :mod:`.images`: photos in (any mode, EXIF, bombs) and the weights' exact preprocessing;
+* :mod:`.fold`: the folded, in-place inference copy of a model;
+* :mod:`.devices`: device and CPU-core rules;
+* :mod:`.errors`: :class:`UserError`, the one kind of error a user is shown;
+* :mod:`.render`: overlays and grids (numpy + PIL);
+* :mod:`.features`: a stage's strongest channels as a grid;
+* :mod:`.complexity`: parameters and multiply-accumulates;
+"""
