@@ -64,7 +64,7 @@ def test_named_endpoints(app_url: str, tmp_path: Path) -> None:
 def test_evaluate_endpoint(app_url: str, tmp_path: Path) -> None:
     client = _client(app_url, tmp_path)
     loaded = shared_model(arch="resnet50", weights="imagenet-v2", fallback_to_random=True)
-    second = analyze(image=PHOTOS["cat"], loaded=loaded).predictions[1]
+    second = analyze(image=PHOTOS["cat"], model=loaded).predictions[1]
     out = client.predict(
         handle_file(str(PHOTOS["cat"])), "resnet50", "imagenet-v2", None, "layer4", "gradcam", "", str(second.index),
         "mean", api_name="/evaluate",
@@ -90,7 +90,7 @@ def test_explain_each_arch_over_http(app_url: str, tmp_path: Path, arch: str) ->
     client = _client(app_url, tmp_path)
     top5, status, _target, heatmap, caption, strip, features, raw = _explain(client, PHOTOS["cat"], arch)
     loaded = shared_model(arch=arch, weights="imagenet-v2", fallback_to_random=True)
-    expected = analyze(image=PHOTOS["cat"], arch=arch, loaded=loaded)
+    expected = analyze(image=PHOTOS["cat"], model=loaded)
     assert _top_labels(top5) == [p.label for p in expected.predictions]
     assert "UNTRAINED" in status and "UNTRAINED" in caption
     assert Path(heatmap).exists() and Path(raw).suffix == ".npy"
@@ -114,7 +114,7 @@ def test_bad_upload_is_a_sentence_and_server_keeps_serving(app_url: str, tmp_pat
 
 def test_concurrent_clients_get_their_own_answers(app_url: str, tmp_path: Path) -> None:
     loaded = shared_model(arch="resnet50", weights="imagenet-v2", fallback_to_random=True)
-    expected = {name: [p.label for p in analyze(image=p, loaded=loaded).predictions] for name, p in PHOTOS.items()}
+    expected = {name: [p.label for p in analyze(image=p, model=loaded).predictions] for name, p in PHOTOS.items()}
 
     def one(name: str) -> tuple[str, list[str]]:
         client = _client(app_url, tmp_path / name)

@@ -58,7 +58,7 @@ def small() -> LoadedModel:
 
 @pytest.fixture(scope="module")
 def analysis(small: LoadedModel) -> Analysis:
-    return analyze(image=CAT, loaded=small)
+    return analyze(image=CAT, model=small)
 
 
 @pytest.fixture(scope="module")
@@ -218,9 +218,9 @@ def _with_contrast_class(loaded: LoadedModel, a: int, b: int) -> LoadedModel:
 @pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 def test_contrastive_map_equals_the_map_of_the_difference_class(small: LoadedModel) -> None:
     tiny = dataclasses.replace(small, spec=_spec("small", classes=10, crop=64))  # 64 px: every method, quickly
-    analysis = analyze(image=CAT, loaded=tiny)
+    analysis = analyze(image=CAT, model=tiny)
     a, b = analysis.predictions[1].index, analysis.predictions[0].index
-    direct = analyze(image=CAT, loaded=_with_contrast_class(tiny, a, b))
+    direct = analyze(image=CAT, model=_with_contrast_class(tiny, a, b))
     options = {"channels": 8, "ig_steps": 2}
     for method in METHODS:
         entry = get_method(method)
@@ -252,7 +252,7 @@ def test_fusion_is_the_maximum_of_the_stage_maps(analysis: Analysis) -> None:
 
 
 def test_one_backward_serves_every_cheap_method_and_stage(small: LoadedModel) -> None:
-    analysis = analyze(image=CAT, loaded=small)
+    analysis = analyze(image=CAT, model=small)
     fast = analysis.model
     counter = _Counter({"layer2": fast.layer2, "layer3": fast.layer3, "layer4": fast.layer4})
     try:
@@ -271,7 +271,7 @@ def test_one_backward_serves_every_cheap_method_and_stage(small: LoadedModel) ->
 
 
 def test_gradients_are_kept_for_a_few_classes(small: LoadedModel) -> None:
-    analysis = analyze(image=CAT, loaded=small)
+    analysis = analyze(image=CAT, model=small)
     counter = _Counter({"layer4": analysis.model.layer4})
     try:
         for target in range(GRADIENT_CACHE):

@@ -156,7 +156,7 @@ def test_folding_does_not_touch_the_original(r50: LoadedModel) -> None:
 
 
 def test_gradcam_equals_independent_computation_and_captum(small: LoadedModel) -> None:
-    analysis = analyze(image=CAT, loaded=small)
+    analysis = analyze(image=CAT, model=small)
     x = prepare(image=CAT, preprocessing=small.spec.preprocessing).tensor
     private = copy.deepcopy(small.model)  # captum's hooks go on this copy
     nonzero = 0
@@ -174,7 +174,7 @@ def test_gradcam_equals_independent_computation_and_captum(small: LoadedModel) -
 
 def test_gradcam_on_resnet50_equals_captum_at_every_stage(r50: LoadedModel) -> None:
     # Folded network and one shared backward against captum on the plain model, per stage.
-    analysis = analyze(image=CAT, loaded=r50, gradcam_stages=STAGES)
+    analysis = analyze(image=CAT, model=r50, gradcam_stages=STAGES)
     x = prepare(image=CAT, preprocessing=r50.spec.preprocessing).tensor
     target = analysis.predictions[0].index
     private = copy.deepcopy(r50.model)
@@ -184,7 +184,7 @@ def test_gradcam_on_resnet50_equals_captum_at_every_stage(r50: LoadedModel) -> N
 
 def test_layer4_gradcam_is_cam_without_a_backward(r50: LoadedModel) -> None:
     """After layer4 come a global average pool and fc, so Grad-CAM = ReLU(w_c . A) / (H W): CAM."""
-    analysis = analyze(image=CAT, loaded=r50)
+    analysis = analyze(image=CAT, model=r50)
     x = prepare(image=CAT, preprocessing=r50.spec.preprocessing).tensor
     with torch.no_grad():
         a4 = r50.model.forward_intermediates(x).stages["layer4"][0]  # (2048, h, w)
@@ -198,7 +198,7 @@ def test_layer4_gradcam_is_cam_without_a_backward(r50: LoadedModel) -> None:
 
 
 def test_heatmap_is_bilinear_upsampled_and_normalised(small: LoadedModel) -> None:
-    analysis = analyze(image=CAT, loaded=small)
+    analysis = analyze(image=CAT, model=small)
     for stage in ("layer2", "layer4"):
         att = analysis.attribution(stage=stage, target=1)
         raw = torch.from_numpy(np.array(att.raw))[None, None]
@@ -212,7 +212,7 @@ def test_all_negative_evidence_gives_a_flagged_zero_map(small: LoadedModel) -> N
     model = copy.deepcopy(small.model)
     with torch.no_grad():
         model.fc.weight[4] = -model.fc.weight[4].abs() - 1e-3  # layer4 is post-ReLU: every term <= 0
-    analysis = analyze(image=CAT, loaded=dataclasses.replace(small, model=model))
+    analysis = analyze(image=CAT, model=dataclasses.replace(small, model=model))
     att = analysis.attribution(stage="layer4", target=4)
     assert att.all_zero and not np.isnan(att.heatmap).any() and att.heatmap.max() == 0.0
     assert any(not analysis.attribution(stage="layer4", target=t).all_zero for t in range(10))
@@ -257,7 +257,7 @@ def test_sanity_check_model_randomization() -> None:
     private = copy.deepcopy(model)
 
     for photo in (CAT, EXAMPLES / "astronaut.jpg"):
-        original = analyze(image=photo, loaded=trained)
+        original = analyze(image=photo, model=trained)
         x = prepare(image=photo, preprocessing=spec.preprocessing).tensor
         targets = [p.index for p in original.top(5)]
         maps = {t: original.attribution(stage="layer4", target=t).heatmap for t in targets}
@@ -269,7 +269,7 @@ def test_sanity_check_model_randomization() -> None:
             same.append(_spearman(maps[t], up))
         assert np.mean(same) > 0.99
         for randomized in (fc_random, fc_l4_random):
-            other = analyze(image=photo, loaded=LoadedModel(_frozen(randomized), spec))
+            other = analyze(image=photo, model=LoadedModel(_frozen(randomized), spec))
             changed = [_spearman(maps[t], other.attribution(stage="layer4", target=t).heatmap) for t in targets]
             assert np.mean(changed) < 0.5, (photo.name, changed)
 
@@ -305,7 +305,7 @@ def test_one_forward_serves_predictions_feature_maps_block_stats_and_layer4(r50:
         }
     )
     try:
-        analysis = analyze(image=CAT, loaded=r50)
+        analysis = analyze(image=CAT, model=r50)
         analysis.predictions, analysis.blocks, analysis.top(20)
         for stage in STAGES:
             analysis.feature_maps(stage)
@@ -318,7 +318,7 @@ def test_one_forward_serves_predictions_feature_maps_block_stats_and_layer4(r50:
         assert counter.counts == {"stem": 1, "layer2": 1, "layer3": 2, "layer4": 3}
         analysis.attribution(stage="layer3", target=7)  # came free with layer2's backward
         assert counter.counts["layer4"] == 3
-        one_pass = analyze(image=CAT, loaded=r50, gradcam_stages=STAGES)
+        one_pass = analyze(image=CAT, model=r50, gradcam_stages=STAGES)
         one_pass.attributions(stages=STAGES)
         assert counter.counts == {"stem": 2, "layer2": 2, "layer3": 3, "layer4": 4}
     finally:
@@ -327,18 +327,18 @@ def test_one_forward_serves_predictions_feature_maps_block_stats_and_layer4(r50:
 
 
 def test_one_pass_and_on_demand_gradcam_agree(r50: LoadedModel) -> None:
-    lazy = analyze(image=CAT, loaded=r50).attributions(stages=STAGES)
-    eager_analysis = analyze(image=CAT, loaded=r50, gradcam_stages=STAGES)
+    lazy = analyze(image=CAT, model=r50).attributions(stages=STAGES)
+    eager_analysis = analyze(image=CAT, model=r50, gradcam_stages=STAGES)
     eager = eager_analysis.attributions(stages=STAGES)
     for stage in STAGES:
         assert _close(eager[stage].raw, lazy[stage].raw), stage
-    assert eager_analysis.predictions == analyze(image=CAT, loaded=r50).predictions
+    assert eager_analysis.predictions == analyze(image=CAT, model=r50).predictions
 
 
 @pytest.mark.parametrize("gradcam_stages", [(), STAGES], ids=["inference pass", "one pass with Grad-CAM"])
 def test_block_stats_from_the_same_forward(r50: LoadedModel, gradcam_stages: tuple[str, ...]) -> None:
     # The reference: the unfolded, out-of-place model, which returns F(x) and the shortcut of every block.
-    analysis = analyze(image=CAT, loaded=r50, gradcam_stages=gradcam_stages)
+    analysis = analyze(image=CAT, model=r50, gradcam_stages=gradcam_stages)
     x = prepare(image=CAT, preprocessing=r50.spec.preprocessing).tensor
     with torch.no_grad():
         ref = r50.model.forward_intermediates(x, blocks=True)
@@ -377,7 +377,7 @@ def test_engine_pass_equals_the_models_forward(r50: LoadedModel) -> None:
 
 
 def test_feature_maps_top_channels_by_mean_activation(r50: LoadedModel) -> None:
-    analysis = analyze(image=CAT, loaded=r50)
+    analysis = analyze(image=CAT, model=r50)
     x = prepare(image=CAT, preprocessing=r50.spec.preprocessing).tensor
     with torch.no_grad():
         ref = r50.model.forward_intermediates(x, blocks=True)
@@ -409,7 +409,7 @@ def test_feature_maps_top_channels_by_mean_activation(r50: LoadedModel) -> None:
 
 @pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 def test_guided_gradcam_ig_occlusion(r50: LoadedModel) -> None:
-    analysis = analyze(image=CAT, loaded=r50)
+    analysis = analyze(image=CAT, model=r50)
     fast = inference_model(r50.model)
     results = {
         "guided-gradcam": analysis.attribution(method="guided-gradcam", stage="layer3"),
@@ -465,7 +465,7 @@ def test_a_new_method_is_one_registry_entry(r50: LoadedModel) -> None:
         assert METHODS["saliency"] == "Gradient x input" and list(METHODS)[-1] == "saliency"
         with pytest.raises(ValueError):
             register(entry)
-        analysis = analyze(image=CAT, loaded=r50)
+        analysis = analyze(image=CAT, model=r50)
         att = analysis.attribution(method="saliency", stage="layer2")
         assert att.stage == "input" and att.method == "saliency" and att.raw.shape == (3, 64, 64)
         assert att.heatmap.shape == (64, 64) and att.heatmap.min() >= 0 and att.heatmap.max() <= 1 and not att.all_zero
@@ -486,7 +486,7 @@ def test_a_new_method_is_one_registry_entry(r50: LoadedModel) -> None:
 
 
 def test_fresh_copy_recomputes_its_maps(r50: LoadedModel) -> None:
-    analysis = analyze(image=CAT, loaded=r50, gradcam_stages=("layer3",))
+    analysis = analyze(image=CAT, model=r50, gradcam_stages=("layer3",))
     first = analysis.attribution(stage="layer3")
     copy_ = analysis.fresh()
     again = copy_.attribution(stage="layer3")
@@ -499,12 +499,12 @@ def test_fresh_copy_recomputes_its_maps(r50: LoadedModel) -> None:
 
 
 def test_concurrent_calls_equal_sequential_calls(r50: LoadedModel) -> None:
-    shared = analyze(image=CAT, loaded=r50)
+    shared = analyze(image=CAT, model=r50)
 
     def job(i: int):
         kind, arg = i % 3, i // 3
         if kind == 0:  # a whole analysis of another photo
-            a = analyze(image=PHOTOS[arg % len(PHOTOS)], loaded=r50)
+            a = analyze(image=PHOTOS[arg % len(PHOTOS)], model=r50)
             return [(p.index, p.prob) for p in a.predictions], [b.residual_ratio for b in a.blocks]
         if kind == 1:  # Grad-CAM maps of one shared analysis, several classes
             maps = shared.attributions(stages=STAGES, target=arg)
@@ -518,7 +518,7 @@ def test_concurrent_calls_equal_sequential_calls(r50: LoadedModel) -> None:
             if i % 3 != 1
             else {
                 s: m.heatmap
-                for s, m in analyze(image=CAT, loaded=r50).attributions(stages=STAGES, target=i // 3).items()
+                for s, m in analyze(image=CAT, model=r50).attributions(stages=STAGES, target=i // 3).items()
             }
         )
 
@@ -534,7 +534,7 @@ def test_concurrent_calls_equal_sequential_calls(r50: LoadedModel) -> None:
 
 
 def test_analysis_is_read_only(r50: LoadedModel) -> None:
-    analysis = analyze(image=CAT, loaded=r50)
+    analysis = analyze(image=CAT, model=r50)
     analysis.predictions.clear()
     analysis.blocks.clear()
     analysis.timings.clear()
@@ -548,7 +548,7 @@ def test_analysis_is_read_only(r50: LoadedModel) -> None:
 
 
 def test_bad_requests_are_user_errors(r50: LoadedModel) -> None:
-    analysis = analyze(image=CAT, loaded=r50)
+    analysis = analyze(image=CAT, model=r50)
     with pytest.raises(UserError, match="stage"):
         analysis.attribution(stage="layer9")
     with pytest.raises(UserError, match="method"):
@@ -556,7 +556,7 @@ def test_bad_requests_are_user_errors(r50: LoadedModel) -> None:
     with pytest.raises(UserError, match="0 to 999"):
         analysis.attribution(target=1000)
     with pytest.raises(UserError, match="not an image"):
-        analyze(image=b"nope", loaded=r50)
+        analyze(image=b"nope", model=r50)
 
 
 # --------------------------------------------------------------------------- example photos
@@ -574,7 +574,7 @@ def test_whole_path_on_the_example_photos(fake_pretrained) -> None:
         "layer4": (2048, 7, 7),
     }
     for photo in PHOTOS:
-        analysis = analyze(image=photo, loaded=loaded, gradcam_stages=STAGES)
+        analysis = analyze(image=photo, model=loaded, gradcam_stages=STAGES)
         assert isinstance(analysis, Analysis) and analysis.crop.size == (224, 224)
         assert analysis.image.size == Image.open(photo).size
         probs = [p.prob for p in analysis.predictions]
@@ -590,7 +590,7 @@ def test_whole_path_on_the_example_photos(fake_pretrained) -> None:
             full = overlay_on_full(analysis=analysis, attribution=att, opacity=0.4)
             assert full.size == analysis.image.size and full.mode == "RGB"
             assert analysis.feature_maps(stage).shape == shapes[stage]
-    assert predict(image=CAT, loaded=loaded) == analyze(image=CAT, loaded=loaded).predictions
+    assert predict(image=CAT, model=loaded) == analyze(image=CAT, model=loaded).predictions
 
 
 def test_overlay_blends_and_maps_back() -> None:
@@ -605,7 +605,7 @@ def test_overlay_blends_and_maps_back() -> None:
 
 
 def test_overlay_on_full_places_the_crop(r50: LoadedModel) -> None:
-    analysis = analyze(image=EXAMPLES / "rocket.jpg", loaded=r50)  # 640x427: the crop is a centred square
+    analysis = analyze(image=EXAMPLES / "rocket.jpg", model=r50)  # 640x427: the crop is a centred square
     att = analysis.attribution()
     out = np.asarray(overlay_on_full(analysis=analysis, attribution=att, opacity=0.5)).astype(int)
     photo = np.asarray(analysis.image).astype(int)
@@ -640,4 +640,4 @@ def test_prepared_images_are_reused(r50: LoadedModel, tmp_path: Path) -> None:
     assert prepare(image=prepared, preprocessing=r50.spec.preprocessing) is prepared
     other = prepare(image=prepared, preprocessing=Preprocessing(resize_size=40, crop_size=32))
     assert other.tensor.shape == (1, 3, 32, 32)
-    assert analyze(image=prepared, loaded=r50).predictions == analyze(image=CAT, loaded=r50).predictions
+    assert analyze(image=prepared, model=r50).predictions == analyze(image=CAT, model=r50).predictions

@@ -176,7 +176,7 @@ def test_mean_baseline_is_each_channels_mean_everywhere() -> None:
 def test_an_unknown_baseline_is_a_user_error_naming_the_choices(small: LoadedModel) -> None:  # noqa: F811
     with pytest.raises(UserError, match="Unknown baseline 'grey'; choose one of blur, mean"):
         make_baseline(torch.zeros(1, 3, 8, 8), kind="grey")
-    analysis = analyze(image=CAT, loaded=small)
+    analysis = analyze(image=CAT, model=small)
     with pytest.raises(UserError, match="Unknown baseline"):
         faithfulness(analysis, attribution=analysis.attribution(stage="layer4"), baseline="black")
     with pytest.raises(UserError, match="Unknown baseline"):
@@ -187,7 +187,7 @@ def test_an_unknown_baseline_is_a_user_error_naming_the_choices(small: LoadedMod
 
 
 def test_faithfulness_of_an_analysis_is_cached_and_shares_the_random_map(small: LoadedModel) -> None:  # noqa: F811
-    analysis = analyze(image=CAT, loaded=small)
+    analysis = analyze(image=CAT, model=small)
     gradcam = analysis.attribution(stage="layer3")
     first = faithfulness(analysis, attribution=gradcam)
     assert faithfulness(analysis, attribution=gradcam).curves is first.curves  # cached
@@ -205,7 +205,7 @@ def test_faithfulness_of_an_analysis_is_cached_and_shares_the_random_map(small: 
 
 
 def test_rank_methods_scores_every_cheap_method_of_the_stage(small: LoadedModel) -> None:  # noqa: F811
-    analysis = analyze(image=CAT, loaded=small)
+    analysis = analyze(image=CAT, model=small)
     rows = rank_methods(analysis, stage="layer3")
     expected = {m for m in cheap_methods() if get_method(m).stages is None or "layer3" in get_method(m).stages}
     assert {r.method for r in rows} == expected and "gradcam" in expected
@@ -224,7 +224,7 @@ def test_rank_methods_scores_every_cheap_method_of_the_stage(small: LoadedModel)
 
 
 def test_each_baseline_has_its_own_curves_and_cache(small: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    analysis = analyze(image=CAT, loaded=small)
+    analysis = analyze(image=CAT, model=small)
     gradcam = analysis.attribution(stage="layer4")
     blur = faithfulness(analysis, attribution=gradcam, steps=4)
     mean = faithfulness(analysis, attribution=gradcam, steps=4, baseline="mean")

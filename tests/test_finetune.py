@@ -25,7 +25,7 @@ import torch
 import torchvision
 
 from resnet_demo.core.errors import UserError
-from resnet_demo.core.weights import CHECKPOINT_FORMAT, load_model
+from resnet_demo.core.weights import CHECKPOINT_FORMAT, load_model, shared_model
 from resnet_demo.finetune import (
     FREEZE_MODES,
     FinetuneConfig,
@@ -118,7 +118,7 @@ def test_finetune_learns_and_checkpoint_loads_in_the_explanation_engine(
     from resnet_demo import explain
 
     image = next((sample_data / "square").iterdir())
-    analysis = explain.analyze(image=image, arch="resnet50", weights=str(result.best), topk=3)
+    analysis = explain.analyze(image=image, model=shared_model(arch="resnet50", weights=str(result.best)), topk=3)
     assert {p.label for p in analysis.predictions} == {"circle", "square", "triangle"}
 
 

@@ -53,7 +53,7 @@ def test_reinitialize_follows_the_models_own_init(small: LoadedModel) -> None:  
 
 def test_randomisation_keeps_the_shared_model_and_changes_the_map(small: LoadedModel) -> None:  # noqa: F811
     before = {k: v.clone() for k, v in small.model.state_dict().items()}
-    analysis = analyze(image=CAT, loaded=small)
+    analysis = analyze(image=CAT, model=small)
     seen: list[float] = []
     check = randomization_check(analysis, stage="layer4", progress=seen.append)
     after = small.model.state_dict()
@@ -63,7 +63,7 @@ def test_randomisation_keeps_the_shared_model_and_changes_the_map(small: LoadedM
     assert check.steps[1].randomized == ("fc", "layer4")
 
     # Recomputing with the same weights (a private copy, not randomised) reproduces the map...
-    same = analyze(image=analysis.prepared, loaded=dataclasses.replace(small, model=copy.deepcopy(small.model)))
+    same = analyze(image=analysis.prepared, model=dataclasses.replace(small, model=copy.deepcopy(small.model)))
     reference = spearman(check.original, same.attribution(stage="layer4", target=check.target).heatmap)
     assert reference > 0.99
     # ...while random fc weights give the class another direction in layer4's features.
@@ -82,7 +82,7 @@ def test_an_empty_map_has_nothing_to_check(small: LoadedModel) -> None:  # noqa:
     model = copy.deepcopy(small.model)
     with torch.no_grad():
         model.fc.weight.neg_().abs_().neg_()  # every weight negative: no class has positive evidence at layer4
-    analysis = analyze(image=CAT, loaded=dataclasses.replace(small, model=model))
+    analysis = analyze(image=CAT, model=dataclasses.replace(small, model=model))
     with pytest.raises(UserError, match="no positive evidence"):
         randomization_check(analysis, stage="layer4")
 

@@ -20,7 +20,7 @@ from resnet_demo.__main__ import main as cli_main
 from resnet_demo.core.complexity import model_complexity
 from resnet_demo.core.errors import UserError
 from resnet_demo.core.model import ARCH_DEPTHS, ResNet, build_model, standard_widths
-from resnet_demo.core.weights import WeightsError, load_model
+from resnet_demo.core.weights import WeightsError, load_model, shared_model
 from resnet_demo.data import make_sample_dataset
 from resnet_demo.diagram import architecture_figure, block_figure, stage_table
 from resnet_demo.explain import analyze
@@ -256,7 +256,7 @@ def test_pruned_checkpoint_round_trip_through_weights_and_explain(pruned3: tuple
     x = _x(64)
     with torch.no_grad():
         assert torch.equal(loaded.model(x), pruned(x))
-    analysis = analyze(image=CAT, arch="resnet50", weights=str(path), gradcam_stages=("layer3",))
+    analysis = analyze(image=CAT, model=shared_model(arch="resnet50", weights=str(path)), gradcam_stages=("layer3",))
     assert {p.label for p in analysis.predictions} == set(SHAPES)
     assert sum(p.prob for p in analysis.predictions) == pytest.approx(1.0, abs=1e-5)
     heat = analysis.attribution(stage="layer3", target=analysis.predictions[0].index).raw

@@ -18,6 +18,7 @@ from resnet_demo.ui.analysis_store import DISPLAY_MAX, AnalysisStore, stored
 from resnet_demo.ui.architecture_handlers import architecture_view
 from resnet_demo.ui.components import SafeImage
 from resnet_demo.ui.downloads import Downloads
+from resnet_demo.ui.markdown_text import md_text
 from resnet_demo.ui.temp_files import Limits, disk_usage, sweep
 
 from .conftest import EXAMPLES
@@ -59,10 +60,10 @@ def test_rerender_other_class_stage_and_full_view(offline: Path) -> None:
         analysis, "layer3", second.index, h.NO_VERSUS, "gradcam", 0.3, "full"
     )
     assert heat.size == analysis.image.size  # mapped back onto the whole photo
-    assert second.label in caption and "layer3" in caption
+    assert md_text(second.label) in caption and "layer3" in caption  # labels such as "curly-coated" are escaped
     assert np.load(raw).shape == (14, 14)  # layer3's map before upsampling, at 224
     heat_top, caption_top, *_ = h.rerender(analysis, "layer3", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.3, "crop")
-    assert analysis.predictions[0].label in caption_top
+    assert md_text(analysis.predictions[0].label) in caption_top
 
 
 def test_pretrained_status(fake_pretrained) -> None:
@@ -109,7 +110,7 @@ def test_big_photo_keeps_a_display_copy_and_the_same_answer(offline: Path, tmp_p
     PIL.Image.open(CAT).resize((2400, 1600)).save(big)
     analysis = stored(explain(str(big))[0])
     assert max(analysis.image.size) == DISPLAY_MAX and analysis.prepared.full_size == (2400, 1600)
-    full = analyze(image=str(big), arch="resnet50", weights="random", loaded=analysis.loaded)
+    full = analyze(image=str(big), model=analysis.loaded)
     # The model saw the full photo: the same answer as from the photo itself.
     assert [p.index for p in analysis.predictions] == [p.index for p in full.predictions]
     box, scale = analysis.crop_box, DISPLAY_MAX / 2400
@@ -301,7 +302,7 @@ def test_architecture_view_draws_a_slimmed_models_real_widths() -> None:
 
     loaded = load_model(arch="resnet50", weights="random")
     model = prune_model(resnet50().eval(), fraction=0.3, criterion="l1")
-    analysis = analyze(image=CAT, loaded=dataclasses.replace(loaded, model=model))
+    analysis = analyze(image=CAT, model=dataclasses.replace(loaded, model=model))
     w1, w2 = model.widths()[3 + 4]  # layer3.0
     assert (w1, w2) == (179, 179)
     fig, inside, _features, _caption = architecture_view(analysis, "resnet50", "residual_ratio", "layer3.0")

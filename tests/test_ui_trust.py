@@ -61,7 +61,7 @@ def small() -> LoadedModel:
 
 @pytest.fixture
 def analysis(small: LoadedModel) -> Analysis:
-    return analyze(image=CAT, loaded=small, topk=3)
+    return analyze(image=CAT, model=small, topk=3)
 
 
 def _classes(analysis: Analysis) -> tuple[int, int]:

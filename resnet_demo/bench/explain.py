@@ -117,20 +117,20 @@ def _engine_rows(lm: LoadedModel, prepared: Prepared, *, compile: bool = False) 
     """The engine's plain prediction and full explain (``compile``: under torch.compile)."""
 
     def full() -> Any:
-        a = analyze(image=prepared, loaded=lm, topk=5, compile=compile)
+        a = analyze(image=prepared, model=lm, topk=5, compile=compile)
         a.attribution(stage="layer4")
         return a.predictions, a.blocks, [a.feature_maps(s) for s in STAGES]
 
     suffix = ", torch.compile" if compile else ""
     return {
-        f"engine: plain prediction{suffix}": lambda: predict(image=prepared, loaded=lm, topk=5, compile=compile),
+        f"engine: plain prediction{suffix}": lambda: predict(image=prepared, model=lm, topk=5, compile=compile),
         f"engine: full explain{suffix}": full,
     }
 
 
 def _method_rows(lm: LoadedModel, prepared: Prepared) -> _Rows:
     """The on-demand methods, each on a fresh copy of one analysis, so that every call computes its map."""
-    shared = analyze(image=prepared, loaded=lm)
+    shared = analyze(image=prepared, model=lm)
     rows: _Rows = {}
     for stage in ("layer3", "layer2", "layer1", "stem"):
         rows[f"engine: Grad-CAM {stage} on demand"] = lambda s=stage: shared.fresh().attribution(stage=s)
@@ -153,7 +153,7 @@ def bench_arch(args: argparse.Namespace, arch: str) -> list[Row]:
             return tv(x)
 
     def all_stages() -> Any:
-        a = analyze(image=prepared, loaded=lm, topk=5, gradcam_stages=STAGES)
+        a = analyze(image=prepared, model=lm, topk=5, gradcam_stages=STAGES)
         return a.attributions(stages=STAGES)
 
     rows: _Rows = {f"torchvision {arch} eager forward (unit)": unit}
@@ -163,7 +163,7 @@ def bench_arch(args: argparse.Namespace, arch: str) -> list[Row]:
     rows["engine: all-stage Grad-CAM"] = all_stages
     if args.compile:
         t0 = time.perf_counter()
-        predict(image=prepared, loaded=lm, compile=True)  # compiles; timed apart from the rows
+        predict(image=prepared, model=lm, compile=True)  # compiles; timed apart from the rows
         print(f"torch.compile warm-up for {arch}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         rows.update(_engine_rows(lm, prepared, compile=True))
     if args.methods:

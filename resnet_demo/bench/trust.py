@@ -68,7 +68,7 @@ def _methods_at(stage: str) -> list[str]:
 
 def _every_map(lm: LoadedModel, image: Any, *, same_pass: bool) -> Callable[[], Any]:
     def run() -> Any:
-        a = analyze(image=image, loaded=lm, topk=5, gradcam_stages=STAGES if same_pass else ())
+        a = analyze(image=image, model=lm, topk=5, gradcam_stages=STAGES if same_pass else ())
         for m in cheap_methods():
             stages = get_method(m).stages or STAGES
             a.attributions(stages=stages, method=m)
@@ -83,7 +83,7 @@ def _one_more(lm: LoadedModel, image: Any, rounds: int) -> tuple[str, Callable[[
     method = "xgradcam" if "xgradcam" in others else (others[0] if others else "gradcam")
     pool: list[Analysis] = []
     for _ in range(rounds):
-        a = analyze(image=image, loaded=lm, gradcam_stages=STAGES)
+        a = analyze(image=image, model=lm, gradcam_stages=STAGES)
         a.attributions(stages=STAGES)
         pool.append(a if method != "gradcam" else a.fresh())  # Grad-CAM alone: a fresh cache, its cost
     return method, lambda: pool.pop().attribution(stage="layer3", method=method)
@@ -117,7 +117,7 @@ def bench_arch(args: argparse.Namespace, arch: str) -> list[TrustRow]:
     photo = Image.open(args.image) if Path(args.image).exists() else Image.new("RGB", (320, 240), (120, 90, 60))
     image = prepare(image=photo, preprocessing=lm.spec.preprocessing)
     tv = torchvision_twin(lm, grad=False)
-    analysis = analyze(image=image, loaded=lm)
+    analysis = analyze(image=image, model=lm)
 
     def unit() -> Any:
         with torch.inference_mode():

@@ -13,11 +13,11 @@ from torch import Tensor
 from ..core.devices import configure_threads
 from ..core.images import ImageSource
 from ..core.model import ARCH_DEPTHS, STAGES, ResNet, check_stage
-from ..core.weights import DEFAULT_WEIGHTS, LoadedModel
+from ..core.weights import LoadedModel
 from .analysis import Analysis
 from .cost import gmacs, note_forward
 from .gradcam import grad_segment
-from .inputs import choose_model, load_then_prepare
+from .inputs import prepare
 from .network import POSITION, inference_model, inference_pass, input_of
 from .results import BlockStat, Prediction, Prepared, top_predictions
 
@@ -27,23 +27,20 @@ __all__ = ["analyze", "block_stats", "predict"]
 def predict(
     *,
     image: ImageSource | Prepared,
+    model: LoadedModel,
     topk: int = 5,
-    arch: str = "resnet50",
-    weights: str = DEFAULT_WEIGHTS,
-    loaded: LoadedModel | None = None,
-    fallback_to_random: bool = False,
     compile: bool = False,
 ) -> list[Prediction]:
-    """Top-k classes only: the cheapest path (no intermediate outputs kept; see :func:`analyze` for the rest)."""
+    """Top-k classes of ``model`` only: the cheapest path (no intermediate outputs kept; see
+    :func:`analyze` for the rest)."""
     configure_threads()
-    get = choose_model(arch=arch, weights=weights, fallback_to_random=fallback_to_random, loaded=loaded)
-    lm, prepared = load_then_prepare(image, get)
-    model = inference_model(lm.model)
+    prepared = prepare(image=image, preprocessing=model.spec.preprocessing)
+    net = inference_model(model.model)
     with torch.inference_mode():
-        x = input_of(model, prepared.tensor)
-        logits = inference_pass(model, x, compile=True)[0] if compile else model(x)
+        x = input_of(net, prepared.tensor)
+        logits = inference_pass(net, x, compile=True)[0] if compile else net(x)
         probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
-    return top_predictions(probs, lm.spec.categories, topk)
+    return top_predictions(probs, model.spec.categories, topk)
 
 
 def block_stats(model: ResNet, names: list[str], numbers: Tensor, acts: dict[str, Tensor]) -> list[BlockStat]:
@@ -90,17 +87,16 @@ def _forward_with_gradcam(
 def analyze(
     *,
     image: ImageSource | Prepared,
-    arch: str = "resnet50",
-    weights: str = DEFAULT_WEIGHTS,
-    fallback_to_random: bool = False,
+    model: LoadedModel,
     topk: int = 5,
-    loaded: LoadedModel | None = None,
     gradcam_stages: Iterable[str] = (),
     compile: bool = False,
 ) -> Analysis:
-    """Load ``image``, run the network once, and return an :class:`Analysis`.
+    """Load ``image``, run ``model`` on it once, and return an :class:`Analysis`.
 
-    ``loaded`` overrides ``arch``/``weights`` (e.g. a fine-tuned model). The gradients
+    ``model`` is a loaded model (:func:`~resnet_demo.core.weights.shared_model`, or a
+    fine-tuned or pruned one); callers load it, after reading the photo when they want a
+    bad file reported before 100 MB of weights are read. The gradients
     of the top-1 class at ``gradcam_stages``, which every gradient method of the CAM
     family weighs, are computed in the same pass: the forward then records autograd
     from the earliest of them and one backward serves all, so asking for every stage
@@ -112,27 +108,26 @@ def analyze(
     """
     t0 = time.perf_counter()
     configure_threads()
-    get = choose_model(arch=arch, weights=weights, fallback_to_random=fallback_to_random, loaded=loaded)
-    lm, prepared = load_then_prepare(image, get)
-    model = inference_model(lm.model)
+    prepared = prepare(image=image, preprocessing=model.spec.preprocessing)
+    net = inference_model(model.model)
     stages = [check_stage(s) for s in dict.fromkeys(gradcam_stages)]
     t1 = time.perf_counter()
 
-    x = input_of(model, prepared.tensor)
+    x = input_of(net, prepared.tensor)
     grads: dict[str, Tensor] | None = None
     target: int | None = None
-    names = model.block_names()
+    names = net.block_names()
     # layer4's gradient is a closed form (see .gradcam): only earlier stages need the autograd pass.
     grad_stages = [s for s in stages if s != "layer4"]
     if grad_stages:
         stats: list[Tensor] = []
-        logits, acts, grads, target = _forward_with_gradcam(model, x, grad_stages, stats)
+        logits, acts, grads, target = _forward_with_gradcam(net, x, grad_stages, stats)
         numbers = torch.stack(stats).detach().view(-1, 3)
     else:
         with torch.inference_mode():
-            logits, acts, numbers = inference_pass(model, x, compile=compile)
+            logits, acts, numbers = inference_pass(net, x, compile=compile)
     t2 = time.perf_counter()
-    blocks = block_stats(model, names, numbers, acts)
+    blocks = block_stats(net, names, numbers, acts)
     t3 = time.perf_counter()
     timings = {
         **prepared.timings,
@@ -140,11 +135,11 @@ def analyze(
         "forward": t2 - t1,
         "block_stats": t3 - t2,
     }
-    if not grad_stages and lm.spec.arch in ARCH_DEPTHS:
-        note_forward(t2 - t1, gmacs(lm.spec.arch, x.shape[-1]))
+    if not grad_stages and model.spec.arch in ARCH_DEPTHS:
+        note_forward(t2 - t1, gmacs(model.spec.arch, x.shape[-1]))
     return Analysis(
-        loaded=lm,
-        model=model,
+        loaded=model,
+        model=net,
         prepared=prepared,
         logits=logits,
         acts=acts,

@@ -199,7 +199,7 @@ def main(args: argparse.Namespace) -> int:
     # The gradients of the top class at several stages come from the one pass; see analyze().
     gradients = entry.cheap and entry.class_specific and target is None and versus is None and len(stages) > 1
     analysis = analyze(
-        image=image, loaded=loaded, topk=args.topk, gradcam_stages=stages if gradients else (), compile=args.compile
+        image=image, model=loaded, topk=args.topk, gradcam_stages=stages if gradients else (), compile=args.compile
     )
     options = {"noise_tunnel_samples": args.noise_tunnel, "channels": args.channels}
     if args.stage == "fusion":

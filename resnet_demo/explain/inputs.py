@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from PIL import Image
 
 from ..core.images import ImageSource, display_copy, load_image, preprocess
-from ..core.weights import LoadedModel, Preprocessing, shared_model
+from ..core.weights import Preprocessing
 from .results import Prepared
 
-__all__ = ["choose_model", "load_then_prepare", "prepare"]
+__all__ = ["prepare"]
 
 
 def prepare(*, image: ImageSource | Prepared, preprocessing: Preprocessing, display_max: int | None = None) -> Prepared:
@@ -42,25 +41,3 @@ def _preprocessed(
         box = box.scaled(shown.width / full.width)
     timings = {"load": load_s, "preprocess": time.perf_counter() - t0}
     return Prepared(shown, tensor, crop, box, preprocessing, timings, full_size=full.size)
-
-
-def load_then_prepare(image: ImageSource | Prepared, get: Callable[[], LoadedModel]) -> tuple[LoadedModel, Prepared]:
-    """The model from ``get`` and the image prepared for it, reading the image first:
-    a bad file is reported without loading 100 MB of weights."""
-    if isinstance(image, Prepared):
-        lm = get()
-        return lm, prepare(image=image, preprocessing=lm.spec.preprocessing)
-    t0 = time.perf_counter()
-    full = load_image(image)
-    load_s = time.perf_counter() - t0
-    lm = get()
-    return lm, _preprocessed(full, lm.spec.preprocessing, load_s=load_s)
-
-
-def choose_model(
-    *, arch: str, weights: str, fallback_to_random: bool, loaded: LoadedModel | None
-) -> Callable[[], LoadedModel]:
-    """What :func:`load_then_prepare` calls for the model: ``loaded`` if given, else the shared model."""
-    if loaded is not None:
-        return lambda: loaded
-    return lambda: shared_model(arch=arch, weights=weights, fallback_to_random=fallback_to_random)

@@ -133,7 +133,7 @@ def _cascade(
     steps: list[SanityStep] = []
     for i, name in enumerate(SANITY_STEPS):
         reinitialize(getattr(private, name), generator=generator)
-        redo = analyze(image=analysis.prepared, loaded=loaded, topk=1)
+        redo = analyze(image=analysis.prepared, model=loaded, topk=1)
         att = redo.attribution(stage=original.stage, target=original.target, method=original.method)
         correlation = 0.0 if att.all_zero else spearman(original.heatmap, att.heatmap)
         steps.append(SanityStep(name, SANITY_STEPS[: i + 1], att.heatmap, correlation, att.all_zero))

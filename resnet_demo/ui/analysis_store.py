@@ -141,7 +141,7 @@ class AnalysisStore:
             self._entries.move_to_end(key)
             found = entry.analysis
         if found is None:
-            found = analyze(image=entry.prepared, loaded=entry.loaded, topk=entry.topk)
+            found = analyze(image=entry.prepared, model=entry.loaded, topk=entry.topk)
             with self._lock:
                 entry.analysis = entry.analysis or found  # two at once: the first one made stays
                 found = entry.analysis

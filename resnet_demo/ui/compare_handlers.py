@@ -40,7 +40,7 @@ def compare(image: str | None, weights: str) -> tuple[Any, ...]:
     for arch in ARCHES:
         loaded = resolve_model(arch=arch, weights=weights, checkpoint=None)
         t0 = time.perf_counter()
-        analysis = analyze(image=image, arch=arch, weights=loaded.spec.name, topk=5, loaded=loaded)
+        analysis = analyze(image=image, topk=5, model=loaded)
         att = analysis.attribution(stage="layer4", target=None, method="gradcam")
         seconds = time.perf_counter() - t0
         heat = overlay(image=analysis.crop, heatmap=att.heatmap, opacity=0.5)

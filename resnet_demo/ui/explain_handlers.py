@@ -234,9 +234,7 @@ def explain_photo(
     prepared = prepare(image=image, preprocessing=loaded.spec.preprocessing, display_max=DISPLAY_MAX)
     # The strip's Grad-CAM at every stage: one backward in the same pass beats one per stage later.
     stages = STAGES if get_method(strip_method(method)).class_specific else ()
-    analysis = analyze(
-        image=prepared, arch=arch, weights=loaded.spec.name, topk=5, loaded=loaded, gradcam_stages=stages
-    )
+    analysis = analyze(image=prepared, topk=5, model=loaded, gradcam_stages=stages)
     key = ANALYSES.put(analysis, session=session)
     heat, caption, strip, raw = _views(
         analysis, stage=stage, target=None, method=method, opacity=opacity, view=view, progress=progress
@@ -323,4 +321,4 @@ def predict(image: str | None, arch: str = "resnet50", weights: str = "imagenet-
     if image is None:
         raise gr.Error("Send an image.")
     loaded = resolve_model(arch=arch, weights=weights, checkpoint=None)
-    return label_dict(analyze(image=image, arch=arch, weights=loaded.spec.name, topk=5, loaded=loaded))
+    return label_dict(analyze(image=image, topk=5, model=loaded))

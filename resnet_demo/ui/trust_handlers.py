@@ -297,7 +297,7 @@ def evaluate(
     baseline = check_baseline(baseline or DEFAULT_BASELINE)
     started = time.perf_counter()
     loaded = resolve_model(arch=arch, weights=weights, checkpoint=checkpoint)
-    analysis = analyze(image=image, arch=arch, weights=loaded.spec.name, topk=5, loaded=loaded)
+    analysis = analyze(image=image, topk=5, model=loaded)
     t, v = _class_arg(analysis, target), _class_arg(analysis, versus)
     att = analysis.attribution(stage=stage, target=t, method=method, versus=v)
     timings = {"analysis": time.perf_counter() - started}
