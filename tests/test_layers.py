@@ -76,7 +76,7 @@ def test_module_imports_only_from_its_layer_or_below(path: Path) -> None:
 def test_the_check_sees_imports() -> None:
     # Guards the checker itself: the app imports gradio, the engine captum, the diagram plotly.
     assert "gradio" in _imports(PACKAGE / "ui" / "demo.py")
-    assert "captum" in _imports(PACKAGE / "explain" / "gradcam.py")
+    assert "captum" in _imports(PACKAGE / "explain" / "captum_methods.py")
     assert "plotly" in _imports(PACKAGE / "diagram" / "theme.py")
     assert "core" in _imports(PACKAGE / "explain" / "network.py")
     assert {"plotly", "diagram"} <= _imports(PACKAGE / "explain" / "plots.py")

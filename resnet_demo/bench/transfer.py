@@ -24,7 +24,6 @@ and the explanation alike; the shared model is never changed.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import statistics
@@ -39,7 +38,8 @@ from PIL import Image, ImageDraw
 from ..core.errors import UserError
 from ..core.images import load_image
 from ..core.model import STAGES, build_model
-from ..transfer.detect import detect, detector_batch, shell
+from ..core.shell import shell
+from ..transfer.detect import detect, detector_batch
 from ..transfer.explain import explain_transfer
 from ..transfer.segment import prepare_segment, segment
 from ..transfer.weights import MODELS, TransferModel, shared_transfer, transfer_spec
@@ -102,14 +102,9 @@ def parse_models(text: str | None) -> list[tuple[str, str, str]]:
 def _open_cut(loaded: TransferModel) -> TransferModel:
     """A copy of a detector whose internal score cut is 0, sharing every weight: random weights then keep
     their (low-scoring) detections. The shared model and its heads stay as they are."""
-    net = loaded.model
-    if hasattr(net, "roi_heads"):  # Faster / Mask R-CNN
-        heads = copy.copy(net.roi_heads)
-        heads.score_thresh = 0.0
-        net = shell(net, roi_heads=heads)
-    else:  # RetinaNet filters in its own postprocess
-        net = shell(net)
-        net.score_thresh = 0.0
+    net = shell(loaded.model)  # its own modules: the cut set below stays on the copy
+    # Faster / Mask R-CNN cut in their box head; RetinaNet in its own postprocess.
+    (net.roi_heads if hasattr(net, "roi_heads") else net).score_thresh = 0.0
     return dataclasses.replace(loaded, model=net)
 
 

@@ -4,8 +4,10 @@ Every method here reads the analysis's stored pass: the stage output A (1, C, h,
 and, for the gradient methods, G = d score / d A from the shared, cached backward of
 :mod:`.gradcam` (none at all at ``layer4``). A method is then only its formula, as in
 pytorch-grad-cam (``get_cam_weights`` / ``get_cam_image``), whose results the test
-suite matches. Each formula returns a (1, 1, h, w) map; the engine keeps its positive
-part, ReLU, as every one of these papers does.
+suite matches. Each formula returns a (1, 1, h, w) map, its positive part only (ReLU), as
+every one of these papers does; the weighted sum and ReLU, Grad-CAM itself, and the
+finishing of every map (:func:`~resnet_demo.explain.gradcam.finish_layer_map`) are
+:mod:`resnet_demo.core.cam`'s, which the Transfer tab's Grad-CAM uses too.
 
 * Grad-CAM (Selvaraju et al., 2017): channel weights = the spatial mean of G.
 * Grad-CAM++ (Chattopadhay et al., 2018): weights = sum_ij ReLU(G) a_ij, with
@@ -31,6 +33,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..core.cam import gradcam, weighted_cam
 from .gradcam import finish_layer_map
 from .methods import Method, MethodCall, register
 
@@ -53,17 +56,12 @@ _RITZ_VECTORS = 8
 _RITZ_ITERATIONS = 100
 _RITZ_TOLERANCE = 1e-12  # 1 - |cos| between successive estimates: the direction to ~1e-6
 
-# (1, C, h, w) activation, (1, C, h, w) gradient -> (1, 1, h, w) map, before the ReLU.
+# (1, C, h, w) activation, (1, C, h, w) gradient -> (1, 1, h, w) map, after the ReLU.
 CamFormula = Callable[[Tensor, Tensor], Tensor]
 
 
-def _weighted(weights: Tensor, act: Tensor) -> Tensor:
-    """sum_k weights_k A_k for (1, C, 1, 1) weights: (1, 1, h, w)."""
-    return (weights * act).sum(dim=1, keepdim=True)
-
-
 def _gradcam(act: Tensor, grad: Tensor) -> Tensor:
-    return _weighted(grad.mean(dim=(2, 3), keepdim=True), act)
+    return gradcam(activations=act, gradients=grad)
 
 
 def _gradcam_plusplus(act: Tensor, grad: Tensor) -> Tensor:
@@ -73,30 +71,32 @@ def _gradcam_plusplus(act: Tensor, grad: Tensor) -> Tensor:
     g2 = grad.square()
     denominator = (grad * act.sum(dim=(2, 3), keepdim=True)).add_(2.0).mul_(g2).add_(_EPS_PLUSPLUS)
     weights = grad.clamp(min=0).mul_(g2).div_(denominator).sum(dim=(2, 3), keepdim=True)  # (1, C, 1, 1)
-    return _weighted(weights, act)
+    return weighted_cam(weights=weights, activations=act)
 
 
 def _xgradcam(act: Tensor, grad: Tensor) -> Tensor:
     sum_act = act.sum(dim=(2, 3), keepdim=True)  # (1, C, 1, 1)
-    return _weighted((grad * act).sum(dim=(2, 3), keepdim=True) / (sum_act + _EPS_XGRAD), act)
+    weights = (grad * act).sum(dim=(2, 3), keepdim=True) / (sum_act + _EPS_XGRAD)
+    return weighted_cam(weights=weights, activations=act)
 
 
 def _layercam(act: Tensor, grad: Tensor) -> Tensor:
-    return (grad.clamp(min=0) * act).sum(dim=1, keepdim=True)
+    return weighted_cam(weights=grad.clamp(min=0), activations=act)  # a weight per channel and position
 
 
 def _hirescam(act: Tensor, grad: Tensor) -> Tensor:
-    return (grad * act).sum(dim=1, keepdim=True)
+    return weighted_cam(weights=grad, activations=act)
 
 
 def _gradcam_elementwise(act: Tensor, grad: Tensor) -> Tensor:
+    # The ReLU comes before the channel sum here, on each product: the sum is >= 0 already.
     return (grad * act).clamp(min=0).sum(dim=1, keepdim=True)
 
 
 def _cam(act: Tensor, grad: Tensor) -> Tensor:
     # At layer4 the gradient is w_c / (H W) at every position (see .gradcam), so its
     # spatial sum is exactly CAM's class weights w_c (w_A - w_B for a contrastive map).
-    return _weighted(grad.sum(dim=(2, 3), keepdim=True), act)
+    return weighted_cam(weights=grad.sum(dim=(2, 3), keepdim=True), activations=act)
 
 
 def _first_direction(x: Tensor) -> Tensor:
@@ -150,12 +150,12 @@ def eigen_projection(act: Tensor) -> Tensor:
 
 
 def _family_member(formula: CamFormula) -> Callable[[MethodCall], dict[str, Tensor]]:
-    """A registry ``compute`` that applies ``formula`` (then ReLU) at every stage asked for."""
+    """A registry ``compute`` that applies ``formula`` at every stage asked for."""
 
     def compute(call: MethodCall) -> dict[str, Tensor]:
         grads = call.stage_gradients(call.stages)  # one shared, cached backward (none at layer4)
         with torch.no_grad():
-            return {s: torch.relu(formula(call.activations[s], grads[s])) for s in call.stages}
+            return {s: formula(call.activations[s], grads[s]) for s in call.stages}
 
     return compute
 

@@ -4,13 +4,12 @@ from captum, as registry entries.
 They cost tens to hundreds of forward passes (see each entry's ``cost`` and
 :func:`~resnet_demo.explain.method_cost`), so they run on request only. Nothing is
 hooked or changed on the shared network: guided backprop, which hooks every ReLU, gets a
-per-call shell of the network that shares its weights but owns its modules.
+per-call shell of the network (:func:`resnet_demo.core.shell.shell`) that shares its
+weights but owns its modules.
 """
 
 from __future__ import annotations
 
-import copy
-import itertools
 import warnings
 
 import numpy as np
@@ -19,6 +18,7 @@ from captum.attr import GuidedGradCam, IntegratedGradients, NoiseTunnel, Occlusi
 from torch import Tensor, nn
 
 from ..core.model import ResNet
+from ..core.shell import shell
 from .gradcam import score_of
 from .methods import FinishedMap, Method, MethodCall, register
 
@@ -45,14 +45,8 @@ OCCLUSION_WINDOW = 4  # crop side / window side
 OCCLUSION_BATCH = 7
 
 # captum announces every guided-backprop call with a UserWarning; the hooks it means sit
-# on a per-call shell (see _shell), so the warning says nothing useful here.
+# on a per-call shell (see _guided_gradcam), so the warning says nothing useful here.
 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
-
-
-def _shell(model: ResNet) -> ResNet:
-    """A copy of ``model``'s module tree that shares every weight: hooks on it touch no one else."""
-    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
-    return copy.deepcopy(model, memo)
 
 
 class _Scored(nn.Module):
@@ -101,11 +95,12 @@ def _scaled(m: Tensor, raw: Tensor, scale: float) -> FinishedMap:
 def _guided_gradcam(call: MethodCall) -> dict[str, Tensor]:
     maps = {}
     with torch.enable_grad(), torch.autocast(device_type=call.image.device.type, enabled=False):
-        # Guided backprop hooks every ReLU, and needs them out of place: only the shell's.
-        shell = _shell(call.model).set_inplace(False)
-        scored = _Scored(shell, call)
+        # Guided backprop hooks every ReLU, and needs them out of place: only the shell's (its own
+        # modules: the shared model gets no hook, and keeps its in-place setting).
+        own = shell(call.model).set_inplace(False)
+        scored = _Scored(own, call)
         for stage in call.stages:
-            layer = shell.maxpool if stage == "stem" else getattr(shell, stage)
+            layer = own.maxpool if stage == "stem" else getattr(own, stage)
             maps[stage] = GuidedGradCam(scored, layer).attribute(
                 call.image.clone().requires_grad_(True), target=scored.target, interpolate_mode="bilinear"
             )

@@ -16,8 +16,10 @@ that another method or stage on the same analysis costs only its arithmetic.
 The explained score is logit(target), or logit(target) - logit(versus) for a
 contrastive map ("why A and not B").
 
-Maps are upsampled with captum's ``LayerAttribution.interpolate`` (bilinear), as the
-Grad-CAM paper does, and scaled to [0, 1]; a map without positive evidence stays all zeros.
+Every map of the CAM family is finished by :func:`finish_layer_map`, i.e. by
+:func:`resnet_demo.core.cam.finish_cam`, as the Transfer tab's Grad-CAM is: upsampled
+bilinearly to the crop, as the Grad-CAM paper does, then scaled to [0, 1]; a map without
+positive evidence stays all zeros.
 """
 
 from __future__ import annotations
@@ -25,11 +27,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
-from captum.attr import LayerAttribution
 from torch import Tensor
 
+from ..core.cam import finish_cam
 from ..core.model import STAGES, ResNet
 from .network import POSITION
 from .results import FinishedMap
@@ -143,11 +144,6 @@ class GradientCache:
 
 
 def finish_layer_map(raw: Tensor, size: tuple[int, int]) -> FinishedMap:
-    """Upsample a (1, 1, h, w) map bilinearly to ``size`` and scale it to [0, 1], NaN-free."""
-    raw = torch.nan_to_num(raw.float(), nan=0.0, posinf=0.0, neginf=0.0)
-    up = LayerAttribution.interpolate(raw, size, interpolate_mode="bilinear")[0, 0]
-    peak = float(up.max())
-    all_zero = not bool((raw > 0).any()) or peak <= 0.0
-    heat = torch.zeros_like(up) if all_zero else (up / peak).clamp_(0.0, 1.0)
-    heat_np = heat.cpu().numpy().astype(np.float32, copy=False)  # already float32: no copy
-    return heat_np, raw[0, 0].cpu().numpy().astype(np.float32, copy=False), all_zero
+    """Upsample a (1, 1, h, w) map bilinearly to ``size`` and scale it to [0, 1], NaN-free: the registry's
+    ``finish`` for layer maps, :func:`~resnet_demo.core.cam.finish_cam` (the Transfer tab's too)."""
+    return finish_cam(cam=raw, size=size)

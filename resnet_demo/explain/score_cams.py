@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.cam import weighted_cam
 from .gradcam import finish_layer_map, score_of
 from .methods import Method, MethodCall, register
 
@@ -66,7 +67,7 @@ def _channel_count(stage: str, options: Mapping[str, int]) -> int:
 
 def _weighted_map(act: Tensor, channels: Tensor, weights: Tensor) -> Tensor:
     """ReLU(sum_k weights_k A_k) over the chosen channels: (1, 1, h, w)."""
-    return torch.relu((weights.view(1, -1, 1, 1) * act[:, channels]).sum(dim=1, keepdim=True))
+    return weighted_cam(weights=weights.view(1, -1, 1, 1), activations=act[:, channels])
 
 
 def _score_cam_stage(call: MethodCall, stage: str, done: Callable[[int], None]) -> Tensor:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +12,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from ..core.errors import UserError
+from ..core.shell import shell
 from .weights import TransferModel
 
 __all__ = [
@@ -24,8 +23,8 @@ __all__ = [
     "detections_of",
     "detector_batch",
     "raw_detections",
-    "shell",
     "sized",
+    "sized_transform",
 ]
 
 MIN_SIZE, MAX_SIZE = 64, 1333  # torchvision evaluates at 800 (longest side at most 1333)
@@ -58,25 +57,22 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def shell(model: nn.Module, **replace: nn.Module) -> nn.Module:
-    """A per-call copy of ``model``'s top level sharing every weight, with the named children replaced:
-    the shared model itself is never changed or hooked."""
-    out = copy.copy(model)
-    out._modules = OrderedDict(model._modules)  # a new dict, so that replacing a child leaves the original alone
-    for name, module in replace.items():
-        out._modules[name] = module
-    return out
-
-
-def sized(model: nn.Module, size: int | None) -> nn.Module:
-    """``model`` itself, or a shell whose transform resizes the short side to ``size`` (torchvision's: 800)."""
+def sized_transform(model: nn.Module, *, size: int | None) -> nn.Module | None:
+    """A new transform for detector ``model`` that resizes the short side to ``size`` (torchvision's: 800);
+    None for None (the model's own)."""
     if size is None:
-        return model
+        return None
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise UserError(f"The input size must be between {MIN_SIZE} and {MAX_SIZE} pixels, not {size}.")
     t = model.transform
     transform = GeneralizedRCNNTransform(size, round(size * 1333 / 800), t.image_mean, t.image_std)
-    return shell(model, transform=transform.eval())  # in training mode it would skip mapping boxes back
+    return transform.eval()  # in training mode it would skip mapping boxes back
+
+
+def sized(model: nn.Module, size: int | None) -> nn.Module:
+    """``model`` itself, or a shell whose transform resizes the short side to ``size`` (torchvision's: 800)."""
+    transform = sized_transform(model, size=size)
+    return model if transform is None else shell(model, replace={"transform": transform})
 
 
 def raw_detections(model: nn.Module, image: Image.Image) -> dict[str, Tensor]:

@@ -4,9 +4,12 @@ The target is a scalar of the model's output: for a segmentation class, the sum 
 class's logits over the pixels predicted as it (pytorch-grad-cam's
 ``SemanticSegmentationTarget``); for one detection, its score. One forward keeps the graph
 and gives the answer (masks or boxes) too; one backward gives the gradient at every stage
-asked for. The gradient is taken through a per-call shell of the model whose backbone makes
-the earliest stage's output the leaf to differentiate: nothing is hooked, and the shared
-model's weights, which need no gradient, stay as they are.
+asked for. The gradient is taken through a per-call shell of the model
+(:func:`resnet_demo.core.shell.shell`) whose backbone makes the earliest stage's output the
+leaf to differentiate: nothing is hooked, and the shared model's weights, which need no
+gradient, stay as they are. The maps are :mod:`resnet_demo.core.cam`'s Grad-CAM, finished as
+the classifier's are, so the Explain and Transfer tabs draw the same map for the same
+activations and gradients.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ..core.cam import FinishedCam, finish_cam, gradcam
 from ..core.errors import UserError
 from ..core.features import FeatureGrid, feature_grid
 from ..core.model import STAGES, check_stage
+from ..core.shell import shell
 from .backbone import backbone_of
 from .check import backbone_check
-from .detect import Detections, check_threshold, detections_of, raw_detections, shell, sized
+from .detect import Detections, check_threshold, detections_of, raw_detections, sized_transform
 from .segment import Segmentation, prepare_segment, segment_logits, segmentation_of
 from .weights import TransferModel, TransferSpec
 
@@ -87,28 +92,35 @@ def _check_stages(stages: Sequence[str]) -> tuple[str, ...]:
     return tuple(s for s in STAGES if s in asked)  # running order, once each
 
 
-def _tapped(loaded: TransferModel, stages: tuple[str, ...]) -> tuple[nn.Module, _Tap]:
+def _tapped(loaded: TransferModel, stages: tuple[str, ...], size: int | None) -> tuple[nn.Module, _Tap]:
+    """A shell of the model whose backbone runs through the returned tap (a detector's at input size ``size``).
+
+    Every replacement goes into ONE shell: a shell of this shell would copy the tap too, and
+    the forward would then record into the copy, not into the tap the caller reads.
+    """
     tap = _Tap(backbone_of(loaded), stages).eval()
-    if loaded.spec.task == "segment":
-        return shell(loaded.model, backbone=tap), tap
-    return shell(loaded.model, backbone=shell(loaded.model.backbone, body=tap)), tap
+    if loaded.spec.task == "segment":  # the getter is the model's backbone
+        return shell(loaded.model, replace={"backbone": tap}), tap
+    replace: dict[str, nn.Module] = {"backbone.body": tap}  # a detector wraps the getter in an FPN
+    transform = sized_transform(loaded.model, size=size)
+    if transform is not None:
+        replace["transform"] = transform
+    return shell(loaded.model, replace=replace), tap
 
 
-def grad_cams(activations: Sequence[Tensor], target: Tensor) -> list[tuple[np.ndarray, bool]]:
-    """Grad-CAM of ``target`` at each of ``activations`` (1, C, h, w), from one backward: ReLU of the
-    gradient-weighted channel sum, scaled to [0, 1]; an all-zero map (and True) where no channel has
-    positive evidence."""
+def grad_cams(
+    *, activations: Sequence[Tensor], target: Tensor, size: tuple[int, int] | None = None
+) -> list[FinishedCam]:
+    """Grad-CAM of ``target`` at each of ``activations`` (1, C, h, w), from one backward, each finished
+    as the classifier's maps are (:func:`~resnet_demo.core.cam.finish_cam`): at the stage's resolution,
+    or upsampled to ``size`` (height, width) before the scaling to [0, 1]; all zeros (flagged) where no
+    position has positive evidence."""
     grads = torch.autograd.grad(target, list(activations))  # each (1, C, h, w)
-    out = []
-    for activation, grad in zip(activations, grads, strict=True):
-        weights = grad.mean(dim=(2, 3), keepdim=True)  # (1, C, 1, 1)
-        cam = torch.relu((weights * activation.detach()).sum(1))[0]  # (h, w)
-        top = float(cam.max())
-        if top <= 0.0:
-            out.append((np.zeros(tuple(cam.shape), dtype=np.float32), True))  # guard 0/0: nothing to show
-        else:
-            out.append(((cam / top).numpy().astype(np.float32), False))
-    return out
+    with torch.no_grad():
+        return [
+            finish_cam(cam=gradcam(activations=activation.detach(), gradients=grad), size=size)
+            for activation, grad in zip(activations, grads, strict=True)
+        ]
 
 
 def _segment_target(
@@ -180,7 +192,7 @@ def explain_transfer(
     """
     threshold = check_threshold(threshold)
     stages = _check_stages(stages)
-    model, tap = _tapped(loaded, stages)
+    model, tap = _tapped(loaded, stages, size)
     names = loaded.spec.categories
     segmentation = detections = None
     with torch.enable_grad():
@@ -189,14 +201,14 @@ def explain_transfer(
             segmentation = segmentation_of(logits.argmax(0), image=image, categories=names)
             chosen = _segment_target(logits, segmentation, target, names)
         else:
-            out = raw_detections(sized(model, size), image)
+            out = raw_detections(model, image)
             detections = detections_of(out, categories=names, threshold=threshold, photo_size=image.size)
             chosen = _detection_target(out, detections, target, names)
         cams: dict[str, TransferCam] = {}
         if chosen is not None:
             _, score, text = chosen
-            maps = grad_cams([tap.activations[s] for s in stages], score)
-            cams = {s: TransferCam(s, text, heat, zero) for s, (heat, zero) in zip(stages, maps, strict=True)}
+            maps = grad_cams(activations=[tap.activations[s] for s in stages], target=score)
+            cams = {s: TransferCam(s, text, m.heatmap, m.all_zero) for s, m in zip(stages, maps, strict=True)}
     acts = {name: a.detach() for name, a in tap.activations.items()}
     assert tap.input is not None
     return TransferExplanation(
