@@ -25,7 +25,7 @@ from resnet_demo.transfer.segment import prepare_segment, segment
 from resnet_demo.transfer.weights import (
     _ENTRIES,
     TransferModel,
-    _build,
+    build_transfer,
     clear_transfer_cache,
     load_transfer,
     shared_transfer,
@@ -41,7 +41,7 @@ def _generated(task: str, model: str, seed: int) -> dict[str, torch.Tensor]:
     """The entry's state_dict with random BatchNorm statistics, so that equal outputs mean equal wiring;
     RetinaNet's class prior is raised so that untrained weights still detect something."""
     torch.manual_seed(seed)
-    sd = _build(transfer_spec(task=task, model=model)).state_dict()
+    sd = build_transfer(transfer_spec(task=task, model=model)).state_dict()
     g = torch.Generator().manual_seed(seed)
     for k, v in sd.items():
         if k.endswith("running_var"):
@@ -108,7 +108,7 @@ def test_missing_file_offline_is_a_clear_error(home: Path, tmp_path: Path, monke
 @pytest.mark.parametrize(("task", "model"), [*FILED, ("segment", "fcn")])
 def test_backbone_is_our_resnet(task: str, model: str, loaded: dict[str, TransferModel], photo: Image.Image) -> None:
     spec = transfer_spec(task=task, model=model)
-    held = loaded.get(model) or TransferModel(_build(spec).eval(), spec)
+    held = loaded.get(model) or TransferModel(build_transfer(spec).eval(), spec)
     x = prepare_segment(held, photo, size=SIZE) if task == "segment" else detector_batch(held, photo, size=SIZE)
     diffs = backbone_check(held, x)
     assert set(diffs) == {"stem", "layer1", "layer2", "layer3", "layer4"}
@@ -385,7 +385,7 @@ def test_target_by_name_number_or_menu_value() -> None:
 def test_app_handler_nothing_detected_and_bad_input(home: Path, photo: Image.Image, tmp_path: Path) -> None:
     import gradio as gr
 
-    from resnet_demo.ui.transfer_handlers import _legend, model_choices, summary_markdown, transfer
+    from resnet_demo.ui.transfer_handlers import legend_markdown, model_choices, summary_markdown, transfer
 
     path = tmp_path / "photo.png"
     photo.save(path)
@@ -403,7 +403,7 @@ def test_app_handler_nothing_detected_and_bad_input(home: Path, photo: Image.Ima
         features=False,
         check=True,
     )
-    assert _legend(empty).startswith("Nothing detected") and "Grad-CAM" not in summary_markdown(
+    assert legend_markdown(empty).startswith("Nothing detected") and "Grad-CAM" not in summary_markdown(
         empty_spec := transfer_spec(task="detect", model="retinanet"), empty
     )
     assert "frozen" in summary_markdown(empty_spec, empty)

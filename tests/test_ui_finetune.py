@@ -151,9 +151,20 @@ def test_tab_says_what_to_do_in_the_app_when_imagenet_weights_are_missing(
 
 
 def test_tab_reports_a_diverged_run_without_the_server_path(tab: Any, tmp_path: Path) -> None:
+    from resnet_demo.core.errors import UserError
     from resnet_demo.finetune import TrainingDiverged
+    from resnet_demo.finetune.plots import TrainingHistory
 
     last = tmp_path / "work" / "k8x2mq9d0zv" / "run-1" / "last.pth"
     error = TrainingDiverged("Training diverged: the loss became nan. Try a learning rate 10x lower.", last_good=last)
     assert str(last) in str(error)  # the command line's user can resume from it
-    assert tab._failure(error).message == "Training diverged: the loss became nan. Try a learning rate 10x lower."
+
+    def diverges() -> Any:
+        raise error
+
+    # A job whose run raised, streamed to its page as the tab streams every run.
+    job = tab.jobs.Job(owner="k8x2mq9d0zv", epochs=1)
+    job.start(diverges)
+    with pytest.raises(UserError) as e:
+        list(tab.follow_job(job, history=TrainingHistory(epochs_total=1), progress=None))
+    assert str(e.value) == "Training diverged: the loss became nan. Try a learning rate 10x lower."

@@ -154,7 +154,7 @@ def test_cache_sweep_removes_the_oldest_beyond_the_bounds(tmp_path: Path) -> Non
 def test_bad_choices_give_a_sentence(offline: Path) -> None:
     with pytest.raises(gr.Error, match="Upload a .pth checkpoint"):
         explain(CAT, "resnet50", model_choice.UPLOAD, None)
-    with pytest.raises(gr.Error, match="Unknown model"):
+    with pytest.raises(gr.Error, match="Unknown architecture 'resnet18'; choose one of resnet50 \\(ResNet-50\\)"):
         explain(CAT, "resnet18")
     with pytest.raises(gr.Error, match="Unknown stage"):
         explain(CAT, "resnet50", "imagenet-v2", None, "layer9", "gradcam", 0.5, "crop")
@@ -165,6 +165,17 @@ def test_bad_choices_give_a_sentence(offline: Path) -> None:
         h.rerender(analysis, "layer4", h.TOP_CLASS, 5000, "gradcam", 0.5, "crop")
     with pytest.raises(gr.Error, match="Upload a photo first"):
         h.rerender(None, "layer4", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.5, "crop")
+    # Checked once, in the core, and said in its words wherever the value comes in.
+    with pytest.raises(gr.Error, match="Opacity must be between 0 and 1, not 1.5"):
+        h.rerender(analysis, "layer4", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 1.5, "crop")
+    with pytest.raises(gr.Error, match="View must be 'crop' or 'full'"):
+        h.rerender(analysis, "layer4", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.5, "side")
+    with pytest.raises(gr.Error, match="Unknown architecture 'resnet18'"):
+        architecture_view(None, "resnet18", "residual_ratio", None)
+    with pytest.raises(gr.Error, match="Unknown architecture 'resnet18'"):
+        model_choice.use_checkpoint("/x/ft.pth", "resnet18")
+    with pytest.raises(gr.Error, match="Unknown weights '/etc/passwd'"):  # a request names no server file
+        h.predict(CAT, "resnet50", "/etc/passwd")
 
 
 def test_corrupt_checkpoint_names_the_file(offline: Path, tmp_path: Path) -> None:

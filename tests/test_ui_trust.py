@@ -304,6 +304,7 @@ def test_explain_tab_builds_with_api_endpoints_unchanged() -> None:
 
 def test_crop_sizes_of_tiles(analysis: Analysis) -> None:
     # The gallery's "not available" tile is the photo dimmed: same size, never brighter than the crop.
-    tile = g._unavailable(analysis)
+    tiles = g.gallery_tiles(analysis, stage="layer3", target=None, versus=None, opacity=0.5)
+    tile = next(image for image, caption in tiles if "not available" in caption)  # CAM: layer4 only
     assert tile.size == analysis.crop.size
     assert np.asarray(tile).mean() < np.asarray(analysis.crop.convert("L")).mean()

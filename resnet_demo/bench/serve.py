@@ -54,7 +54,10 @@ _HANDLER = """
 import json, statistics, sys, time
 from resnet_demo.ui.explain_handlers import run_explain
 photo, arch, weights, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-call = lambda: run_explain(photo, arch, weights, None, "layer4", "gradcam", 0.5, "crop", progress=None)
+call = lambda: run_explain(
+    image=photo, arch=arch, weights=weights, checkpoint=None, stage="layer4", method="gradcam", opacity=0.5,
+    view="crop", progress=None,
+)
 call(); call()
 times = []
 for _ in range(n):

@@ -12,9 +12,10 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .errors import InvalidValue
 from .images import CropBox
 
-__all__ = ["TURBO", "VIRIDIS", "colorize", "grid", "overlay", "overlay_box"]
+__all__ = ["TURBO", "VIRIDIS", "check_opacity", "colorize", "grid", "overlay", "overlay_box"]
 
 
 def _turbo_lut() -> np.ndarray:
@@ -75,10 +76,17 @@ def _resize_map(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(h).resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-def _check_opacity(opacity: float) -> float:
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
-    return float(opacity)
+def check_opacity(opacity: float) -> float:
+    """``opacity`` as a float in [0, 1]; else :class:`InvalidValue` (a :class:`UserError`) saying so.
+
+    The one check of an opacity: the app's slider and the command line's flag reach it unchecked."""
+    try:
+        value = float(opacity)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise InvalidValue(f"Opacity must be between 0 and 1, not {str(opacity)[:20]}.")
+    return value
 
 
 def overlay(*, image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5) -> Image.Image:
@@ -87,7 +95,7 @@ def overlay(*, image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5) ->
     The map is resized to the image bilinearly; ``opacity`` 0 returns the image,
     1 the colour map alone. The result has the image's size and is RGB.
     """
-    opacity = _check_opacity(opacity)
+    opacity = check_opacity(opacity)
     image = image.convert("RGB")
     colour = Image.fromarray(colorize(np.clip(_resize_map(heatmap, image.size), 0.0, 1.0)))
     return Image.blend(image, colour, opacity)
@@ -108,7 +116,7 @@ def overlay_box(
     crop is outlined. With ``max_side`` the result is downscaled first so that its
     longer side is at most that many pixels.
     """
-    opacity = _check_opacity(opacity)
+    opacity = check_opacity(opacity)
     image = image.convert("RGB")
     scale = 1.0
     if max_side is not None and max(image.size) > max_side:

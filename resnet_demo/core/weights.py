@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from .cache import BoundedCache
 from .checkpoint_files import (
     WeightsError,
     check_class_names,
@@ -48,6 +47,7 @@ from .model import ARCH_DEPTHS, ResNet, Widths, build_model
 
 __all__ = [
     "ARCHES",
+    "ARCH_LABELS",
     "CHECKPOINT_FORMAT",
     "DEFAULT_WEIGHTS",
     "KEEP_FILE_MODELS",
@@ -57,6 +57,7 @@ __all__ = [
     "WeightsError",
     "WeightsSpec",
     "cache_path",
+    "check_arch",
     "clear_model_cache",
     "fetch_weights_file",
     "is_shared",
@@ -70,6 +71,8 @@ __all__ = [
 ]
 
 ARCHES: tuple[str, ...] = tuple(ARCH_DEPTHS)
+# What people call each architecture ("ResNet-50"): the app's menus, tables and messages read it here.
+ARCH_LABELS: dict[str, str] = {arch: f"ResNet-{arch.removeprefix('resnet')}" for arch in ARCHES}
 DEFAULT_WEIGHTS = "imagenet-v2"
 NAMED_WEIGHTS: tuple[str, ...] = ("imagenet-v2", "imagenet-v1", "random")
 
@@ -165,9 +168,16 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
-def _check_arch(arch: str) -> None:
+def check_arch(arch: str) -> str:
+    """``arch`` when it is one of :data:`ARCHES`; else a :class:`WeightsError` (a ``UserError``) naming them.
+
+    The one check of an architecture's name, for the command line and the app alike.
+    """
     if arch not in ARCH_DEPTHS:
-        raise WeightsError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCHES)}.")
+        names = ", ".join(f"{a} ({ARCH_LABELS[a]})" for a in ARCHES)
+        # Cut: the name may be anything an API caller sent.
+        raise WeightsError(f"Unknown architecture {str(arch)[:40]!r}; choose one of {names}.")
+    return arch
 
 
 def _imagenet_categories() -> tuple[str, ...]:
@@ -207,7 +217,7 @@ def weights_spec(*, arch: str, weights: str = DEFAULT_WEIGHTS) -> WeightsSpec:
 
     For a local file, the categories and preprocessing are read from the file.
     """
-    _check_arch(arch)
+    check_arch(arch)
     if weights in _TV_MEMBERS:
         return _torchvision_spec(arch, weights)
     if weights == "random":
@@ -412,7 +422,7 @@ def load_model(
     model with a ``warning`` that explains why; otherwise, and always for a file the
     user gave, :class:`WeightsError` is raised and nothing is loaded.
     """
-    _check_arch(arch)
+    check_arch(arch)
     if weights not in NAMED_WEIGHTS:
         spec, state_dict = _read_local(arch, _local_path(weights))
         model = build_model(arch, num_classes=spec.num_classes, widths=spec.widths)
@@ -436,8 +446,9 @@ def load_model(
 # most recent KEEP_FILE_MODELS only: every distinct upload would otherwise pin ~100 MB (plus its
 # folded inference copy) until the server restarts.
 KEEP_FILE_MODELS = 2
-_CACHE: OrderedDict[tuple[str, str, bool, str], LoadedModel] = OrderedDict()  # least recently used first
-_CACHE_LOCK = threading.Lock()
+_CACHE: BoundedCache[tuple[str, str, bool, str], LoadedModel] = BoundedCache(
+    KEEP_FILE_MODELS, evictable=lambda key: key[1] not in NAMED_WEIGHTS
+)
 
 
 def shared_model(
@@ -450,34 +461,28 @@ def shared_model(
     for). Callers must not modify the returned model: every user of the process shares it.
     """
     target = resolve_device(device)
-    key = (arch, weights, fallback_to_random, str(target))
-    with _CACHE_LOCK:  # one lock: two users asking for the same model load it once
-        if key not in _CACHE:
-            loaded = load_model(arch=arch, weights=weights, fallback_to_random=fallback_to_random)
-            for p in loaded.model.parameters():
-                p.requires_grad_(False)
-            loaded.model.to(target)
-            _CACHE[key] = loaded
-        _CACHE.move_to_end(key)
-        files = [k for k in _CACHE if k[1] not in NAMED_WEIGHTS]
-        for old in files[: max(0, len(files) - KEEP_FILE_MODELS)]:
-            del _CACHE[old]  # analyses still holding it keep it alive until they go
-        return _CACHE[key]
+
+    def load() -> LoadedModel:
+        loaded = load_model(arch=arch, weights=weights, fallback_to_random=fallback_to_random)
+        for p in loaded.model.parameters():
+            p.requires_grad_(False)
+        loaded.model.to(target)
+        return loaded
+
+    # Made under the cache's lock: two users asking for the same model load it once.
+    return _CACHE.get_or_make((arch, weights, fallback_to_random, str(target)), load)
 
 
 def is_shared(loaded: LoadedModel) -> bool:
     """Whether ``loaded`` is still in the cache of shared models (a checkpoint's model may have left it)."""
-    with _CACHE_LOCK:
-        return any(v is loaded for v in _CACHE.values())
+    return any(v is loaded for v in _CACHE.values())
 
 
 def shared_models() -> list[LoadedModel]:
     """The models cached now, least recently used first."""
-    with _CACHE_LOCK:
-        return list(_CACHE.values())
+    return _CACHE.values()
 
 
 def clear_model_cache() -> None:
     """Forget every cached model (tests, or after new weights were placed in the cache)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
+    _CACHE.clear()

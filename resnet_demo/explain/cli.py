@@ -20,7 +20,7 @@ import numpy as np
 from ..core.errors import UserError
 from ..core.images import load_image
 from ..core.model import STAGES
-from ..core.render import overlay
+from ..core.render import check_opacity, overlay
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS, shared_model
 from . import METHODS, Analysis, Attribution, analyze, get_method, overlay_on_full, resolve_class
 from .score_cams import DEFAULT_CHANNELS
@@ -179,8 +179,7 @@ def main(args: argparse.Namespace) -> int:
     """Run the ``explain`` command; bad input is a :class:`UserError` (one line, exit status 2)."""
     if args.topk < 1:
         raise UserError("--topk must be at least 1.")
-    if not 0.0 <= args.opacity <= 1.0:
-        raise UserError("--opacity must be between 0 and 1.")
+    check_opacity(args.opacity)  # before anything loads
     if args.noise_tunnel < 0:
         raise UserError("--noise-tunnel must be 0 or more.")
     if args.channels < 0:

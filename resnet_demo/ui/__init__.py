@@ -3,7 +3,7 @@
 * :mod:`.demo`: ``build_demo`` (the banner, the tabs, the events across tabs) and the command line;
 * :mod:`.settings`: queue and upload limits, theme and CSS;
 * one ``*_tab`` module per tab (layout and events) with its ``*_handlers`` (plain functions):
-  Explain, Architecture, Compare depths, Fine-tune, Slim;
+  Explain, Architecture, Compare depths, Transfer, Fine-tune, Slim;
 * :mod:`.method_gallery` (every quick method side by side) and :mod:`.trust_panel` with
   :mod:`.trust_handlers` (faithfulness curves, the method ranking, the randomisation
   sanity check, the ``/evaluate`` endpoint): the Explain tab's explanation extras;
@@ -14,7 +14,9 @@
   bounded, dropped when idle or when the visitor leaves; :mod:`.temp_files`: the app's files in
   Gradio's cache, bounded; :mod:`.housekeeping`: the timer and the ``unload`` event that tidy both;
 * :mod:`.downloads`: the bounded folder of raw maps; :mod:`.components`: small shared pieces;
-  :mod:`.markdown_text`: user text (class names) shown literally in Markdown.
+  :mod:`.markdown_text`: user text (class names) shown literally in Markdown;
+* :mod:`.events`: ``outputs_of``, the outputs of an event built from the fields of the named tuple its
+  handler returns; :mod:`.messages`: the sentences only the app needs (the core says the rest).
 """
 
 from __future__ import annotations

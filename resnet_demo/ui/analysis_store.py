@@ -19,10 +19,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-import gradio as gr
-
+from ..core.errors import UserError
 from ..core.weights import NAMED_WEIGHTS, LoadedModel, shared_models
 from ..explain import Analysis, Prepared, analyze
+from .messages import EXPIRED, NO_PHOTO
 from .settings import STATE_TTL_S
 
 # The display copy of each photo: enough for the "whole photo" view at any screen size.
@@ -34,11 +34,6 @@ PER_SESSION = 2  # a visitor's newest analyses: a view of the previous photo may
 # and drops the analysis (8 MB of stage outputs, as much again in gradients and maps): the
 # visitor's next view runs the forward pass again (40 ms on the 2-core EPYC), then its maps.
 HOT_S = 60.0
-NO_PHOTO = "Upload a photo first (or click one of the examples)."
-EXPIRED = (
-    f"This photo's analysis is no longer on the server (it is kept {STATE_TTL_S // 60} minutes after its last use). "
-    "Press Explain to analyse it again."
-)
 
 
 @dataclass
@@ -213,11 +208,11 @@ ANALYSES = AnalysisStore(ttl_s=STATE_TTL_S)
 
 
 def stored(value: Analysis | str | None) -> Analysis:
-    """The analysis a tab's state names (a store key, or an analysis itself), or a ``gr.Error`` saying
-    why there is none: no photo yet, or its analysis has expired."""
+    """The analysis a tab's state names (a store key, or an analysis itself), or a :class:`UserError`
+    saying why there is none: no photo yet, or its analysis has expired."""
     found = stored_or_none(value)
     if found is None:
-        raise gr.Error(NO_PHOTO if value is None else EXPIRED)
+        raise UserError(NO_PHOTO if value is None else EXPIRED)
     return found
 
 

@@ -1,22 +1,40 @@
 """The Architecture tab's handlers: the block diagram, coloured by the last photo, the inside
-of one block, and the tables of parameters and multiply-accumulates."""
+of one block, and the tables of parameters and multiply-accumulates. The events with several
+outputs return named tuples whose fields are :class:`~.architecture_tab.ArchitectureTab`'s names."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
+import PIL.Image
+import plotly.graph_objects as go
 
 from .. import diagram
-from ..core.weights import ARCHES
+from ..core.weights import ARCH_LABELS, check_arch
 from ..explain import Analysis
 from .analysis_store import stored_or_none
 from .components import user_errors
-from .model_choice import ARCH_LABELS
 
 FIRST_BLOCK = "layer3.0"  # the block shown first: a projection shortcut at a mid-depth stage
 COLOR_CHOICES: list[tuple[str, str]] = [(label, key) for key, (label, _unit) in diagram.STAT_CHOICES.items()]
 COLOR_CHOICES.append(("none", "none"))
+
+
+class ArchChange(NamedTuple):
+    """A newly picked model: its block picker and its per-stage table."""
+
+    block: Any  # the block picker's update: this model's blocks, back on the first block shown
+    stage_table: list[list[Any]]
+
+
+class ArchitectureView(NamedTuple):
+    """The diagram, the selected block's inside, its feature maps on the user's photo and what it did."""
+
+    diagram: go.Figure
+    block_inside: go.Figure
+    block_features: PIL.Image.Image | None  # None before a photo of this model
+    caption: str  # Markdown
 
 
 def block_choices(*, arch: str) -> list[tuple[str, str]]:
@@ -24,9 +42,11 @@ def block_choices(*, arch: str) -> list[tuple[str, str]]:
     return diagram.block_choices(arch=arch)
 
 
-def arch_changed(arch: str) -> tuple[Any, list[list[Any]]]:
+def arch_changed(arch: str) -> ArchChange:
     """A newly picked model: its block picker (back on the first block shown) and its per-stage table."""
-    return gr.update(choices=block_choices(arch=arch), value=FIRST_BLOCK), table_rows(arch=arch)[0]
+    return ArchChange(
+        block=gr.update(choices=block_choices(arch=arch), value=FIRST_BLOCK), stage_table=table_rows(arch=arch)[0]
+    )
 
 
 def _block_caption(analysis: Analysis, block: str) -> tuple[Any, str]:
@@ -43,11 +63,10 @@ def _block_caption(analysis: Analysis, block: str) -> tuple[Any, str]:
 
 
 @user_errors
-def architecture_view(analysis: Analysis | str | None, arch: str, color_by: str, block: str | None) -> tuple[Any, ...]:
+def architecture_view(analysis: Analysis | str | None, arch: str, color_by: str, block: str | None) -> ArchitectureView:
     """Architecture tab: the diagram (coloured by the last photo of this arch), the selected
-    block's inside and its feature maps. Returns (diagram, block figure, feature maps, caption)."""
-    if arch not in ARCHES:
-        raise gr.Error(f"Unknown model {arch!r}.")
+    block's inside and its feature maps."""
+    check_arch(arch)  # the core's sentence, before the diagram's programming error
     names = [b.name for b in diagram.block_infos(arch)]
     block = block if block in names else names[0]  # a stale pick from another arch
     found = stored_or_none(analysis)  # an expired photo only leaves the diagram uncoloured
@@ -68,7 +87,7 @@ def architecture_view(analysis: Analysis | str | None, arch: str, color_by: str,
         caption = (
             f"Run a photo through {ARCH_LABELS[arch]} in the Explain tab to colour the blocks by what they did to it."
         )
-    return fig, inside, features, caption
+    return ArchitectureView(diagram=fig, block_inside=inside, block_features=features, caption=caption)
 
 
 _HEADERS = {

@@ -9,6 +9,7 @@ import gradio as gr
 
 from .. import diagram
 from . import architecture_handlers as h
+from .events import outputs_of
 from .model_choice import ARCH_CHOICES
 from .settings import IMAGE_FORMAT
 
@@ -21,12 +22,17 @@ ABOUT = (
 
 @dataclass
 class ArchitectureTab:
-    """The tab's components; the app points ``arch`` at the model of the last explained photo."""
+    """The tab's components, by the names of the handlers' results; the app points ``arch`` at the
+    model of the last explained photo."""
 
     arch: gr.Radio
     color_by: gr.Radio
     block: gr.Dropdown
+    caption: gr.Markdown
     diagram: gr.Plot
+    block_inside: gr.Plot
+    block_features: gr.Image
+    stage_table: gr.Dataframe
 
 
 def build_architecture_tab(*, arch: str, tab: gr.Tab, analysis: gr.State) -> ArchitectureTab:
@@ -57,14 +63,18 @@ def build_architecture_tab(*, arch: str, tab: gr.Tab, analysis: gr.State) -> Arc
         max_lines=40,
     )
 
-    arch_view.change(h.arch_changed, arch_view, [block, stage_table], api_visibility="private")
+    built = ArchitectureTab(
+        arch=arch_view, color_by=color_by, block=block, caption=caption, diagram=diagram_plot,
+        block_inside=block_plot, block_features=block_features, stage_table=stage_table,
+    )  # fmt: skip
+    arch_view.change(h.arch_changed, arch_view, outputs_of(h.ArchChange, built), api_visibility="private")
     # Plots in a hidden tab can render undersized, so draw them when the tab is shown.
     gr.on(
         [tab.select, color_by.change, block.change, arch_view.change],
         h.architecture_view,
         [analysis, arch_view, color_by, block],
-        [diagram_plot, block_plot, block_features, caption],
+        outputs_of(h.ArchitectureView, built),
         api_visibility="private",
         trigger_mode="always_last",
     )
-    return ArchitectureTab(arch=arch_view, color_by=color_by, block=block, diagram=diagram_plot)
+    return built

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..core.weights import ARCHES
-from .compare_handlers import compare
+from ..core.weights import ARCH_LABELS, ARCHES
+from .compare_handlers import Compared, compare, field_name
 from .components import SafeImage, example_photos
-from .model_choice import ARCH_LABELS, WEIGHT_CHOICES
+from .events import outputs_of
+from .model_choice import WEIGHT_CHOICES
 from .settings import IMAGE_FORMAT
 
 
@@ -22,18 +23,14 @@ def build_compare_tab(*, weights: str) -> None:
             weights_in = gr.Dropdown(WEIGHT_CHOICES[:3], value=weights, label="Weights")
             run = gr.Button("Compare", variant="primary", elem_id="compare-run")
     gr.Examples(example_photos(), inputs=[image])
-    outputs = []
+    panels = {}  # by Compared's field names: a depth without its fields fails here, at build time
     with gr.Row():
         for arch in ARCHES:
             with gr.Column():
-                outputs += [
-                    gr.Label(num_top_classes=5, label=ARCH_LABELS[arch]),
-                    gr.Image(
-                        label=f"{ARCH_LABELS[arch]}: layer4 Grad-CAM",
-                        interactive=False,
-                        height=220,
-                        format=IMAGE_FORMAT,
-                    ),
-                    gr.Markdown(),
-                ]
+                panels[field_name(arch, "top5")] = gr.Label(num_top_classes=5, label=ARCH_LABELS[arch])
+                panels[field_name(arch, "heatmap")] = gr.Image(
+                    label=f"{ARCH_LABELS[arch]}: layer4 Grad-CAM", interactive=False, height=220, format=IMAGE_FORMAT
+                )
+                panels[field_name(arch, "summary")] = gr.Markdown()
+    outputs = outputs_of(Compared, **panels)
     run.click(compare, [image, weights_in], outputs, api_name="compare", concurrency_id="checks")

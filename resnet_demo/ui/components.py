@@ -16,6 +16,9 @@ import gradio as gr
 import PIL.Image
 
 from ..core.errors import UserError
+from ..core.model import STAGES
+from .messages import NOT_AN_IMAGE, OUT_OF_MEMORY, TOO_MANY_PIXELS, UPLOAD_GONE, server_bug
+from .settings import IMAGE_FORMAT
 
 log = logging.getLogger("resnet_demo.ui")
 
@@ -64,10 +67,10 @@ def _as_sentences(handler: str) -> Iterator[None]:
         # from an uploaded checkpoint): escaped, a name like "<img src=x>" shows as typed.
         raise gr.Error(html.escape(str(e), quote=False)) from e
     except MemoryError as e:
-        raise gr.Error("The server ran out of memory for this request. Try a smaller image or model.") from e
+        raise gr.Error(OUT_OF_MEMORY) from e
     except Exception as e:
         log.exception("handler %s failed", handler)
-        raise gr.Error(f"Something went wrong on the server ({type(e).__name__}). Please try again.") from e
+        raise gr.Error(server_bug(e)) from e
 
 
 class SafeImage(gr.Image):
@@ -84,13 +87,13 @@ class SafeImage(gr.Image):
         try:
             return super().preprocess(payload)
         except PIL.Image.DecompressionBombError as e:
-            raise gr.Error(
-                "This image has too many pixels to process safely (a possible decompression bomb). "
-                "Please upload a smaller image."
-            ) from e
+            raise gr.Error(TOO_MANY_PIXELS) from e
         except FileNotFoundError as e:  # swept from the server's cache since it was uploaded
-            raise gr.Error(
-                "This photo is no longer on the server (uploads are kept for a while only). Upload it again."
-            ) from e
+            raise gr.Error(UPLOAD_GONE) from e
         except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise gr.Error("That file is not an image we can read. Please upload a JPEG, PNG, WebP, BMP or GIF.") from e
+            raise gr.Error(NOT_AN_IMAGE) from e
+
+
+def stage_gallery(*, label: str, elem_id: str, height: int, **kwargs: Any) -> gr.Gallery:
+    """A row of one tile per stage (stem, layer1..layer4): the strips of maps and the feature maps."""
+    return gr.Gallery(label=label, columns=len(STAGES), height=height, elem_id=elem_id, format=IMAGE_FORMAT, **kwargs)

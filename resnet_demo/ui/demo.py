@@ -15,10 +15,11 @@ from ..core.errors import UserError
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS
 from .architecture_tab import build_architecture_tab
 from .compare_tab import build_compare_tab
+from .events import outputs_of
 from .explain_tab import build_explain_tab
 from .finetune_tab import build_finetune_tab
 from .housekeeping import start_tidying, visitor_left
-from .model_choice import SETTINGS, resolve_model, start_choice, status_markdown, use_checkpoint
+from .model_choice import SETTINGS, UseCheckpoint, resolve_model, start_choice, status_markdown, use_checkpoint
 from .settings import CSS, DELETE_CACHE, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, STATE_TTL_S, THEME
 from .slim_handlers import use_slimmed
 from .slim_tab import build_slim_tab
@@ -60,18 +61,11 @@ def build_demo(*, arch: str = "resnet50", weights: str = DEFAULT_WEIGHTS, device
 
         # The diagram shows the model of the last explained photo, coloured by it.
         explain.explained.then(lambda a: a, explain.arch, architecture.arch, api_visibility="private", queue=False)
+        use_model = outputs_of(UseCheckpoint, explain, tabs=tabs)  # "use this model", from either tab
         finetune.use_button.click(
-            use_checkpoint,
-            [finetune.checkpoint, finetune.arch],
-            [explain.arch, explain.weights, explain.checkpoint, tabs],
-            api_visibility="private",
+            use_checkpoint, [finetune.checkpoint, finetune.arch], use_model, api_visibility="private"
         )
-        slimmed.use_button.click(
-            use_slimmed,
-            slimmed.checkpoint,
-            [explain.arch, explain.weights, explain.checkpoint, tabs],
-            api_visibility="private",
-        )
+        slimmed.use_button.click(use_slimmed, slimmed.checkpoint, use_model, api_visibility="private")
 
         def left(request: gr.Request) -> None:
             # A visitor's analyses, files and session go when their page closes, not after Gradio's hour.

@@ -1,17 +1,20 @@
 """The Explain tab's handlers: a photo in, the top-5, its maps and feature maps out.
 
-Plain functions, so the tests call them directly; the stage, method, class and
-opacity are checked by the core (resnet_demo.explain), which says what is wrong.
+Plain functions, so the tests call them directly; the model, stage, method, class and
+opacity are checked by the core (resnet_demo.core, resnet_demo.explain), which says what is wrong.
+Each event with several outputs gets a named tuple (:class:`Explained`, :class:`ExplainPage`,
+:class:`MapViews`) whose fields are the Explain tab's component names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import gradio as gr
 import PIL.Image
 
+from ..core.errors import UserError
 from ..core.model import STAGES
 from ..core.render import overlay
 from ..explain import (
@@ -25,10 +28,12 @@ from ..explain import (
     overlay_on_full,
     prepare,
 )
-from .analysis_store import ANALYSES, DISPLAY_MAX, NO_PHOTO, stored
+from .analysis_store import ANALYSES, DISPLAY_MAX, stored
 from .components import user_errors
 from .downloads import DOWNLOADS
+from .events import extend
 from .markdown_text import md_text
+from .messages import BAD_VIEW, NO_PHOTO, unknown_pick
 from .model_choice import UNTRAINED_BANNER, resolve_model, status_markdown
 from .session_folders import session_name
 
@@ -39,6 +44,42 @@ NO_VERSUS = -1  # the versus picker's value for "no second class": the plain cla
 STRIP_FALLBACK = "gradcam"  # the strip and the fusion of methods that have no map at every stage
 
 Progress = Callable[[float], None]
+Tiles = list[tuple[PIL.Image.Image, str]]  # a gallery's value: (image, caption) pairs
+ResultT = TypeVar("ResultT", "Views", "Explained")
+
+
+class Views(NamedTuple):
+    """One map of an analysis, drawn: the views every new photo and every other view fill."""
+
+    heatmap: PIL.Image.Image
+    caption: str  # Markdown
+    strip: Any  # the method at every stage: tiles, or the gallery's update with its label
+    raw: str  # the map before upsampling, a .npy file
+
+
+class Explained(NamedTuple):
+    """``/explain``'s outputs, by the Explain tab's component names: a new photo's analysis and its views."""
+
+    analysis: str  # the analysis's key in the store: what the tab's gr.State holds
+    top5: dict[str, float]
+    status: str  # the weights banner
+    target: Any  # the class picker's update: this photo's classes, back on the top class
+    heatmap: PIL.Image.Image
+    caption: str
+    strip: Any
+    features: Tiles  # the most active channels of each stage
+    raw: str
+
+
+ExplainPage = extend(
+    Explained,
+    "ExplainPage",
+    {"versus": Any, "fusion": Tiles},
+    doc="The page's own event for a new photo: /explain's outputs, then what else a new photo resets.",
+)
+MapViews = extend(
+    Views, "MapViews", {"fusion": Tiles}, doc="Another view of the same photo: the map's views and the fused map."
+)
 
 
 def method_choices(*, arch: str, stage: str = "layer4") -> list[tuple[str, str]]:
@@ -96,7 +137,7 @@ def class_index(target: int | float | str | None) -> int | None:
     try:
         t = int(target)
     except (TypeError, ValueError) as e:
-        raise gr.Error(f"Unknown class {target!r}: pick one from the list.") from e
+        raise UserError(unknown_pick(target)) from e
     return None if t in (TOP_CLASS, NO_VERSUS) else t
 
 
@@ -176,12 +217,10 @@ def _features(analysis: Analysis) -> list[tuple[PIL.Image.Image, str]]:
     return [(grid.image, grid.caption) for grid in map(analysis.feature_maps, STAGES)]
 
 
-def _check_view(*, opacity: float, view: str) -> None:
-    # The renderer checks opacity too, but as a programming error; a request deserves a sentence.
-    if not 0.0 <= float(opacity) <= 1.0:
-        raise gr.Error("Opacity must be between 0 and 1.")
+def _check_view(view: str) -> None:
+    # The app's own choice of drawing (the renderer checks the opacity): before any model loads.
     if view not in ("crop", "full"):
-        raise gr.Error("View must be 'crop' or 'full'.")
+        raise UserError(BAD_VIEW)
 
 
 def _views(
@@ -194,8 +233,8 @@ def _views(
     view: str,
     versus: int | None = None,
     progress: Any = None,
-) -> list[Any]:
-    """(overlay, caption, strip, raw map file) of one map of ``analysis``."""
+) -> Views:
+    """One map of ``analysis`` drawn: overlay, caption, strip, raw map file."""
     callback = progress_for(progress, f"{METHODS.get(method, method)}…") if progress is not None else None
     att = analysis.attribution(
         stage=stage, target=target, method=method, versus=versus_for(method, versus), progress=callback
@@ -209,7 +248,7 @@ def _views(
     raw = DOWNLOADS.save_npy(att.raw, stem=f"{analysis.arch}-{att.stage}-{att.method}-class{att.target}{against}")
     caption = _caption(analysis, att, dropped_versus=versus is not None and att.versus is None)
     strip = _strip(analysis, target=target, versus=versus, method=method, opacity=opacity)
-    return [heat, caption, strip, raw]
+    return Views(heatmap=heat, caption=caption, strip=strip, raw=raw)
 
 
 def strip_label(method: str) -> str:
@@ -217,17 +256,22 @@ def strip_label(method: str) -> str:
     return f"{METHODS[strip_method(method)]} at every stage, same class"
 
 
+def _label_strip(result: ResultT, method: str) -> ResultT:
+    """``result`` with its strip as the gallery's update that also says which method it shows."""
+    return result._replace(strip=gr.update(value=result.strip, label=strip_label(method)))
+
+
 def explain_photo(
     image: str | None, arch: str, weights: str, checkpoint: str | None, stage: str, method: str, opacity: float,
     view: str, *, session: str, progress: Any = None,
-) -> tuple[Any, ...]:  # fmt: skip
+) -> tuple[Analysis, Explained]:  # fmt: skip
     """One forward pass of a new photo (or model), kept in the store for ``session``, and every view of it.
 
-    Returns (analysis key, analysis, top-5, status, class picker, overlay, caption, strip, feature maps, raw map).
+    Returns the analysis and ``/explain``'s outputs.
     """
     if image is None:
-        raise gr.Error(NO_PHOTO)
-    _check_view(opacity=opacity, view=view)
+        raise UserError(NO_PHOTO)
+    _check_view(view)
     loaded = resolve_model(arch=arch, weights=weights, checkpoint=checkpoint)
     # Only a display copy of the photo is kept (a phone photo would pin 70 MB per visitor);
     # the model's crop comes from the photo at its loaded size.
@@ -236,12 +280,15 @@ def explain_photo(
     stages = STAGES if get_method(strip_method(method)).class_specific else ()
     analysis = analyze(image=prepared, topk=5, model=loaded, gradcam_stages=stages)
     key = ANALYSES.put(analysis, session=session)
-    heat, caption, strip, raw = _views(
-        analysis, stage=stage, target=None, method=method, opacity=opacity, view=view, progress=progress
+    views = _views(analysis, stage=stage, target=None, method=method, opacity=opacity, view=view, progress=progress)
+    return analysis, Explained(
+        analysis=key,
+        top5=label_dict(analysis),
+        status=status_markdown(loaded),
+        target=gr.update(choices=class_choices(analysis), value=TOP_CLASS),
+        features=_features(analysis),
+        **views._asdict(),
     )
-    picker = gr.update(choices=class_choices(analysis), value=TOP_CLASS)
-    features = _features(analysis)
-    return key, analysis, label_dict(analysis), status_markdown(loaded), picker, heat, caption, strip, features, raw
 
 
 @user_errors
@@ -256,16 +303,15 @@ def run_explain(
     view: str,
     request: gr.Request | None = None,
     progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar; not an API input)
-) -> tuple[Any, ...]:
+) -> Explained:
     """``/explain``: a new photo or model, one forward, then every view of it.
 
-    Returns (analysis key for the state, top-5, status, class picker, overlay, caption,
-    strip, feature maps, raw map file).
+    Its parameters are the API's, in their order: scripts call it by position.
     """
-    key, _analysis, *views = explain_photo(
+    _analysis, explained = explain_photo(
         image, arch, weights, checkpoint, stage, method, opacity, view, session=session_name(request), progress=progress
     )
-    return key, *views
+    return explained
 
 
 @user_errors
@@ -273,20 +319,17 @@ def explain_ui(
     image: str | None, arch: str, weights: str, checkpoint: str | None, stage: str, method: str, opacity: float,
     view: str, request: gr.Request | None = None,
     progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
-) -> tuple[Any, ...]:  # fmt: skip
+) -> ExplainPage:  # fmt: skip
     """The tab's own event for a new photo or model: ``/explain``'s outputs and what else a new photo
-    resets (the versus picker, the fused map, the strip's label) in one step, one round trip.
-
-    Returns (analysis key, top-5, status, class picker, overlay, caption, strip, feature maps,
-    raw map file, versus picker, fusion image).
-    """
-    key, analysis, top5, status, picker, heat, caption, strip, features, raw = explain_photo(
+    resets (the versus picker, the fused map, the strip's label) in one step, one round trip."""
+    analysis, explained = explain_photo(
         image, arch, weights, checkpoint, stage, method, opacity, view, session=session_name(request), progress=progress
     )
-    versus = gr.update(choices=versus_choices(analysis), value=NO_VERSUS)
-    fusion = fusion_view(analysis, target=None, versus=None, method=method, opacity=opacity)
-    strip_update = gr.update(value=strip, label=strip_label(method))
-    return key, top5, status, picker, heat, caption, strip_update, features, raw, versus, fusion
+    return ExplainPage(
+        **_label_strip(explained, method)._asdict(),
+        versus=gr.update(choices=versus_choices(analysis), value=NO_VERSUS),
+        fusion=fusion_view(analysis, target=None, versus=None, method=method, opacity=opacity),
+    )
 
 
 @user_errors
@@ -299,26 +342,27 @@ def rerender(
     opacity: float,
     view: str,
     progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
-) -> tuple[Any, ...]:
+) -> MapViews:
     """Explain tab, another stage / class / versus class / method / opacity / view of the same photo.
 
     No new forward pass: the analysis in the user's state serves it.
-    Returns (overlay, caption, strip, raw map file, fusion image).
     """
     analysis = stored(analysis)
-    _check_view(opacity=opacity, view=view)
+    _check_view(view)
     t, v = class_index(target), class_index(versus)
-    heat, caption, strip, raw = _views(
+    views = _views(
         analysis, stage=stage, target=t, method=method, opacity=opacity, view=view, versus=v, progress=progress
     )
-    strip_update = gr.update(value=strip, label=strip_label(method))
-    return heat, caption, strip_update, raw, fusion_view(analysis, target=t, versus=v, method=method, opacity=opacity)
+    return MapViews(
+        **_label_strip(views, method)._asdict(),
+        fusion=fusion_view(analysis, target=t, versus=v, method=method, opacity=opacity),
+    )
 
 
 @user_errors
 def predict(image: str | None, arch: str = "resnet50", weights: str = "imagenet-v2") -> dict[str, float]:
     """API: the top-5 classes of a photo (``/predict``)."""
     if image is None:
-        raise gr.Error("Send an image.")
+        raise UserError(NO_PHOTO)
     loaded = resolve_model(arch=arch, weights=weights, checkpoint=None)
     return label_dict(analyze(image=image, topk=5, model=loaded))

@@ -11,7 +11,8 @@ from typing import Any
 import gradio as gr
 
 from . import explain_handlers as h
-from .components import SafeImage, example_photos
+from .components import SafeImage, example_photos, stage_gallery
+from .events import outputs_of
 from .model_choice import ARCH_CHOICES, WEIGHT_CHOICES, checkpoint_visibility, weights_status
 from .settings import IMAGE_FORMAT, INFERENCE_LIMIT
 from .trust_panel import TrustPanel, build_trust_panel, wire_trust_panel
@@ -19,7 +20,10 @@ from .trust_panel import TrustPanel, build_trust_panel, wire_trust_panel
 
 @dataclass
 class ExplainTab:
-    """The tab's components; the app wires the model pickers and the explain event to other tabs."""
+    """The tab's components; the app wires the model pickers and the explain event to other tabs.
+
+    The handlers' named results (:class:`~.explain_handlers.Explained` and the others) name these fields.
+    """
 
     arch: gr.Radio
     weights: gr.Dropdown
@@ -97,25 +101,14 @@ def build_explain_tab(
             caption = gr.Markdown(elem_id="caption", latex_delimiters=[])
             raw = gr.File(label="Raw map (.npy, before upsampling)", interactive=False)
     with gr.Row(equal_height=True):
-        strip = gr.Gallery(
-            label="Grad-CAM at every stage, same class",
-            columns=5,
-            height=220,
-            elem_id="strip",
-            scale=5,
-            format=IMAGE_FORMAT,
-        )
+        strip = stage_gallery(label="Grad-CAM at every stage, same class", elem_id="strip", height=220, scale=5)
         # A one-tile gallery, so the fused map looks and scales like the strip's tiles.
         fusion = gr.Gallery(
             label="Fused (max)", columns=1, height=220, elem_id="fusion", scale=1, min_width=220, format=IMAGE_FORMAT
         )
     trust = build_trust_panel()
-    features = gr.Gallery(
-        label="Feature maps: the most active channels of each stage",
-        columns=5,
-        height=260,
-        elem_id="features",
-        format=IMAGE_FORMAT,
+    features = stage_gallery(
+        label="Feature maps: the most active channels of each stage", elem_id="features", height=260
     )
     tab = ExplainTab(
         arch=arch_in, weights=weights_in, checkpoint=checkpoint_in, image=image, run=run, examples=examples,
@@ -146,23 +139,24 @@ def _wire(tab: ExplainTab, *, status: gr.Markdown, analysis: gr.State) -> Any:
     # The methods' expected times depend on the model and the stage.
     gr.on([tab.arch.change, tab.stage.change], h.method_picker, [tab.arch, tab.stage], tab.method, **_QUIET)
 
-    outputs = [analysis, tab.top5, status, tab.target, tab.heatmap, tab.caption, tab.strip, tab.features, tab.raw]
+    above = {"analysis": analysis, "status": status}  # the user's state and the banner: above the tabs
     inputs = [tab.image, *model_inputs, tab.stage, tab.method, tab.opacity, tab.view]
     inference = {"concurrency_id": "inference", "concurrency_limit": INFERENCE_LIMIT, "trigger_mode": "always_last"}
     # The page's own event: /explain's outputs and the new photo's extras in one step (a chained
     # second event would cost another round trip through the queue before the page is complete).
-    page = {"fn": h.explain_ui, "inputs": inputs, "outputs": [*outputs, tab.versus, tab.fusion], **inference}
+    page = {"fn": h.explain_ui, "inputs": inputs, "outputs": outputs_of(h.ExplainPage, tab, **above), **inference}
     explained = gr.on([tab.run.click, tab.image.upload], api_visibility="private", **page)
     # Clicking an example fills the photo (no upload event), then explains it.
     example = tab.examples.load_input_event.then(api_visibility="private", **page)
     photo_done = [explained, example]
     # /explain for scripts: the same analysis, its outputs as they always were.
-    gr.Button(visible=False).click(h.run_explain, inputs, outputs, api_name="explain", **inference)
+    api_outputs = outputs_of(h.Explained, tab, **above)
+    gr.Button(visible=False).click(h.run_explain, inputs, api_outputs, api_name="explain", **inference)
 
     # Another view of the same photo. A method without a map at the current stage first moves
     # the stage (programmatically: the stage's .input does not fire), then renders once.
     view_inputs = [analysis, tab.stage, tab.target, tab.versus, tab.method, tab.opacity, tab.view]
-    view_outputs = [tab.heatmap, tab.caption, tab.strip, tab.raw, tab.fusion]
+    view_outputs = outputs_of(h.MapViews, tab)
     gr.on(
         [tab.stage.input, tab.target.input, tab.versus.input, tab.opacity.release, tab.view.change],
         h.rerender, view_inputs, view_outputs, **_VIEW,

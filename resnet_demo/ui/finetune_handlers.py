@@ -3,6 +3,7 @@
 Plain functions, so the tests call them directly. The settings are checked once, by
 the core's :func:`~resnet_demo.finetune.validate_config` with the server's bounds.
 :func:`follow_job` streams a running job to its page, for this tab and the Slim tab.
+The events with several outputs return named tuples whose fields are the tab's component names.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import torch
@@ -35,15 +36,37 @@ from ..finetune import (
 from ..finetune.plots import TrainingHistory, format_duration, training_figure
 from . import finetune_job as jobs
 from .components import user_errors
+from .messages import NO_DATA, NO_ZIP, job_failed, own_job_running
 from .model_choice import app_message
 from .session_folders import fresh_folder, offer, prune, session_dir, session_name
 
 log = logging.getLogger("resnet_demo.ui.finetune")
 
 UPDATE_EVERY_S = 1.0  # how often the curves are redrawn while training
-NO_DATA = "Prepare the data first: upload a zip or generate the sample set."
 
 _TIMINGS: dict[tuple[str, str, int, int, str], StepTiming] = {}  # measured steps, reused
+
+
+class PreparedData(NamedTuple):
+    """The session's data folder (the tab's state) and what it holds."""
+
+    dataset: str
+    data_summary: str  # Markdown
+
+
+class FinetuneProgress(NamedTuple):
+    """A fine-tune as it runs: its status and curves; the checkpoint and the "use" button once it ends."""
+
+    status: str  # Markdown
+    curves: Any  # a plotly figure
+    checkpoint: str | None  # the checkpoint offered for download
+    use_button: Any  # the "use this model" button's update: interactive once a checkpoint exists
+
+
+def offered_fields(offered: Path | str | None) -> dict[str, Any]:
+    """A run's checkpoint fields: the file offered for download (None while it runs) and the
+    "use this model" button, interactive once there is a file. For this tab's run and the Slim tab's."""
+    return {"checkpoint": str(offered) if offered else None, "use_button": gr.update(interactive=bool(offered))}
 
 
 def _describe(images: ImageSet) -> str:
@@ -55,18 +78,16 @@ def _new_data_folder(request: gr.Request | None) -> Path:
     session = session_name(request)
     job = jobs.current()
     if job is not None and job.owner == session:  # a slim run may be reading this data too
-        raise gr.Error(f"Your {job.kind.noun} is running on the current data; wait for it to end, or cancel it first.")
+        raise UserError(own_job_running(job.kind.noun))
     prune(keep=job.owner if job is not None else None)
     return fresh_folder(session_dir(session), prefix="data")
 
 
 @user_errors
-def prepare_upload(zip_file: str | None, request: gr.Request | None = None) -> tuple[str, str]:
-    """Unpack an uploaded zip of class folders safely; returns (data folder, summary)."""
+def prepare_upload(zip_file: str | None, request: gr.Request | None = None) -> PreparedData:
+    """Unpack an uploaded zip of class folders safely (the core refuses what is no zip, and every unsafe entry)."""
     if not zip_file:
-        raise gr.Error("Upload a .zip of class folders (e.g. cats/1.jpg, dogs/1.jpg), or generate the sample set.")
-    if not str(zip_file).lower().endswith(".zip"):
-        raise gr.Error("That is not a .zip file. Zip a folder that holds one sub-folder of images per class.")
+        raise UserError(NO_ZIP)
     dest = _new_data_folder(request)
     dest.rmdir()  # safe_extract_zip creates it, and removes it again on any refusal
     safe_extract_zip(zip_file, dest)
@@ -76,15 +97,16 @@ def prepare_upload(zip_file: str | None, request: gr.Request | None = None) -> t
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)  # refused data leaves nothing on the server's disk
         raise
-    return str(dest), _describe(images)
+    return PreparedData(dataset=str(dest), data_summary=_describe(images))
 
 
 @user_errors
-def generate_sample(request: gr.Request | None = None) -> tuple[str, str]:
-    """Write the sample set (coloured shapes on textured backgrounds); returns (folder, summary)."""
+def generate_sample(request: gr.Request | None = None) -> PreparedData:
+    """Write the sample set (coloured shapes on textured backgrounds) in a fresh folder of the session."""
     dest = _new_data_folder(request)
     make_sample_dataset(dest, num_classes=3, images_per_class=40, image_size=160)
-    return str(dest), _describe(load_image_set(dest)) + " (generated sample set: circle, square, triangle)"
+    summary = _describe(load_image_set(dest)) + " (generated sample set: circle, square, triangle)"
+    return PreparedData(dataset=str(dest), data_summary=summary)
 
 
 def _device() -> str:
@@ -185,14 +207,14 @@ def _final_status(result: FinetuneResult) -> str:
     return head + " Download the checkpoint below, or press **Use this model** to explain with it."
 
 
-def _failure(error: BaseException, *, kind: jobs.JobKind = jobs.FINETUNE) -> gr.Error:
+def _failure(error: BaseException, *, kind: jobs.JobKind) -> UserError:
     """What the page says when the run raised: the core's sentence, or a short apology for a bug."""
     if isinstance(error, TrainingDiverged):  # without the server's path of the last good checkpoint
-        return gr.Error(error.problem)
+        return UserError(error.problem)
     if isinstance(error, UserError):  # e.g. ImageNet weights unavailable: what to do in the app
-        return gr.Error(app_message(error))
+        return UserError(app_message(error))
     log.error("%s failed", kind.noun, exc_info=error)
-    return gr.Error(f"The {kind.noun} failed on the server ({type(error).__name__}). Please try again.")
+    return UserError(job_failed(error, noun=kind.noun))
 
 
 def follow_job(
@@ -202,8 +224,8 @@ def follow_job(
     :data:`UPDATE_EVERY_S` while it runs, and at its last event.
 
     Each event goes into ``history`` (the caller's, for its final figure), the job's step count
-    (for the busy message others get) and the progress bar. When the run raised, raises the
-    page's ``gr.Error`` after its last event.
+    (for the busy message others get) and the progress bar. When the run raised, raises a
+    :class:`UserError` with the page's sentence after its last event.
     """
     yield _status(history, job), training_figure(history)
     last_yield = time.monotonic()
@@ -216,7 +238,7 @@ def follow_job(
             last_yield = time.monotonic()
             yield _status(history, job), training_figure(history)
     if job.error is not None:
-        raise _failure(job.error, kind=job.kind)
+        raise _failure(job.error, kind=job.kind) from job.error
 
 
 @user_errors
@@ -231,8 +253,8 @@ def run_finetune(
     weights: str = "imagenet-v2",
     request: gr.Request | None = None,
     progress: Callable[..., Any] | None = gr.Progress(),  # noqa: B008 - how Gradio asks for a progress bar
-) -> Iterator[tuple[Any, ...]]:
-    """Start the fine-tune and stream (status, curves, checkpoint file, use-button update).
+) -> Iterator[FinetuneProgress]:
+    """Start the fine-tune and stream its status and curves, then the checkpoint and the "use" button.
 
     Raises ``gr.Error`` for bad settings, when another fine-tune runs, or when this one
     fails (a diverged loss names the last good checkpoint). If the browser goes away,
@@ -244,11 +266,10 @@ def run_finetune(
         cfg = dataclasses.replace(cfg, out=str(fresh_folder(session_dir(session), prefix="run")))
         job.start(lambda: finetune(cfg, callback=job.events.put, stop=job.stop))
         history = TrainingHistory(epochs_total=cfg.epochs)
-        no_file, disabled = None, gr.update(interactive=False)
         try:
             for status, curves in follow_job(job, history=history, progress=progress):
-                yield status, curves, no_file, disabled
-        except gr.Error:  # the run failed: nothing of it is worth keeping
+                yield FinetuneProgress(status=status, curves=curves, **offered_fields(None))
+        except UserError:  # the run failed: nothing of it is worth keeping
             shutil.rmtree(cfg.out, ignore_errors=True)
             raise
         result = job.result
@@ -258,8 +279,7 @@ def run_finetune(
         path = result.best or result.last
         offered = offer(session, path, kind=job.kind.key) if path is not None else None
         shutil.rmtree(cfg.out, ignore_errors=True)
-        ready = gr.update(interactive=offered is not None)
-        yield _final_status(result), training_figure(history), str(offered) if offered else None, ready
+        yield FinetuneProgress(status=_final_status(result), curves=training_figure(history), **offered_fields(offered))
 
 
 @user_errors

@@ -12,7 +12,9 @@ import gradio as gr
 
 from ..core.weights import ARCHES
 from . import finetune_handlers as h
+from .events import outputs_of
 from .model_choice import UPLOAD, WEIGHT_CHOICES
+from .settings import TRAINING_QUEUE
 
 IMAGE_SIZES = (128, 160, 192, 224)
 FREEZE_CHOICES = [
@@ -31,12 +33,16 @@ classes. The result loads in the Explain tab.
 
 @dataclass
 class FinetuneTab:
-    """The components the app wires to the Explain tab ("use this model") and the tests look at."""
+    """The components the app wires to the Explain tab ("use this model"), the tests look at, and
+    the handlers' results (:class:`.PreparedData`, :class:`.FinetuneProgress`) name."""
 
     arch: gr.Radio  # the architecture of the checkpoint: set the Explain tab's model to it
     curves: gr.Plot
     checkpoint: gr.File  # the finished checkpoint (best.pth), to download
     use_button: gr.Button  # "use this model": interactive once a checkpoint exists
+    dataset: gr.State  # the prepared data folder (str) of this session
+    data_summary: gr.Markdown
+    status: gr.Markdown
 
 
 def build_finetune_tab() -> FinetuneTab:
@@ -71,9 +77,13 @@ def build_finetune_tab() -> FinetuneTab:
         checkpoint = gr.File(label="Checkpoint (best validation top-1)", interactive=False)
         use_button = gr.Button("Use this model in the Explain tab", interactive=False)
 
+    tab = FinetuneTab(
+        arch=arch, curves=curves, checkpoint=checkpoint, use_button=use_button, dataset=dataset,
+        data_summary=data_summary, status=status,
+    )  # fmt: skip
     data = {"api_visibility": "private", "concurrency_id": "finetune-data"}
-    data_zip.upload(h.prepare_upload, data_zip, [dataset, data_summary], **data)
-    sample_button.click(h.generate_sample, None, [dataset, data_summary], **data)
+    data_zip.upload(h.prepare_upload, data_zip, outputs_of(h.PreparedData, tab), **data)
+    sample_button.click(h.generate_sample, None, outputs_of(h.PreparedData, tab), **data)
     estimate_button.click(
         h.estimate_time,
         [dataset, arch, epochs, batch_size, freeze, image_size],
@@ -81,15 +91,8 @@ def build_finetune_tab() -> FinetuneTab:
         api_visibility="private",
         concurrency_id="finetune-estimate",
     )
-    start_button.click(
-        h.run_finetune,
-        [dataset, arch, epochs, lr, batch_size, freeze, image_size, weights],
-        [status, curves, checkpoint, use_button],
-        api_visibility="private",
-        # Its own queue, a few wide: a second user gets the "busy" message at once
-        # instead of waiting unseen, and inference never queues behind training.
-        concurrency_id="finetune",
-        concurrency_limit=4,
-    )
+    settings = [dataset, arch, epochs, lr, batch_size, freeze, image_size, weights]
+    progress = outputs_of(h.FinetuneProgress, tab)
+    start_button.click(h.run_finetune, settings, progress, api_visibility="private", **TRAINING_QUEUE)
     cancel_button.click(h.cancel_finetune, None, status, api_visibility="private", queue=False)
-    return FinetuneTab(arch=arch, curves=curves, checkpoint=checkpoint, use_button=use_button)
+    return tab

@@ -1,17 +1,18 @@
 """The model the pickers name: the choices of architecture and weights, the shared model
-they load, and the weights banner that says what is running."""
+they load, and the weights banner that says what is running. The core checks the
+architecture (:func:`~resnet_demo.core.weights.check_arch`) and any checkpoint file."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 
 from ..core.errors import UserError
-from ..core.weights import ARCHES, LoadedModel, WeightsError, shared_model
+from ..core.weights import ARCH_LABELS, ARCHES, LoadedModel, WeightsError, check_arch, shared_model
 from .components import user_errors
+from .messages import NO_CHECKPOINT, NO_FINETUNED, unknown_weights
 
-ARCH_LABELS: dict[str, str] = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "resnet152": "ResNet-152"}
 ARCH_CHOICES: list[tuple[str, str]] = [(ARCH_LABELS[a], a) for a in ARCHES]
 UPLOAD = "upload"
 WEIGHT_CHOICES: list[tuple[str, str]] = [
@@ -50,18 +51,18 @@ def resolve_model(*, arch: str, weights: str, checkpoint: str | None) -> LoadedM
     """The shared, cached model for the pickers' values.
 
     Named weights fall back to random ones when they cannot be had (the banner says
-    so); a checkpoint the user uploaded must load, or they get the reason.
+    so); a checkpoint the user uploaded must load, or they get the reason. The core
+    checks ``arch``.
     """
-    if arch not in ARCHES:
-        raise gr.Error(f"Unknown model {arch[:40]!r}. Pick ResNet-50, ResNet-101 or ResNet-152.")
     if weights == UPLOAD:
         if not checkpoint:
-            raise gr.Error("Upload a .pth checkpoint first, or pick ImageNet weights.")
+            raise UserError(NO_CHECKPOINT)
         # A bad file raises WeightsError, naming the file by its name (never its server folder):
         # the handlers' wrapper shows it as a gr.Error, and a bad --weights file stops the start-up.
         return shared_model(arch=arch, weights=str(checkpoint), device=SETTINGS["device"])
+    # Not the core's check: it takes any other value for a file's path, and a request names no server file.
     if weights not in dict((v, k) for k, v in WEIGHT_CHOICES):
-        raise gr.Error(f"Unknown weights {weights[:40]!r}. Pick ImageNet V2, ImageNet V1 or Random.")
+        raise UserError(unknown_weights(weights))
     return shared_model(arch=arch, weights=weights, fallback_to_random=True, device=SETTINGS["device"])
 
 
@@ -93,13 +94,21 @@ def checkpoint_visibility(weights: str) -> dict[str, Any]:
     return gr.update(visible=weights == UPLOAD)
 
 
-def use_checkpoint(path: str | None, arch: str) -> tuple[Any, ...]:
-    """Fine-tune tab's "use this model": switch the Explain tab to the new checkpoint and its arch.
+class UseCheckpoint(NamedTuple):
+    """The "Use this model" buttons' outputs: the Explain tab's pickers (by its component names) on a
+    checkpoint, and that tab shown."""
 
-    Returns (arch picker, weights picker, checkpoint file, selected tab).
-    """
+    arch: str
+    weights: Any  # the weights picker's update: "My checkpoint"
+    checkpoint: str  # the checkpoint file
+    tabs: Any  # the app's tabs, on the Explain tab
+
+
+@user_errors
+def use_checkpoint(path: str | None, arch: str) -> UseCheckpoint:
+    """Fine-tune tab's "use this model": switch the Explain tab to the new checkpoint and its arch."""
     if not path:
-        raise gr.Error("No checkpoint yet: run a fine-tune first.")
-    if arch not in ARCHES:
-        raise gr.Error(f"Unknown model {arch!r}.")
-    return arch, gr.update(value=UPLOAD), path, gr.Tabs(selected="explain")
+        raise UserError(NO_FINETUNED)
+    return UseCheckpoint(
+        arch=check_arch(arch), weights=gr.update(value=UPLOAD), checkpoint=path, tabs=gr.Tabs(selected="explain")
+    )

@@ -20,6 +20,9 @@ MAX_UPLOAD = "300mb"
 # Gradio's own sweep of its cache (every hour, files older than two hours; everything when the
 # server stops). The app's files are also kept bounded every few seconds (.temp_files).
 DELETE_CACHE = (3600, 7200)
+# The server's one training job, fine-tune or slim (.finetune_job): a queue of its own, a few wide, so that
+# a second user gets the "busy" sentence at once instead of waiting unseen, and inference never queues behind it.
+TRAINING_QUEUE = {"concurrency_id": "finetune", "concurrency_limit": 4}
 # Per-user analyses are dropped after 20 minutes idle (each holds activations).
 STATE_TTL_S = 20 * 60
 # How returned images are encoded: JPEG takes ~2 ms for the dozen images of a new photo, where

@@ -4,7 +4,8 @@ Plain functions, so the tests call them directly. The settings are checked once,
 core's :func:`~resnet_demo.slim.validate_slim` with the server's bounds; the run is the
 core's :func:`~resnet_demo.slim.slim`, in the server's one training slot
 (:mod:`.finetune_job`, shared with the Fine-tune tab), streamed like a fine-tune
-(:func:`~.finetune_handlers.follow_job`).
+(:func:`~.finetune_handlers.follow_job`). The run streams :class:`SlimProgress`, whose fields
+are the tab's component names.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 
 from ..core.errors import UserError
-from ..core.weights import ARCHES, cache_path, weights_spec
+from ..core.weights import ARCH_LABELS, ARCHES, cache_path, weights_spec
 from ..data import load_image_set, make_sample_dataset
 from ..finetune.checkpoints import checkpoint_arch, same_classes
 from ..finetune.plots import TrainingHistory, training_figure
@@ -27,8 +28,9 @@ from ..slim import SlimConfig, SlimReport, markdown_table, slim, validate_slim
 from ..slim.plots import accuracy_macs_figure
 from . import finetune_job as jobs
 from .components import user_errors
-from .finetune_handlers import follow_job
-from .model_choice import ARCH_LABELS, app_message, use_checkpoint
+from .finetune_handlers import follow_job, offered_fields
+from .messages import NO_FINETUNE_DATA, NO_SLIM_UPLOAD, NO_SLIMMED, NO_TRAINED
+from .model_choice import UseCheckpoint, app_message, use_checkpoint
 from .session_folders import fresh_folder, offer, session_dir, session_name
 
 TRAINED, UPLOADED = "trained", "upload"  # where the checkpoint to slim comes from
@@ -37,13 +39,16 @@ NO_TEACHER, SELF_TEACHER = "none", "self"
 BATCH_SIZE = 16  # the Fine-tune tab's default; BatchNorm stays in eval mode under 8 images
 LATENCY_REPEATS = 10  # timed batch-1 forwards per model: enough for a median, short on a busy server
 
-NO_TRAINED = (
-    "No model has been trained in the Fine-tune tab in this session yet: train one there, or upload a .pth checkpoint."
-)
-NO_FINETUNE_DATA = (
-    "The Fine-tune tab has no data for this session: prepare it there (a zip or the sample set), "
-    "or pick the generated sample set here."
-)
+
+class SlimProgress(NamedTuple):
+    """A slim run as it runs: status and curves; the report, the checkpoint and the "use" button once it ends."""
+
+    status: str  # Markdown
+    curves: Any  # a plotly figure
+    report: str  # Markdown: before and after, as a table ("" while it runs)
+    report_plot: Any  # accuracy versus MACs (None while it runs)
+    checkpoint: str | None  # the slim checkpoint offered for download
+    use_button: Any  # the "use this model" button's update: interactive once a checkpoint exists
 
 
 def teacher_choices() -> list[tuple[str, str]]:
@@ -63,7 +68,7 @@ def _source(choice: str, upload: str | None, trained: str | None) -> str:
             raise UserError(NO_TRAINED)
         return str(trained)
     if not upload:
-        raise UserError("Upload the fine-tuned .pth checkpoint to slim, or pick the model just trained.")
+        raise UserError(NO_SLIM_UPLOAD)
     return str(upload)
 
 
@@ -170,9 +175,9 @@ def run_slim(
     epochs: float,
     request: gr.Request | None = None,
     progress: Callable[..., Any] | None = gr.Progress(),  # noqa: B008 - how Gradio asks for a progress bar
-) -> Iterator[tuple[Any, ...]]:
-    """Prune, recover and report, streaming (status, curves, report table, report figure,
-    checkpoint file, use-button update).
+) -> Iterator[SlimProgress]:
+    """Prune, recover and report, streaming the status and curves, then the report, the checkpoint
+    and the "use" button.
 
     One training job runs per server, fine-tune or slim: a second gets the busy sentence.
     If the browser goes away, the run stops at its next step and the slot is freed.
@@ -194,11 +199,10 @@ def run_slim(
 
         job.start(work)
         history = TrainingHistory(epochs_total=cfg.epochs)
-        waiting = ("", None, None, gr.update(interactive=False))  # report table, figure, file, button
         try:
             for status, curves in follow_job(job, history=history, progress=progress):
-                yield (status, curves, *waiting)
-        except gr.Error:  # the run failed: nothing of it is worth keeping
+                yield SlimProgress(status=status, curves=curves, report="", report_plot=None, **offered_fields(None))
+        except UserError:  # the run failed: nothing of it is worth keeping
             shutil.rmtree(cfg.out, ignore_errors=True)
             raise
         try:
@@ -213,13 +217,12 @@ def run_slim(
             shutil.rmtree(cfg.out, ignore_errors=True)
         report = reports[0] if reports else None
         status = _final_status(report, int(job.result.summary.get("steps_done", 0)), job.result.cancelled)
-        yield (
-            status,
-            training_figure(history),
-            markdown_table(report) if report is not None else "",
-            accuracy_macs_figure(report) if report is not None else None,
-            str(offered) if offered is not None else None,
-            gr.update(interactive=offered is not None),
+        yield SlimProgress(
+            status=status,
+            curves=training_figure(history),
+            report=markdown_table(report) if report is not None else "",
+            report_plot=accuracy_macs_figure(report) if report is not None else None,
+            **offered_fields(offered),
         )
 
 
@@ -232,11 +235,8 @@ def cancel_slim(request: gr.Request | None = None) -> str:
 
 
 @user_errors
-def use_slimmed(path: str | None) -> tuple[Any, ...]:
-    """The "Use this model" button: switch the Explain tab to the slim checkpoint, at its recorded architecture.
-
-    Returns (arch picker, weights picker, checkpoint file, selected tab), as the Fine-tune tab's does.
-    """
+def use_slimmed(path: str | None) -> UseCheckpoint:
+    """The "Use this model" button: switch the Explain tab to the slim checkpoint, at its recorded architecture."""
     if not path:
-        raise UserError("No slim checkpoint yet: run Slim first.")
+        raise UserError(NO_SLIMMED)
     return use_checkpoint(path, checkpoint_arch(path, role="The slim checkpoint"))

@@ -14,6 +14,8 @@ import gradio as gr
 
 from ..slim import MAX_FRACTION
 from . import slim_handlers as h
+from .events import outputs_of
+from .settings import TRAINING_QUEUE
 
 INTRO = """### Slim a fine-tuned model
 Removes a fraction of the inner channels of every bottleneck block (the outputs of its 1x1 and 3x3
@@ -30,9 +32,12 @@ CRITERIA = [("BatchNorm scale (network slimming)", "bn-scale"), ("L1 norm of the
 
 @dataclass
 class SlimTab:
-    """The components the app wires to the Explain tab ("use this model") and the tests look at."""
+    """The components the app wires to the Explain tab ("use this model"), the tests look at, and
+    the run's result (:class:`.SlimProgress`) names."""
 
+    status: gr.Markdown
     curves: gr.Plot
+    report: gr.Markdown  # before and after, as a table
     report_plot: gr.Plot  # accuracy versus MACs
     checkpoint: gr.File  # the slim checkpoint (best validation top-1), to download
     use_button: gr.Button  # "use this model": interactive once a checkpoint exists
@@ -77,17 +82,16 @@ def build_slim_tab(*, trained: gr.File | None = None) -> SlimTab:
         checkpoint = gr.File(label="Slim checkpoint (best validation top-1)", interactive=False)
         use_button = gr.Button("Use this model in the Explain tab", interactive=False)
 
+    tab = SlimTab(
+        status=status, curves=curves, report=report, report_plot=report_plot, checkpoint=checkpoint,
+        use_button=use_button,
+    )  # fmt: skip
     if trained is None:  # a hidden stand-in keeps one handler signature
         trained = gr.File(visible=False, interactive=False)
+    settings = [source, upload, trained, data, fraction, criterion, teacher, epochs]
+    # The Fine-tune tab's queue: one training job per server.
     start_button.click(
-        h.run_slim,
-        [source, upload, trained, data, fraction, criterion, teacher, epochs],
-        [status, curves, report, report_plot, checkpoint, use_button],
-        api_visibility="private",
-        # The Fine-tune tab's queue: one training job per server, and a second user gets
-        # the "busy" sentence at once instead of waiting unseen.
-        concurrency_id="finetune",
-        concurrency_limit=4,
+        h.run_slim, settings, outputs_of(h.SlimProgress, tab), api_visibility="private", **TRAINING_QUEUE
     )
     cancel_button.click(h.cancel_slim, None, status, api_visibility="private", queue=False)
-    return SlimTab(curves=curves, report_plot=report_plot, checkpoint=checkpoint, use_button=use_button)
+    return tab

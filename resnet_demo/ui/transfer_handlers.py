@@ -1,15 +1,17 @@
 """The Transfer tab's handlers: a photo segmented or with its objects boxed, Grad-CAM at every backbone
-stage for a class or a detection of the user's choice, the backbone's feature maps and its diagram."""
+stage for a class or a detection of the user's choice, the backbone's feature maps and its diagram.
+The events with several outputs return named tuples whose fields are the tab's component names."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import plotly.graph_objects as go
 from PIL import Image
 
 from .. import diagram
+from ..core.errors import UserError
 from ..core.images import load_image
 from ..core.model import STAGES, check_stage
 from ..core.render import overlay
@@ -18,15 +20,18 @@ from ..transfer.backbone import DILATION, HEAD_INPUTS, READS
 from ..transfer.drawing import draw_detections, draw_segmentation, hex_colour
 from ..transfer.explain import TransferExplanation, explain_transfer, target_index
 from ..transfer.weights import MODELS, TransferSpec, backbones_for, shared_transfer, transfer_spec
-from .analysis_store import NO_PHOTO
 from .components import user_errors
 from .markdown_text import md_text
+from .messages import NO_PHOTO
 
 __all__ = [
     "AUTO_TARGET",
     "OWN_SIZE",
+    "ModelMenus",
+    "Transferred",
     "backbone_choices",
     "backbone_figure",
+    "legend_markdown",
     "model_choices",
     "pick_stage",
     "reset_target",
@@ -37,13 +42,35 @@ __all__ = [
 
 OWN_SIZE = 0  # the size menu's "the model's own input size"
 AUTO_TARGET = None  # the target menu's "the largest class / the best detection"
+Tiles = list[tuple[Image.Image, str]]
 
 
-def model_choices(task: str, backbone: str) -> tuple[Any, Any]:
+class ModelMenus(NamedTuple):
+    """A newly picked task: the model menu and the backbone menu."""
+
+    model: Any
+    backbone: Any
+
+
+class Transferred(NamedTuple):
+    """``/transfer``'s outputs, by the tab's component names."""
+
+    picture: Image.Image  # the photo with masks or boxes
+    legend: str  # Markdown: the classes found, or the detections
+    heat: str | Image.Image | None  # Grad-CAM at the chosen stage: the strip's tile (None: nothing to explain)
+    strip: Tiles  # Grad-CAM at every backbone stage
+    features: Tiles  # the backbone's feature maps
+    summary: str  # Markdown: the model, what its head reads, the backbone check
+    target: Any  # the target menu's update: what may be explained, on the one explained
+
+
+def model_choices(task: str, backbone: str) -> ModelMenus:
     """The model menu for ``task`` (its default first) and the backbones that model is published on."""
     names = MODELS.get(task, ())
     model = names[0] if names else None
-    return gr.update(choices=list(names), value=model), backbone_choices(task, model, backbone)
+    return ModelMenus(
+        model=gr.update(choices=list(names), value=model), backbone=backbone_choices(task, model, backbone)
+    )
 
 
 def backbone_choices(task: str, model: str | None, backbone: str) -> Any:
@@ -69,7 +96,8 @@ def backbone_figure(task: str, model: str, backbone: str) -> go.Figure:
     )
 
 
-def _legend(result: TransferExplanation) -> str:
+def legend_markdown(result: TransferExplanation) -> str:
+    """The classes found with their share of the photo and colour, or the detections over the threshold."""
     if result.segmentation is not None:
         rows = [
             f"<span style='color:{hex_colour(c.index)}'>■</span> {md_text(c.name)}: {c.share:.1%}"
@@ -148,12 +176,12 @@ def transfer(
     size: int | None,
     target: int | str | None,
     stage: str,
-) -> tuple:
-    """Run one photo: (picture with masks or boxes, legend, Grad-CAM at ``stage``, the strip of every
-    stage, the feature maps, summary, target menu). ``target`` None explains the largest class other
-    than background, or the best detection."""
+) -> Transferred:
+    """Run one photo: the picture with masks or boxes, its legend, Grad-CAM at ``stage`` and at every
+    stage, the feature maps, the summary and the target menu. ``target`` None explains the largest
+    class other than background, or the best detection."""
     if image is None:
-        raise gr.Error(NO_PHOTO)
+        raise UserError(NO_PHOTO)
     spec = transfer_spec(task=task, model=model, backbone=backbone)
     check_stage(stage)
     photo: Image.Image = load_image(image)
@@ -177,5 +205,12 @@ def transfer(
     summary = summary_markdown(spec, result)
     if loaded.untrained:
         summary = _banner(spec, loaded.untrained_because) + summary
-    menu = gr.update(choices=target_choices(result), value=result.target)
-    return picture, _legend(result), heat, strip, _features(result), summary, menu
+    return Transferred(
+        picture=picture,
+        legend=legend_markdown(result),
+        heat=heat,
+        strip=strip,
+        features=_features(result),
+        summary=summary,
+        target=gr.update(choices=target_choices(result), value=result.target),
+    )

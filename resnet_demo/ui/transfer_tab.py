@@ -3,14 +3,19 @@ Also wires the ``/transfer`` API endpoint."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
 from ..core.model import STAGES
 from ..transfer.weights import MODELS, TASKS, backbones_for
-from .components import SafeImage, example_photos
+from .components import SafeImage, example_photos, stage_gallery
+from .events import outputs_of
 from .settings import IMAGE_FORMAT
 from .transfer_handlers import (
     OWN_SIZE,
+    ModelMenus,
+    Transferred,
     backbone_choices,
     backbone_figure,
     model_choices,
@@ -22,7 +27,29 @@ from .transfer_handlers import (
 SIZES = [("the model's own (520 segment, 800 detect)", OWN_SIZE), ("640", 640), ("480", 480), ("320", 320)]
 
 
-def build_transfer_tab() -> None:
+@dataclass
+class TransferTab:
+    """The tab's components, by the names of the handlers' results (:class:`.Transferred`, :class:`.ModelMenus`)."""
+
+    image: SafeImage
+    task: gr.Radio
+    model: gr.Dropdown
+    backbone: gr.Dropdown
+    size: gr.Dropdown
+    threshold: gr.Slider
+    target: gr.Dropdown  # what to explain: a class found, or a detection
+    stage: gr.Dropdown
+    run: gr.Button
+    summary: gr.Markdown
+    picture: gr.Image
+    heat: gr.Image
+    legend: gr.Markdown
+    strip: gr.Gallery
+    features: gr.Gallery
+    diagram: gr.Plot
+
+
+def build_transfer_tab() -> TransferTab:
     """Lay out the tab inside an open ``gr.Tab`` and wire its events; nothing in it talks to other tabs."""
     gr.Markdown(
         "The same ResNet at work in segmentation (DeepLabV3, FCN) and detection (Faster R-CNN, Mask R-CNN, "
@@ -64,35 +91,39 @@ def build_transfer_tab() -> None:
         picture = gr.Image(label="Masks or boxes", interactive=False, height=320, format=IMAGE_FORMAT)
         heat = gr.Image(label="Grad-CAM at the chosen stage", interactive=False, height=320, format=IMAGE_FORMAT)
     legend = gr.Markdown(elem_id="transfer-legend")
-    strip = gr.Gallery(
-        label="Grad-CAM at every backbone stage, same target",
-        columns=5,
-        height=220,
-        elem_id="transfer-strip",
-        format=IMAGE_FORMAT,
-        type="filepath",
+    strip = stage_gallery(
+        label="Grad-CAM at every backbone stage, same target", elem_id="transfer-strip", height=220, type="filepath"
     )
-    features = gr.Gallery(
-        label="Backbone feature maps: the most active channels of each stage",
-        columns=5,
-        height=260,
-        elem_id="transfer-features",
-        format=IMAGE_FORMAT,
+    features = stage_gallery(
+        label="Backbone feature maps: the most active channels of each stage", elem_id="transfer-features", height=260
     )
     diagram = gr.Plot(
         backbone_figure("segment", MODELS["segment"][0], "resnet50"), show_label=False, elem_id="transfer-diagram"
     )
+    tab = TransferTab(
+        image=image, task=task, model=model, backbone=backbone, size=size, threshold=threshold, target=target,
+        stage=stage, run=run, summary=summary, picture=picture, heat=heat, legend=legend, strip=strip,
+        features=features, diagram=diagram,
+    )  # fmt: skip
+    _wire(tab)
+    return tab
 
-    task.change(model_choices, [task, backbone], [model, backbone], api_name=False)
-    model.change(backbone_choices, [task, model, backbone], [backbone], api_name=False)
-    for control in (image, task, model, backbone, size, threshold):
-        control.change(reset_target, None, [target], api_name=False, queue=False)
-    for control in (model, backbone):
-        control.change(backbone_figure, [task, model, backbone], [diagram], api_name=False)
-    inputs = [image, task, model, backbone, threshold, size, target, stage]
-    outputs = [picture, legend, heat, strip, features, summary, target]
-    run.click(transfer, inputs, outputs, api_name="transfer", concurrency_id="checks")
+
+def _wire(t: TransferTab) -> None:
+    """The tab's events: only ``/transfer`` is in the API."""
+    private = {"api_visibility": "private"}
+    menus = [t.task, t.model, t.backbone]
+    t.task.change(model_choices, [t.task, t.backbone], outputs_of(ModelMenus, t), **private)
+    t.model.change(backbone_choices, menus, t.backbone, **private)
+    for control in (t.image, *menus, t.size, t.threshold):
+        control.change(reset_target, None, t.target, queue=False, **private)
+    for control in (t.model, t.backbone):
+        control.change(backbone_figure, menus, t.diagram, **private)
+    # The API's parameters, in their order: scripts call /transfer by position.
+    inputs = [t.image, *menus, t.threshold, t.size, t.target, t.stage]
+    outputs = outputs_of(Transferred, t)
+    t.run.click(transfer, inputs, outputs, api_name="transfer", concurrency_id="checks")
     # Only picking an option reruns (.select): neither the run setting the menu nor leaving it (which fires
     # .input in Gradio's dropdown) may start another.
-    target.select(transfer, inputs, outputs, api_name=False, concurrency_id="checks")
-    stage.change(pick_stage, [strip, stage], [heat], api_name=False, queue=False)
+    t.target.select(transfer, inputs, outputs, concurrency_id="checks", **private)
+    t.stage.change(pick_stage, [t.strip, t.stage], t.heat, queue=False, **private)

@@ -3,28 +3,32 @@ quick methods, the randomisation sanity check, and the ``/evaluate`` API endpoin
 
 Each check costs dozens of forward passes, so nothing runs until the user asks; the
 buttons say beforehand how long each should take here, from the forward pass the
-user's own analysis timed.
+user's own analysis timed. Each panel's result is a named tuple whose fields are the
+:class:`~.trust_panel.TrustPanel`'s component names.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 import PIL.Image
 
+from ..core.errors import UserError
 from ..core.model import STAGES
 from ..core.render import overlay
 from ..explain import METHODS, REGISTRY, Analysis, analyze, cheap_methods, get_method, method_cost
+from ..explain.baselines import BASELINES, check_baseline
 from ..explain.classes import resolve_class
-from ..explain.faithfulness import BASELINES, Faithfulness, MethodScore, check_baseline, faithfulness, rank_methods
+from ..explain.faithfulness import Faithfulness, MethodScore, faithfulness, rank_methods
 from ..explain.plots import faithfulness_figure
 from ..explain.sanity import SANITY_STEPS, SanityCheck, randomization_check, verdict_step
 from .analysis_store import stored, stored_or_none
 from .components import user_errors
 from .explain_handlers import class_index, progress_for, subject, versus_for
 from .markdown_text import md_text
+from .messages import NO_PHOTO
 from .model_choice import resolve_model
 
 DEFAULT_STEPS = 16  # points per curve: the engine's default, and /evaluate's
@@ -38,6 +42,47 @@ RANK_HEADERS = ["#", "Method", "Insertion AUC (higher is better)", "Deletion AUC
 FAITH_LABEL = "Deletion & insertion curves of this map"
 RANK_LABEL = "Rank every quick method"
 SANITY_LABEL = "Randomisation sanity check"
+Tiles = list[tuple[PIL.Image.Image, str]]
+
+
+class TrustButtons(NamedTuple):
+    """The three buttons' updates: their labels with the expected time of each check here."""
+
+    faith_button: Any
+    rank_button: Any
+    sanity_button: Any
+
+
+class FaithfulnessView(NamedTuple):
+    """The deletion and insertion curves of the tab's map."""
+
+    faith_plot: Any  # a plotly figure
+    faith_summary: str  # Markdown
+
+
+class RankingView(NamedTuple):
+    """Every quick method ranked on this photo."""
+
+    ranking: list[list[Any]]  # the table's rows, best first
+    rank_note: str  # Markdown
+
+
+class SanityView(NamedTuple):
+    """The randomisation check of the tab's map."""
+
+    sanity: Tiles  # the map as the network is randomised, step by step
+    verdict: str  # Markdown
+
+
+class TrustResults(NamedTuple):
+    """Everything the checks fill; empty (the defaults) when a new photo comes."""
+
+    faith_plot: Any = None
+    faith_summary: str = ""
+    ranking: list[list[Any]] | None = None
+    rank_note: str = ""
+    sanity: Tiles | None = None
+    verdict: str = ""
 
 
 # ----------------------------------------------------------------------------- expected times
@@ -92,28 +137,27 @@ def _about(seconds: float) -> str:
 @user_errors
 def trust_buttons(
     analysis: Analysis | str | None, stage: str, method: str, versus: int | None, steps: int
-) -> tuple[Any, Any, Any]:
+) -> TrustButtons:
     """The three buttons' labels with their expected time here (plain labels before a photo)."""
     analysis = stored_or_none(analysis)
     if analysis is None:
-        return gr.update(value=FAITH_LABEL), gr.update(value=RANK_LABEL), gr.update(value=SANITY_LABEL)
+        return TrustButtons(*(gr.update(value=label) for label in (FAITH_LABEL, RANK_LABEL, SANITY_LABEL)))
     cost = expected_seconds(
         analysis, stage=stage, method=method, versus=versus_for(method, class_index(versus)), steps=int(steps)
     )
-    return (
-        gr.update(value=f"{FAITH_LABEL} ({_about(cost['faithfulness'])})"),
-        gr.update(value=f"{RANK_LABEL} ({_about(cost['ranking'])})"),
-        gr.update(value=f"{SANITY_LABEL} ({_about(cost['sanity'])})"),
+    return TrustButtons(
+        faith_button=gr.update(value=f"{FAITH_LABEL} ({_about(cost['faithfulness'])})"),
+        rank_button=gr.update(value=f"{RANK_LABEL} ({_about(cost['ranking'])})"),
+        sanity_button=gr.update(value=f"{SANITY_LABEL} ({_about(cost['sanity'])})"),
     )
 
 
 # ----------------------------------------------------------------------------- the panels
 
 
-def _steps(steps: int | float) -> int:
-    if int(steps) != steps:
-        raise gr.Error("The number of steps must be a whole number.")
-    return int(steps)
+def _steps(steps: int | float) -> int | float:
+    # The slider sends 16.0: a whole number as the int the engine takes; the engine refuses anything else.
+    return int(steps) if isinstance(steps, (int, float)) and float(steps).is_integer() else steps
 
 
 def faithfulness_summary(analysis: Analysis, result: Faithfulness) -> str:
@@ -151,11 +195,8 @@ def faithfulness_panel(
     steps: int,
     baseline: str = DEFAULT_BASELINE,
     progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
-) -> tuple[Any, str]:
-    """The tab's current map: its deletion and insertion curves against a random map's.
-
-    Returns (figure, summary Markdown).
-    """
+) -> FaithfulnessView:
+    """The tab's current map: its deletion and insertion curves against a random map's."""
     analysis = stored(analysis)
     t, v = class_index(target), versus_for(method, class_index(versus))
     progress(0.0, desc="Computing the map…")
@@ -164,7 +205,9 @@ def faithfulness_panel(
     )
     progress(0.05, desc="Deletion and insertion curves…")
     result = faithfulness(analysis, attribution=att, steps=_steps(steps), baseline=baseline)
-    return faithfulness_figure(result), faithfulness_summary(analysis, result)
+    return FaithfulnessView(
+        faith_plot=faithfulness_figure(result), faith_summary=faithfulness_summary(analysis, result)
+    )
 
 
 def ranking_rows(scores: list[MethodScore], random: Faithfulness | None) -> list[list[Any]]:
@@ -192,8 +235,8 @@ def ranking_panel(
     steps: int,
     baseline: str = DEFAULT_BASELINE,
     progress: Any = gr.Progress(),  # noqa: B008
-) -> tuple[list[list[Any]], str]:
-    """Every quick method at the tab's stage and class, ranked on this photo. Returns (rows, note)."""
+) -> RankingView:
+    """Every quick method at the tab's stage and class, ranked on this photo."""
     analysis = stored(analysis)
     t, v = class_index(target), class_index(versus)
     scores = rank_methods(
@@ -209,7 +252,7 @@ def ranking_panel(
     )
     if v is not None:
         note += ' Methods that ignore the class are left out of a "versus" ranking.'
-    return ranking_rows(scores, reference), note
+    return RankingView(ranking=ranking_rows(scores, reference), rank_note=note)
 
 
 def sanity_tiles(analysis: Analysis, check: SanityCheck, *, opacity: float) -> list[tuple[PIL.Image.Image, str]]:
@@ -247,15 +290,15 @@ def sanity_panel(
     versus: int | None,
     opacity: float,
     progress: Any = gr.Progress(),  # noqa: B008
-) -> tuple[list[tuple[PIL.Image.Image, str]], str]:
-    """The randomisation check of the tab's current map. Returns (gallery strip, verdict Markdown)."""
+) -> SanityView:
+    """The randomisation check of the tab's current map."""
     analysis = stored(analysis)
     check = randomization_check(
         analysis, stage=stage, target=class_index(target), method=method,
         progress=progress_for(progress, "Randomising the network, top down…"),
     )  # fmt: skip
     verdict = sanity_verdict(check, versus_dropped=class_index(versus) is not None)
-    return sanity_tiles(analysis, check, opacity=float(opacity)), verdict
+    return SanityView(sanity=sanity_tiles(analysis, check, opacity=float(opacity)), verdict=verdict)
 
 
 # ----------------------------------------------------------------------------- /evaluate
@@ -292,7 +335,7 @@ def evaluate(
     the randomisation check's correlations and verdict, and the seconds each part took.
     """
     if image is None:
-        raise gr.Error("Send an image.")
+        raise UserError(NO_PHOTO)
     # "" or None: the default, as for the class arguments; checked before any model loads.
     baseline = check_baseline(baseline or DEFAULT_BASELINE)
     started = time.perf_counter()

@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 
 from . import trust_handlers as t
+from .events import outputs_of
 from .method_gallery import method_gallery
 from .settings import IMAGE_FORMAT
 
@@ -26,14 +27,21 @@ TRUST_INTRO = """Two checks of the map above, computed only when you ask (each c
 
 @dataclass
 class TrustPanel:
-    """The components the Explain tab wires to its own events."""
+    """The panel's components, by the names the handlers' results (:mod:`.trust_handlers`) use."""
 
     show_gallery: gr.Checkbox
     gallery: gr.Gallery
     steps: gr.Slider
     baseline: gr.Radio  # what removed pixels show: the engine's baseline name
-    buttons: tuple[gr.Button, gr.Button, gr.Button]  # faithfulness, ranking, sanity
-    results: tuple[Any, ...]  # everything the checks fill: cleared when a new photo comes
+    faith_button: gr.Button
+    rank_button: gr.Button
+    sanity_button: gr.Button
+    faith_plot: gr.Plot
+    faith_summary: gr.Markdown
+    ranking: gr.Dataframe
+    rank_note: gr.Markdown
+    sanity: gr.Gallery
+    verdict: gr.Markdown
 
 
 def build_trust_panel() -> TrustPanel:
@@ -71,22 +79,22 @@ def build_trust_panel() -> TrustPanel:
         )  # fmt: skip
         verdict = gr.Markdown(elem_id="verdict", latex_delimiters=[])
     return TrustPanel(
-        show_gallery=show, gallery=gallery, steps=steps, baseline=baseline, buttons=(faith_btn, rank_btn, sanity_btn),
-        results=(plot, faith_md, table, rank_md, sanity, verdict),
+        show_gallery=show, gallery=gallery, steps=steps, baseline=baseline, faith_button=faith_btn,
+        rank_button=rank_btn, sanity_button=sanity_btn, faith_plot=plot, faith_summary=faith_md, ranking=table,
+        rank_note=rank_md, sanity=sanity, verdict=verdict,
     )  # fmt: skip
 
 
-def clear_results() -> tuple[Any, ...]:
+def clear_results() -> t.TrustResults:
     """Empty results: what a new photo leaves in the panel."""
-    return None, "", None, "", None, ""
+    return t.TrustResults()
 
 
 def wire_trust_panel(panel: TrustPanel, *, analysis: gr.State, controls: dict[str, Any], photo_done: list[Any]) -> None:
     """Connect the panel. ``controls`` are the tab's stage, target, versus, method, opacity, image, arch, weights
     and checkpoint components; ``photo_done`` the events after which a new analysis is in the state."""
     c = controls
-    plot, faith_md, table, rank_md, sanity, verdict = panel.results
-    faith_btn, rank_btn, sanity_btn = panel.buttons
+    buttons, results = outputs_of(t.TrustButtons, panel), outputs_of(t.TrustResults, panel)
     heavy = {"concurrency_id": "inference", "api_visibility": "private"}
     # Checks take seconds: a queue of their own, so that new photos are not held up behind them.
     checks = {"concurrency_id": "checks", "api_visibility": "private"}
@@ -95,23 +103,23 @@ def wire_trust_panel(panel: TrustPanel, *, analysis: gr.State, controls: dict[st
     gr.on([*gallery_triggers, c["opacity"].release], method_gallery, gallery_inputs, panel.gallery, **heavy)
     label_inputs = [analysis, c["stage"], c["method"], c["versus"], panel.steps]
     label_triggers = [c["stage"].change, c["method"].change, c["versus"].change, panel.steps.change]
-    gr.on(label_triggers, t.trust_buttons, label_inputs, list(panel.buttons), api_visibility="private", queue=False)
+    gr.on(label_triggers, t.trust_buttons, label_inputs, buttons, api_visibility="private", queue=False)
     for event in photo_done:
         event.then(method_gallery, gallery_inputs, panel.gallery, **heavy)
-        event.then(t.trust_buttons, label_inputs, list(panel.buttons), api_visibility="private", queue=False)
-        event.then(clear_results, None, list(panel.results), api_visibility="private", queue=False)
-    faith_btn.click(
+        event.then(t.trust_buttons, label_inputs, buttons, api_visibility="private", queue=False)
+        event.then(clear_results, None, results, api_visibility="private", queue=False)
+    panel.faith_button.click(
         t.faithfulness_panel,
         [analysis, c["stage"], c["target"], c["versus"], c["method"], panel.steps, panel.baseline],
-        [plot, faith_md], **checks,
+        outputs_of(t.FaithfulnessView, panel), **checks,
     )  # fmt: skip
-    rank_btn.click(
+    panel.rank_button.click(
         t.ranking_panel, [analysis, c["stage"], c["target"], c["versus"], panel.steps, panel.baseline],
-        [table, rank_md], **checks,
+        outputs_of(t.RankingView, panel), **checks,
     )  # fmt: skip
-    sanity_btn.click(
+    panel.sanity_button.click(
         t.sanity_panel, [analysis, c["method"], c["stage"], c["target"], c["versus"], c["opacity"]],
-        [sanity, verdict], **checks,
+        outputs_of(t.SanityView, panel), **checks,
     )  # fmt: skip
     # /evaluate: the checks as JSON for scripts. The class arguments are free text (an index or a
     # name), so they get their own hidden boxes rather than the pickers, which accept listed values only.
