@@ -174,7 +174,7 @@ def test_bad_checkpoint_is_one_sentence_and_nothing_is_cached(case: str, tmp_pat
     with pytest.raises(WeightsError) as e:
         shared_model(arch="resnet50", weights=str(path))
     _assert_one_sentence(str(e.value), name="best.pth", says=says, server=tmp_path)
-    assert not weights._CACHE  # nothing loaded, nothing kept
+    assert not weights.shared_models()  # nothing loaded, nothing kept
 
 
 def test_good_finetune_checkpoint_loads(tmp_path: Path, empty_cache: None) -> None:
@@ -182,7 +182,7 @@ def test_good_finetune_checkpoint_loads(tmp_path: Path, empty_cache: None) -> No
     loaded = shared_model(arch="resnet50", weights=str(path))
     assert loaded.spec.categories == ("a", "b", "c") and loaded.spec.preprocessing.crop_size == 112
     assert loaded.spec.preprocessing.std == (0.25, 0.25, 0.25)
-    assert len(weights._CACHE) == 1
+    assert len(weights.shared_models()) == 1
 
 
 def test_head_that_does_not_fit_says_which_keys(tmp_path: Path, empty_cache: None) -> None:
@@ -195,7 +195,7 @@ def test_head_that_does_not_fit_says_which_keys(tmp_path: Path, empty_cache: Non
     )
     assert "missing (conv1.weight, bn1.weight, bn1.bias, ...)" in message
     assert "fc.weight [3, 8] where [3, 2048] is needed" in message
-    assert not weights._CACHE
+    assert not weights.shared_models()
 
 
 @pytest.mark.parametrize("case", ["text", "jpeg", "nan-weight", "resize-huge", "crop-huge"])
@@ -206,7 +206,7 @@ def test_cli_says_one_line_and_exits_2(case: str, tmp_path: Path, capsys, empty_
     err = capsys.readouterr().err
     assert err.startswith("error: mine.pth") and err.count("\n") == 1 and says in err
     assert str(tmp_path) not in err
-    assert not weights._CACHE and not (tmp_path / "out").exists()
+    assert not weights.shared_models() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("case", ["jpeg", "nan-in-finetune", "names-too-few", "std-zero"])
@@ -224,7 +224,7 @@ def test_app_upload_shows_the_same_sentence(case: str, tmp_path: Path, empty_cac
         weights_status("resnet50", UPLOAD, str(path))
     assert shown.value.message == str(core.value)
     assert session not in shown.value.message and says in shown.value.message
-    assert not weights._CACHE
+    assert not weights.shared_models()
 
 
 def test_missing_file_names_only_the_file(tmp_path: Path, empty_cache: None) -> None:

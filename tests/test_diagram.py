@@ -32,7 +32,7 @@ from resnet_demo.diagram import (
     stage_table,
 )
 from resnet_demo.transfer.backbone import DILATION, HEAD_INPUTS, READS, reads
-from resnet_demo.transfer.weights import MODELS, _build, transfer_spec
+from resnet_demo.transfer.weights import MODELS, build_transfer, transfer_spec
 
 ARCHES = list(ARCH_DEPTHS)
 ROOT = Path(__file__).resolve().parents[1]
@@ -421,7 +421,7 @@ def test_head_inputs_are_torchvisions_return_layers() -> None:
         for model in models:
             spec = transfer_spec(task=task, model=model)
             with torch.device("meta"):
-                built = _build(spec)
+                built = build_transfer(spec)
                 ours = build_model(spec.backbone, replace_stride_with_dilation=DILATION if spec.dilated else None)
             body = built.backbone if task == "segment" else built.backbone.body
             assert set(body.return_layers) == set(HEAD_INPUTS[model]), model

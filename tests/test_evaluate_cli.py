@@ -39,9 +39,9 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_evaluate_json_has_curves_and_sanity(
-    small: LoadedModel,
+    small: LoadedModel,  # noqa: F811  (the fixture imported above)
     monkeypatch: pytest.MonkeyPatch,
-    capsys,  # noqa: F811
+    capsys,
 ) -> None:
     # The one-block-per-stage model: the sanity check refolds the model at each of its 5 steps.
     monkeypatch.setattr(evaluate_cli, "shared_model", lambda **kwargs: small)
@@ -63,9 +63,9 @@ def test_evaluate_json_has_curves_and_sanity(
 
 
 def test_evaluate_with_the_mean_baseline(
-    small: LoadedModel,
+    small: LoadedModel,  # noqa: F811  (the fixture imported above)
     monkeypatch: pytest.MonkeyPatch,
-    capsys,  # noqa: F811
+    capsys,
 ) -> None:
     monkeypatch.setattr(evaluate_cli, "shared_model", lambda **kwargs: small)
     common = ["evaluate", str(CAT), "--target", "3", "--steps", "4", "--no-sanity", "--no-rank"]

@@ -3,8 +3,6 @@ against either baseline, and on an analysis: cached (per baseline), ranked, cont
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 import torch
@@ -12,18 +10,9 @@ from torch import nn
 
 from resnet_demo.core.errors import UserError
 from resnet_demo.core.weights import LoadedModel
-from resnet_demo.explain import Analysis, analyze, cheap_methods, get_method
-from resnet_demo.explain import faithfulness as faith_module
-from resnet_demo.explain.faithfulness import (
-    BASELINES,
-    Curves,
-    blurred_baseline,
-    deletion_insertion,
-    faithfulness,
-    make_baseline,
-    mean_baseline,
-    rank_methods,
-)
+from resnet_demo.explain import analyze, cheap_methods, get_method
+from resnet_demo.explain.baselines import BASELINES, blurred_baseline, make_baseline, mean_baseline
+from resnet_demo.explain.faithfulness import Curves, deletion_insertion, faithfulness, rank_methods
 from resnet_demo.explain.plots import faithfulness_figure
 
 from .conftest import EXAMPLES
@@ -223,7 +212,7 @@ def test_rank_methods_scores_every_cheap_method_of_the_stage(small: LoadedModel)
         rank_methods(analysis, stage="layer9")
 
 
-def test_each_baseline_has_its_own_curves_and_cache(small: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_each_baseline_has_its_own_curves_and_cache(small: LoadedModel, request: pytest.FixtureRequest) -> None:  # noqa: F811
     analysis = analyze(image=CAT, model=small)
     gradcam = analysis.attribution(stage="layer4")
     blur = faithfulness(analysis, attribution=gradcam, steps=4)
@@ -234,18 +223,9 @@ def test_each_baseline_has_its_own_curves_and_cache(small: LoadedModel, monkeypa
     assert blur.curves.deletion[-1] != pytest.approx(mean.curves.deletion[-1], abs=1e-6)
     assert not np.allclose(blur.random.insertion, mean.random.insertion)
     forwards: list[int] = []  # batch sizes of the forwards made from here on
-    plain = faith_module._forward_of
-
-    def counted(a: Analysis) -> Callable[[torch.Tensor], torch.Tensor]:
-        forward = plain(a)
-
-        def run(batch: torch.Tensor) -> torch.Tensor:
-            forwards.append(batch.shape[0])
-            return forward(batch)
-
-        return run
-
-    monkeypatch.setattr(faith_module, "_forward_of", counted)
+    # Counted on the network the curves run (the analysis's model), removed by the fixture's end.
+    handle = analysis.model.register_forward_pre_hook(lambda _m, args: forwards.append(args[0].shape[0]))
+    request.addfinalizer(handle.remove)
     again_blur = faithfulness(analysis, attribution=gradcam, steps=4)
     again_mean = faithfulness(analysis, attribution=gradcam, steps=4, baseline="mean")
     assert again_blur.curves is blur.curves and again_mean.curves is mean.curves

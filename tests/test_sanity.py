@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ import torch
 from resnet_demo.core.errors import UserError
 from resnet_demo.core.weights import LoadedModel
 from resnet_demo.explain import analyze
+from resnet_demo.explain.captum_methods import finish_pixel_map
+from resnet_demo.explain.methods import Method, MethodCall, register, unregister
 from resnet_demo.explain.sanity import (
     SANITY_STEPS,
     THRESHOLD,
@@ -91,3 +94,56 @@ def test_the_verdict_waits_until_the_maps_own_stage_is_random() -> None:
     assert SANITY_STEPS[verdict_step("layer4")] == "layer4"  # fc and layer4 random
     assert SANITY_STEPS[verdict_step("layer2")] == "layer2"
     assert verdict_step("stem") == verdict_step("input") == len(SANITY_STEPS) - 1
+
+
+# ----------------------------------------------------------------------------- the verdict, pinned both ways
+
+
+def _edges(call: MethodCall) -> dict[str, torch.Tensor]:
+    """A map that reads the photo alone: the gradient magnitude of its grey levels. No weight touches it."""
+    grey = call.tensor.float().mean(dim=1, keepdim=True)  # (1, 1, H, W)
+    dx = torch.nn.functional.pad((grey[..., :, 1:] - grey[..., :, :-1]).abs(), (0, 1, 0, 0))
+    dy = torch.nn.functional.pad((grey[..., 1:, :] - grey[..., :-1, :]).abs(), (0, 0, 0, 1))
+    return {"input": (dx + dy).expand(-1, 3, -1, -1)}  # (1, 3, H, W), as the pixel methods give
+
+
+@pytest.fixture
+def edge_method() -> Iterator[str]:
+    entry = Method(
+        name="test-edges", label="Edges (test)", space="input", cost=lambda _stage, _opts: 0.0,
+        compute=_edges, finish=finish_pixel_map, class_specific=False,
+    )  # fmt: skip
+    register(entry)
+    try:
+        yield entry.name
+    finally:
+        unregister(entry.name)
+
+
+def test_the_threshold_is_half_the_ranking() -> None:
+    assert THRESHOLD == 0.5
+
+
+def test_an_edge_detector_gets_the_failing_verdict(small: LoadedModel, edge_method: str) -> None:  # noqa: F811
+    analysis = analyze(image=CAT, model=small)
+    check = randomization_check(analysis, method=edge_method, stage="input")
+    assert [s.correlation for s in check.steps] == pytest.approx([1.0] * len(SANITY_STEPS))
+    assert not check.passed
+    assert check.verdict == "the map does not depend on the learned weights: treat it as an edge detector"
+
+
+def test_the_models_gradcam_gets_the_passing_verdict_at_its_known_correlation(small: LoadedModel) -> None:  # noqa: F811
+    analysis = analyze(image=CAT, model=small)
+    check = randomization_check(analysis, stage="layer4", seed=0)
+    # The same cascade by hand: fc then layer4 re-initialised from one generator seeded 0, the map
+    # recomputed, Spearman against the original. The package must find this very number.
+    private = copy.deepcopy(small.model)
+    generator = torch.Generator().manual_seed(0)
+    for name in ("fc", "layer4"):
+        reinitialize(getattr(private, name), generator=generator)
+    redo = analyze(image=analysis.prepared, model=dataclasses.replace(small, model=private))
+    expected = spearman(check.original, redo.attribution(stage="layer4", target=check.target).heatmap)
+    assert check.steps[verdict_step("layer4")].correlation == pytest.approx(expected, abs=1e-6)
+    assert expected < THRESHOLD  # on this model and photo: what the verdict below rests on
+    assert check.passed
+    assert check.verdict == "the map depends on the learned weights"

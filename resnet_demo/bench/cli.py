@@ -8,7 +8,8 @@ against the original (:mod:`.slim`), with ``--serve`` the app as its visitors se
 from __future__ import annotations
 
 import argparse
-import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -16,7 +17,67 @@ from ..core.devices import configure_threads
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS
 from .explain import DEFAULT_IMAGE, run
 
-__all__ = ["configure_parser", "main"]
+__all__ = ["MODES", "Mode", "configure_parser", "main"]
+
+
+# Each mode imports its module when it runs: the fine-tune, app and detection modules are
+# heavy, and `bench` alone needs none of them.
+def _train(args: argparse.Namespace) -> int:
+    from . import train
+
+    return int(train.main(args) or 0)
+
+
+def _trust(args: argparse.Namespace) -> int:
+    from . import trust
+
+    return int(trust.main(args) or 0)
+
+
+def _slim(args: argparse.Namespace) -> int:
+    from . import slim
+
+    return int(slim.main(args) or 0)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from . import serve
+
+    return int(serve.main(args) or 0)
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from . import transfer
+
+    return int(transfer.main(args) or 0)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One benchmark of the ``bench`` command, chosen by its flag (``--NAME``)."""
+
+    help: str
+    run: Callable[[argparse.Namespace], int]
+    repeats: int = 15  # timed runs per row by default
+    warmup: int = 2  # untimed runs per row first
+    own_threads: bool = False  # sets up its own threads (the training loop): leave torch's alone
+    own_image: bool = False  # picks its own photo unless --image names one
+
+
+# flag -> mode; without a flag, the explanation engine against reference pipelines (.explain).
+MODES: dict[str, Mode] = {
+    "train": Mode("benchmark fine-tuning instead (resnet_demo.bench.train)", _train, 5, 1, own_threads=True),
+    "slim": Mode("benchmark pruning and distillation (resnet_demo.bench.slim)", _slim),
+    "trust": Mode("benchmark the trust checks instead (resnet_demo.bench.trust)", _trust),
+    "serve": Mode("benchmark the app as visitors see it instead (resnet_demo.bench.serve)", _serve),
+    "transfer": Mode(
+        "benchmark the segmentation and detection models and their Grad-CAM (resnet_demo.bench.transfer)",
+        _transfer,
+        3,
+        1,
+        own_image=True,
+    ),  # fmt: skip
+}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -46,50 +107,31 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="also time the engine under torch.compile (slow start)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown to FILE")
-    parser.add_argument("--train", action="store_true", help="benchmark fine-tuning instead (resnet_demo.bench.train)")
-    parser.add_argument(
-        "--slim", action="store_true", help="benchmark pruning and distillation (resnet_demo.bench.slim)"
-    )
+    modes = parser.add_mutually_exclusive_group()
+    for flag, mode in MODES.items():
+        modes.add_argument(f"--{flag}", action="store_true", help=mode.help)
     parser.add_argument("--device", default="auto", help="device for --train: auto (CUDA when there), cpu, cuda")
-    parser.add_argument(
-        "--trust", action="store_true", help="benchmark the trust checks instead (resnet_demo.bench.trust)"
-    )
-    parser.add_argument(
-        "--serve", action="store_true", help="benchmark the app as visitors see it instead (resnet_demo.bench.serve)"
-    )
     parser.add_argument("--clients", type=int, default=16, help="clients at once (the --serve throughput row)")
-    parser.add_argument(
-        "--transfer", action="store_true",
-        help="benchmark the segmentation and detection models and their Grad-CAM (resnet_demo.bench.transfer)",
-    )  # fmt: skip
     parser.add_argument(
         "--transfer-models", metavar="NAMES",
         help="--transfer: comma-separated models, NAME or NAME:BACKBONE "
-        "(default deeplabv3,fcn,fasterrcnn,maskrcnn,retinanet)",
+        "(default: bench.transfer.DEFAULT_MODELS, the first model of each family)",
     )  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the ``bench`` command."""
+    """Run the ``bench`` command: the mode its flag names, or the explanation engine."""
     args.arch = args.arch or ["resnet50"]
-    slow = args.train or args.transfer  # each row takes seconds on a CPU
-    args.repeats = (5 if args.train else 3 if args.transfer else 15) if args.repeats is None else args.repeats
-    args.warmup = (1 if slow else 2) if args.warmup is None else args.warmup
-    if args.train:
-        # Imported on use: the fine-tune modules are not needed otherwise.
-        return int(importlib.import_module("resnet_demo.bench.train").main(args) or 0)
+    mode = next((m for flag, m in MODES.items() if getattr(args, flag)), None)
+    args.repeats = (mode.repeats if mode else 15) if args.repeats is None else args.repeats
+    args.warmup = (mode.warmup if mode else 2) if args.warmup is None else args.warmup
+    if mode is not None and mode.own_threads:
+        return mode.run(args)
     if args.repeats < 1:
         raise SystemExit("--repeats must be at least 1")
     configure_threads()
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
-    if args.transfer:  # its own photo unless --image names one
-        return int(importlib.import_module("resnet_demo.bench.transfer").main(args) or 0)
-    args.image = args.image or str(DEFAULT_IMAGE)
-    if args.slim:
-        return int(importlib.import_module("resnet_demo.bench.slim").main(args) or 0)
-    if args.trust:
-        return int(importlib.import_module("resnet_demo.bench.trust").main(args) or 0)
-    if args.serve:  # the app runs in its own process, with its own threads
-        return int(importlib.import_module("resnet_demo.bench.serve").main(args) or 0)
-    return run(args)
+    if mode is None or not mode.own_image:
+        args.image = args.image or str(DEFAULT_IMAGE)
+    return mode.run(args) if mode is not None else run(args)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import statistics
 import sys
@@ -33,7 +32,7 @@ from PIL import Image
 from ..core.model import STAGES
 from ..core.weights import LoadedModel, shared_model
 from ..explain import Prepared, analyze, predict, prepare
-from .report import cpu_description, markdown, text_table, time_interleaved, write_text
+from .report import cpu_description, markdown, print_json_report, text_table, time_interleaved, write_text
 
 __all__ = ["DEFAULT_IMAGE", "GOALS", "Row", "bench_arch", "run"]
 
@@ -226,13 +225,7 @@ def run(args: argparse.Namespace) -> int:
     results = {arch: bench_arch(args, arch) for arch in args.arch}
     size = args.size or 224
     if args.json:
-        report = {
-            "environment": env,
-            "size": size,
-            "goals": GOALS,
-            "results": {a: [dataclasses.asdict(r) for r in rows] for a, rows in results.items()},
-        }
-        print(json.dumps(report, indent=2))
+        print_json_report(env=env, size=size, goals=GOALS, results=results)
     else:
         _print_text(results, env, size=size)
     if args.markdown:

@@ -7,6 +7,8 @@ goal column last.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import platform
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -104,3 +106,16 @@ def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path``, making its folder if needed."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text)
+
+
+def print_json_report(
+    *, env: Mapping[str, Any], size: int, goals: Mapping[str, Any], results: Mapping[str, Sequence[Any]]
+) -> None:
+    """The benchmark as JSON on stdout: the machine, the crop size, the goals, and each arch's rows (dataclasses)."""
+    report = {
+        "environment": dict(env),
+        "size": size,
+        "goals": dict(goals),
+        "results": {a: [dataclasses.asdict(r) for r in rows] for a, rows in results.items()},
+    }
+    print(json.dumps(report, indent=2))

@@ -143,6 +143,19 @@ def _goal(row: Row, rows: list[Row], device: torch.device) -> str:
     return ""
 
 
+def _cells(row: Row, rows: list[Row], device: torch.device, *, fastest_s: bool) -> list[str]:
+    """One row's cells; ``fastest_s`` adds the fastest step's seconds (the Markdown table has room)."""
+    times = [f"{row.median_s:.3f}"] + ([f"{row.min_s:.3f}"] if fastest_s else [])
+    return [
+        row.name,
+        f"{row.images_per_s:.2f}",
+        *times,
+        f"{row.ratio:.2f}x",
+        f"{row.best_ratio:.2f}x",
+        _goal(row, rows, device),
+    ]
+
+
 def _markdown(
     results: dict[str, list[Row]], env: dict[str, str | int], *, device: torch.device, batch_size: int, image_size: int
 ) -> str:
@@ -155,21 +168,7 @@ def _markdown(
         f"and the ratio of the fastest steps."
     )
     header = ["loop", "images/s", "median s/step", "fastest s/step", "ratio", "ratio, fastest", "goal"]
-    tables = {
-        arch: [
-            [
-                r.name,
-                f"{r.images_per_s:.2f}",
-                f"{r.median_s:.3f}",
-                f"{r.min_s:.3f}",
-                f"{r.ratio:.2f}x",
-                f"{r.best_ratio:.2f}x",
-                _goal(r, rows, device),
-            ]
-            for r in rows
-        ]
-        for arch, rows in results.items()
-    }
+    tables = {arch: [_cells(r, rows, device, fastest_s=True) for r in rows] for arch, rows in results.items()}
     return markdown(intro, header, tables)
 
 
@@ -182,17 +181,7 @@ def _print_text(
             f"{arch} training at {size}x{size}, batch {batch_size}, {device} ({env['device']}), "
             f"{env['threads']} threads, torch {env['torch']}"
         )
-        cells = [
-            [
-                r.name,
-                f"{r.images_per_s:.2f}",
-                f"{r.median_s:.3f}",
-                f"{r.ratio:.2f}x",
-                f"{r.best_ratio:.2f}x",
-                _goal(r, rows, device),
-            ]
-            for r in rows
-        ]
+        cells = [_cells(r, rows, device, fastest_s=False) for r in rows]
         print("\n".join(text_table(columns, cells)))
         print()
 

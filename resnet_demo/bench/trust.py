@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -33,9 +32,10 @@ from PIL import Image
 from ..core.model import STAGES
 from ..core.weights import LoadedModel
 from ..explain import Analysis, analyze, cheap_methods, get_method, prepare
-from ..explain.faithfulness import blurred_baseline, deletion_insertion
+from ..explain.baselines import blurred_baseline
+from ..explain.faithfulness import deletion_insertion
 from .explain import bench_model, torchvision_twin
-from .report import cpu_description, markdown, text_table, time_interleaved, write_text
+from .report import cpu_description, markdown, print_json_report, text_table, time_interleaved, write_text
 
 __all__ = ["GOALS", "TrustRow", "bench_arch", "main"]
 
@@ -179,13 +179,7 @@ def main(args: argparse.Namespace) -> int:
     size = args.size or 224
     header = ["pipeline", "median ms", "min ms", "ratio", "min ratio", "reference", "goal"]
     if args.json:
-        report = {
-            "environment": env,
-            "size": size,
-            "goals": GOALS,
-            "results": {a: [dataclasses.asdict(r) for r in rows] for a, rows in results.items()},
-        }
-        print(json.dumps(report, indent=2))
+        print_json_report(env=env, size=size, goals=GOALS, results=results)
     else:
         widths = [48, 10, 9, 9, 10, 38, 0]
         for arch, rows in results.items():

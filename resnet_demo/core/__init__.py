@@ -12,4 +12,9 @@ No gradio, plotly or captum here, and nothing from the layers above.
 * :mod:`.render`: overlays and grids (numpy + PIL);
 * :mod:`.features`: a stage's strongest channels as a grid;
 * :mod:`.complexity`: parameters and multiply-accumulates;
+* :mod:`.cam`: Grad-CAM from activations and gradients, and the one finishing of every
+  class-activation map (upsample, then scale to [0, 1]), for both engines;
+* :mod:`.shell`: a per-call copy of a shared model's module tree, sharing its weights, to
+  hook, switch or swap children on;
+* :mod:`.cache`: :class:`~.cache.BoundedCache`, the one bounded cache (least recently used out first).
 """

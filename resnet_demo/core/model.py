@@ -33,6 +33,7 @@ Like torchvision ("ResNet v1.5"), the stride of a downsampling block sits on the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -426,30 +427,16 @@ def arch_of(model: ResNet) -> str:
     return found[0]
 
 
-def build_model(
-    arch: str,
-    *,
-    num_classes: int = 1000,
-    zero_init_residual: bool = False,
-    inplace: bool = False,
-    widths: Widths | None = None,
-    replace_stride_with_dilation: Dilation | list[bool] | None = None,
-) -> ResNet:
+def build_model(arch: str, **kwargs: Any) -> ResNet:
     """Build ``resnet50``, ``resnet101`` or ``resnet152`` with random (Kaiming) weights.
 
-    ``widths`` (see :meth:`ResNet.widths`) builds a channel-pruned network; None the standard one.
-    ``replace_stride_with_dilation`` is torchvision's (see :class:`ResNet`); None: no dilation.
+    ``kwargs`` are :class:`ResNet`'s keyword arguments (``num_classes``, ``widths`` for a
+    channel-pruned network, ``replace_stride_with_dilation``, ...), passed on as torchvision's
+    ``_resnet`` passes them, so the options are declared once.
     """
     if arch not in ARCH_DEPTHS:
         raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_DEPTHS)}.")
-    return ResNet(
-        ARCH_DEPTHS[arch],
-        num_classes=num_classes,
-        zero_init_residual=zero_init_residual,
-        inplace=inplace,
-        widths=widths,
-        replace_stride_with_dilation=replace_stride_with_dilation,
-    )
+    return ResNet(ARCH_DEPTHS[arch], **kwargs)
 
 
 def resnet50(*, num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:

@@ -17,11 +17,17 @@ Where each part lives:
 * :mod:`.methods`: the method registry (:class:`Method`, :func:`register`, :data:`METHODS`);
 * :mod:`.gradcam`: the class-score gradients at every stage from one cached backward (none at layer4);
 * :mod:`.cams`: the CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM,
-  Grad-CAM element-wise, Eigen-CAM, CAM), each a formula on a stage's output and its gradient;
+  Grad-CAM element-wise, Eigen-CAM, CAM), each a formula on a stage's output and its gradient
+  (Grad-CAM itself, the weighted sum + ReLU and the finishing of every map are
+  :mod:`resnet_demo.core.cam`'s, shared with the transfer engine);
 * :mod:`.score_cams`: Score-CAM and Ablation-CAM, batched forwards from the stored pass;
 * :mod:`.captum_methods`: Guided Grad-CAM, Integrated Gradients (+ NoiseTunnel), Occlusion;
 * :mod:`.cost`: :func:`method_cost`, the expected seconds of a map on this machine;
 * :mod:`.classes`: :func:`find_class` and :func:`resolve_class`;
+* :mod:`.faithfulness` (deletion and insertion curves, the ranking of the cheap methods),
+  :mod:`.baselines` (what a removed pixel shows) and :mod:`.sanity` (the randomisation
+  check): how far a map can be trusted; :mod:`.plots`: their figure (plotly);
+* :mod:`.evaluate_cli`: the ``python -m resnet_demo evaluate`` command;
 * :mod:`.cli`: the ``python -m resnet_demo explain`` command.
 
 Nothing is ever hooked or changed on a shared model, so an :class:`Analysis` may be

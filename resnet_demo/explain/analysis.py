@@ -10,7 +10,6 @@ from several threads at once.
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..core.cache import BoundedCache
 from ..core.errors import UserError
 from ..core.features import feature_grid
 from ..core.images import CropBox
@@ -38,17 +38,6 @@ __all__ = ["Analysis", "overlay_on_full"]
 _CACHE_MAPS = 48
 # Raw maps a method computed without being asked (Grad-CAM's stages on the way down): small.
 _CACHE_RAW = 5 * _CACHE_MAPS
-
-
-def _remember(cache: dict[Any, Any], key: Any, value: Any, *, limit: int) -> Any:
-    """Store ``value`` unless ``key`` is there already; forget the oldest entries past ``limit``.
-
-    Returns what the cache holds for ``key``. Call with the owner's lock held.
-    """
-    value = cache.setdefault(key, value)
-    while len(cache) > limit:
-        cache.pop(next(iter(cache)))
-    return value
 
 
 class Analysis:
@@ -92,12 +81,12 @@ class Analysis:
             self._timings["total"] = time.perf_counter() - started
 
     def _clear_caches(self) -> None:
-        self._lock = threading.Lock()
-        self._maps: dict[tuple[Any, ...], Attribution] = {}  # (method, target, versus, *options, stage) -> map
+        # (method, target, versus, *options, stage) -> map
+        self._maps: BoundedCache[tuple[Any, ...], Attribution] = BoundedCache(_CACHE_MAPS)
         # The same keys -> raw maps computed on the way but not yet asked for, and those of
         # methods that ignore the class (keyed with target and versus None).
-        self._raw: dict[tuple[Any, ...], Tensor] = {}
-        self._block_acts: dict[str, Tensor] = {}
+        self._raw: BoundedCache[tuple[Any, ...], Tensor] = BoundedCache(_CACHE_RAW)
+        self._block_acts: BoundedCache[str, Tensor] = BoundedCache(8)  # a few recent blocks, not all fifty
         self._grads = GradientCache(model=self._model, activations=self._acts)  # what the CAM family weighs
 
     def fresh(self) -> Analysis:
@@ -231,8 +220,7 @@ class Analysis:
         layer = self._model.stages[stage]
         if int(index) >= len(layer):
             raise UserError(f"{stage} has blocks {stage}.0 to {stage}.{len(layer) - 1}; there is no {name}.")
-        with self._lock:
-            hit = self._block_acts.get(name)
+        hit = self._block_acts.get(name)
         if hit is not None:
             return hit
         previous = STAGES[STAGES.index(stage) - 1]
@@ -240,8 +228,7 @@ class Analysis:
             x = self._acts[previous]
             for block in list(layer)[: int(index) + 1]:
                 x = block(x)
-        with self._lock:
-            return _remember(self._block_acts, name, x, limit=8)  # a few recent blocks, not all fifty
+        return self._block_acts.put(name, x)
 
     # --- attributions
     def attribution(
@@ -301,9 +288,8 @@ class Analysis:
         key = (entry.name, target, versus, *opts.values())
         # A map that ignores the class (Eigen-CAM) is the same raw map for every class: computed once.
         raw_key = key if entry.class_specific else (entry.name, None, None, *opts.values())
-        with self._lock:
-            results = {s: self._maps[(*key, s)] for s in wanted if (*key, s) in self._maps}
-            raws = {s: self._raw[(*raw_key, s)] for s in wanted if s not in results and (*raw_key, s) in self._raw}
+        results = {s: m for s in wanted if (m := self._maps.get((*key, s))) is not None}
+        raws = {s: r for s in wanted if s not in results and (r := self._raw.get((*raw_key, s))) is not None}
         todo = [s for s in wanted if s not in results]
         if not todo:
             return {s: results[s] for s in wanted}
@@ -324,17 +310,15 @@ class Analysis:
             )
             got = entry.compute(call)
             raws.update({s: got[s] for s in need})
-            with self._lock:
-                for s, raw in got.items():
-                    if s not in need or raw_key is not key:
-                        _remember(self._raw, (*raw_key, s), raw, limit=_CACHE_RAW)
+            for s, raw in got.items():
+                if s not in need or raw_key is not key:
+                    self._raw.put((*raw_key, s), raw)
         size = self.crop.size[::-1]  # (H, W)
         finished = {s: entry.finish(raws[s], size) for s in todo}
         seconds = (time.perf_counter() - t0) / len(todo)
         for s in todo:
             made = self._make(s, target, versus, entry.name, *finished[s], seconds)
-            with self._lock:
-                results[s] = _remember(self._maps, (*key, s), made, limit=_CACHE_MAPS)
+            results[s] = self._maps.put((*key, s), made)
         return {s: results[s] for s in wanted}
 
     def fusion(
@@ -359,8 +343,7 @@ class Analysis:
         opts = method_options(entry, options)
         target, versus = self._classes(entry, target, versus)
         key = (entry.name, target, versus, *opts.values(), "fusion")
-        with self._lock:
-            hit = self._maps.get(key)
+        hit = self._maps.get(key)
         if hit is not None:
             return hit
         maps = self.attributions(target=target, method=method, versus=versus, progress=progress, **options)
@@ -369,8 +352,7 @@ class Analysis:
         all_zero = all(m.all_zero for m in maps.values())
         seconds = sum(m.seconds for m in maps.values()) + time.perf_counter() - t0
         made = self._make("fusion", target, versus, entry.name, heat, heat.copy(), all_zero, seconds)
-        with self._lock:
-            return _remember(self._maps, key, made, limit=_CACHE_MAPS)
+        return self._maps.put(key, made)
 
     # --- internals
     def _check_target(self, target: int) -> int:

@@ -20,16 +20,9 @@ from ..core.images import load_image
 from ..core.model import STAGES, check_stage
 from ..core.weights import shared_model
 from . import Analysis, analyze, get_method, resolve_class
+from .baselines import BASELINES, check_baseline
 from .cli import add_image_and_class_arguments, photo_report
-from .faithfulness import (
-    BASELINES,
-    MAX_STEPS,
-    Faithfulness,
-    MethodScore,
-    check_baseline,
-    faithfulness,
-    rank_methods,
-)
+from .faithfulness import MAX_STEPS, Faithfulness, MethodScore, faithfulness, rank_methods
 from .sanity import SanityCheck, randomization_check
 
 __all__ = ["configure_parser", "main"]

@@ -46,39 +46,30 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.transforms.functional import gaussian_blur
 
+from ..core.cache import BoundedCache
 from ..core.errors import UserError
 from ..core.model import check_stage
 from .analysis import Analysis
+from .baselines import BASELINES, check_baseline, make_baseline
 from .methods import cheap_methods, get_method
 from .results import Attribution
 
 __all__ = [
     "MAX_STEPS",
-    "BASELINES",
     "AnalysisCache",
     "Curves",
     "Faithfulness",
     "MethodScore",
-    "blurred_baseline",
-    "check_baseline",
     "deletion_insertion",
     "describe",
     "faithfulness",
-    "make_baseline",
-    "mean_baseline",
     "rank_methods",
 ]
 
 MAX_STEPS = 256  # more points than that only adds forwards, not information
 Forward = Callable[[Tensor], Tensor]  # (B, 3, H, W) -> (B, classes) logits
 Progress = Callable[[float], None]
-# What replaces a "removed" pixel, by name (see the module docstring): the words are for people.
-BASELINES: dict[str, str] = {
-    "blur": "the crop blurred (Gaussian, sigma 1/16 of its side)",
-    "mean": "the crop's mean colour",
-}
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,21 +136,19 @@ class AnalysisCache:
 
     def __init__(self, *, limit: int) -> None:
         self._limit = limit
-        self._lock = threading.Lock()
-        self._data: weakref.WeakKeyDictionary[Analysis, dict[Any, Any]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()  # guards the weak dictionary; each analysis's cache has its own
+        self._data: weakref.WeakKeyDictionary[Analysis, BoundedCache[Any, Any]] = weakref.WeakKeyDictionary()
 
     def get(self, analysis: Analysis, key: Any) -> Any:
         with self._lock:
-            return self._data.get(analysis, {}).get(key)
+            entries = self._data.get(analysis)
+        return None if entries is None else entries.get(key)
 
     def put(self, analysis: Analysis, key: Any, value: Any) -> Any:
         """Store ``value`` unless another thread stored one first; returns the one kept."""
         with self._lock:
-            entries = self._data.setdefault(analysis, {})
-            value = entries.setdefault(key, value)
-            while len(entries) > self._limit:
-                entries.pop(next(iter(entries)))
-            return value
+            entries = self._data.setdefault(analysis, BoundedCache(self._limit))
+        return entries.put(key, value)
 
 
 _CACHE = AnalysisCache(limit=64)
@@ -305,34 +294,6 @@ def deletion_insertion(
 # ----------------------------------------------------------------------------- on an analysis
 
 
-def blurred_baseline(image: Tensor) -> Tensor:
-    """The crop with its detail blurred away: a Gaussian of sigma = 1/16 of the side. (1, 3, H, W)"""
-    side = min(image.shape[-2:])
-    sigma = max(1.0, side / 16)
-    kernel = min(2 * int(np.ceil(3 * sigma)) + 1, 2 * side - 1)  # reflect padding needs kernel // 2 < side
-    return gaussian_blur(image, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
-
-
-def mean_baseline(image: Tensor) -> Tensor:
-    """Every pixel the crop's mean colour, channel by channel: no spatial evidence left. (1, 3, H, W)"""
-    return image.mean(dim=(-2, -1), keepdim=True).expand_as(image).contiguous()
-
-
-_MAKERS: dict[str, Callable[[Tensor], Tensor]] = {"blur": blurred_baseline, "mean": mean_baseline}
-
-
-def check_baseline(kind: str) -> str:
-    """``kind`` if it names a baseline of :data:`BASELINES`, else a :class:`UserError` naming the choices."""
-    if not isinstance(kind, str) or kind not in BASELINES:
-        raise UserError(f"Unknown baseline {kind!r:.40}; choose one of {', '.join(BASELINES)}.")
-    return kind
-
-
-def make_baseline(image: Tensor, *, kind: str) -> Tensor:
-    """The baseline ``kind`` (a key of :data:`BASELINES`) of ``image``, (1, 3, H, W) like it."""
-    return _MAKERS[check_baseline(kind)](image)
-
-
 def _forward_of(analysis: Analysis) -> Forward:
     model = analysis.model
     return lambda batch: model(batch)  # the caller holds inference mode
@@ -406,12 +367,7 @@ def _record(
     att: Attribution, curves: Curves, seconds: float, random: Curves, steps: int, baseline: str
 ) -> Faithfulness:
     return Faithfulness(
-        method=att.method,
-        stage=att.stage,
-        target=att.target,
-        target_label=att.target_label,
-        versus=att.versus,
-        versus_label=att.versus_label,
+        **att.about(),
         curves=curves,
         random=random,
         all_zero=att.all_zero,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -68,6 +69,14 @@ class Attribution:
     target_prob: float = 0.0
     versus: int | None = None  # the contrast class of a contrastive map ("why target and not versus"), else None
     versus_label: str | None = None
+
+    def about(self) -> dict[str, Any]:
+        """Which map this is (method, stage, the class and the contrast class, with their
+        labels): the fields that every record made from a map starts with."""
+        return {
+            "method": self.method, "stage": self.stage, "target": self.target, "target_label": self.target_label,
+            "versus": self.versus, "versus_label": self.versus_label,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)

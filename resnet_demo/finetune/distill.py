@@ -23,6 +23,7 @@ from ..core.fold import inference_copy
 from ..core.model import ResNet
 from ..core.weights import ARCHES, load_model
 from .checkpoints import checkpoint_arch, same_classes
+from .config import FinetuneConfig
 
 __all__ = ["DistillationLoss", "kd_loss", "load_teacher", "make_criterion"]
 
@@ -78,19 +79,13 @@ def load_teacher(source: str, *, class_names: tuple[str, ...], device: torch.dev
 
 
 def make_criterion(
-    *,
-    label_smoothing: float,
-    distill_from: str | None,
-    temperature: float,
-    alpha: float,
-    class_names: tuple[str, ...],
-    device: torch.device,
-    channels_last: bool,
+    cfg: FinetuneConfig, *, class_names: tuple[str, ...], device: torch.device
 ) -> tuple[nn.Module, ResNet | None]:
-    """The loss of a run and its teacher: cross-entropy alone, or with ``distill_from`` the
-    distillation loss around it and the loaded teacher."""
-    ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    if not distill_from:
+    """The loss of a run and its teacher: cross-entropy alone (``cfg.label_smoothing``), or
+    with ``cfg.distill_from`` the distillation loss around it (``kd_temperature``,
+    ``kd_alpha``) and the loaded teacher."""
+    ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    if not cfg.distill_from:
         return ce, None
-    teacher = load_teacher(distill_from, class_names=class_names, device=device, channels_last=channels_last)
-    return DistillationLoss(ce, temperature=temperature, alpha=alpha), teacher
+    teacher = load_teacher(cfg.distill_from, class_names=class_names, device=device, channels_last=cfg.channels_last)
+    return DistillationLoss(ce, temperature=cfg.kd_temperature, alpha=cfg.kd_alpha), teacher

@@ -71,15 +71,7 @@ def start_run(
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     optimizer = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    criterion, teacher = make_criterion(
-        label_smoothing=cfg.label_smoothing,
-        distill_from=cfg.distill_from,
-        temperature=cfg.kd_temperature,
-        alpha=cfg.kd_alpha,
-        class_names=class_names,
-        device=device,
-        channels_last=cfg.channels_last,
-    )
+    criterion, teacher = make_criterion(cfg, class_names=class_names, device=device)
     progress, resumed_from = Progress(), None
     if resume is not None:
         name = Path(str(cfg.resume)).name

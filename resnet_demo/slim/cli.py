@@ -8,7 +8,6 @@ checkpoint.
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 from ..finetune.checkpoints import atomic_write_text
@@ -69,9 +68,9 @@ def main(args: argparse.Namespace) -> int:
         return 0
     out = Path(cfg.out)
     if not args.no_plot:
-        # Imported here: plotly is only needed for this one file.
-        plots = importlib.import_module("resnet_demo.slim.plots")
-        fig = plots.accuracy_macs_figure(result.report)
+        from .plots import accuracy_macs_figure  # here: plotly is only needed for this one file
+
+        fig = accuracy_macs_figure(result.report)
         atomic_write_text(fig.to_html(include_plotlyjs="cdn", full_html=True), out / "slim.html")
     print(markdown_table(result.report), end="")
     print(

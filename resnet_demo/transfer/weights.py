@@ -9,8 +9,6 @@ once, frozen and shared read-only; at most :data:`KEEP_MODELS` stay loaded.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,20 +19,24 @@ import torchvision.models.segmentation as tvs
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from ..core.cache import BoundedCache
 from ..core.checkpoint_files import WeightsError, check_tensors, is_state_dict, read_pth
 from ..core.weights import fetch_weights_file, offline, state_dict_fit_problem
 
 __all__ = [
     "BACKBONES",
     "KEEP_MODELS",
+    "FROZEN_BATCHNORM",
     "MODELS",
     "TASKS",
     "TransferModel",
     "TransferSpec",
     "backbones_for",
+    "build_transfer",
     "clear_transfer_cache",
     "load_transfer",
     "shared_transfer",
+    "torchvision_builder",
     "transfer_spec",
 ]
 
@@ -69,6 +71,9 @@ _ENTRIES: dict[tuple[str, str, str], tuple[Callable[..., nn.Module], Any]] = {
         tvd.RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1,
     ),
 }
+# The detectors torchvision builds with FrozenBatchNorm2d in their trained backbone (the v1
+# models); their v2 successors train BatchNorm. Tested against torchvision's own builds.
+FROZEN_BATCHNORM: frozenset[str] = frozenset({"fasterrcnn", "maskrcnn", "retinanet"})
 MODELS: dict[str, tuple[str, ...]] = {
     task: tuple(dict.fromkeys(m for t, m, _ in _ENTRIES if t == task)) for task in TASKS
 }
@@ -101,7 +106,7 @@ class TransferSpec:
     @property
     def frozen_batchnorm(self) -> bool:
         """torchvision builds its v1 detection backbones with frozen BatchNorm (fixed statistics and affine)."""
-        return self.task == "detect" and not self.model.endswith("_v2")
+        return self.model in FROZEN_BATCHNORM
 
     @property
     def dilated(self) -> bool:
@@ -180,8 +185,14 @@ def _freeze_batchnorm(module: nn.Module) -> None:
             _freeze_batchnorm(child)
 
 
-def _build(spec: TransferSpec) -> nn.Module:
-    builder = _ENTRIES[(spec.task, spec.model, spec.backbone)][0]
+def torchvision_builder(spec: TransferSpec) -> Callable[..., nn.Module]:
+    """torchvision's builder of the entry (e.g. ``deeplabv3_resnet50``)."""
+    return _ENTRIES[(spec.task, spec.model, spec.backbone)][0]
+
+
+def build_transfer(spec: TransferSpec) -> nn.Module:
+    """The entry's model as torchvision builds it for its published file, with random weights."""
+    builder = torchvision_builder(spec)
     kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None, "num_classes": len(spec.categories)}
     if spec.task == "segment":
         kwargs["aux_loss"] = True  # the published files carry the auxiliary head
@@ -214,7 +225,7 @@ def load_transfer(
         if not fallback_to_random:
             raise
         spec = transfer_spec(task=task, model=model, backbone=backbone)
-        return TransferModel(_build(spec).eval(), spec, untrained_because=e.problem)
+        return TransferModel(build_transfer(spec).eval(), spec, untrained_because=e.problem)
 
 
 def _load_published(*, task: str, model: str | None, backbone: str, download: bool | None) -> TransferModel:
@@ -232,7 +243,7 @@ def _load_published(*, task: str, model: str | None, backbone: str, download: bo
     if not is_state_dict(state_dict):
         raise WeightsError(f"{path.name} in torchvision's cache is not a state_dict.")
     check_tensors(state_dict, name=path.name)
-    net = _build(spec)
+    net = build_transfer(spec)
     problem = state_dict_fit_problem(net, state_dict)
     if problem is not None:
         raise WeightsError(f"{path.name} does not fit {spec.label}: {problem}.")
@@ -241,8 +252,7 @@ def _load_published(*, task: str, model: str | None, backbone: str, download: bo
 
 
 KEEP_MODELS = 2  # a detection model with its activations is ~0.5-1 GB; two bound the app's memory
-_CACHE: OrderedDict[tuple[str, str, str, bool], TransferModel] = OrderedDict()  # least recently used first
-_LOCK = threading.Lock()
+_CACHE: BoundedCache[tuple[str, str, str, bool], TransferModel] = BoundedCache(KEEP_MODELS)
 
 
 def shared_transfer(
@@ -250,22 +260,17 @@ def shared_transfer(
 ) -> TransferModel:
     """:func:`load_transfer`, once per entry, frozen and shared read-only (the :data:`KEEP_MODELS` most recent)."""
     spec = transfer_spec(task=task, model=model, backbone=backbone)
-    key = (spec.task, spec.model, spec.backbone, fallback_to_random)
-    with _LOCK:  # two users asking for the same model load it once
-        if key not in _CACHE:
-            loaded = load_transfer(
-                task=task, model=spec.model, backbone=backbone, fallback_to_random=fallback_to_random
-            )
-            for p in loaded.model.parameters():
-                p.requires_grad_(False)
-            _CACHE[key] = loaded
-        _CACHE.move_to_end(key)
-        while len(_CACHE) > KEEP_MODELS:
-            _CACHE.popitem(last=False)
-        return _CACHE[key]
+
+    def load() -> TransferModel:
+        loaded = load_transfer(task=task, model=spec.model, backbone=backbone, fallback_to_random=fallback_to_random)
+        for p in loaded.model.parameters():
+            p.requires_grad_(False)
+        return loaded
+
+    # Made under the cache's lock: two users asking for the same model load it once.
+    return _CACHE.get_or_make((spec.task, spec.model, spec.backbone, fallback_to_random), load)
 
 
 def clear_transfer_cache() -> None:
     """Forget every loaded model (tests, or after new files were placed in the cache)."""
-    with _LOCK:
-        _CACHE.clear()
+    _CACHE.clear()
