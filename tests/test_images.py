@@ -240,7 +240,8 @@ def test_truncated_file_is_a_clear_error(tmp_path: Path, fmt: str) -> None:
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match="Could not read") as e:
         load_image(path)
-    assert str(path) in str(e.value) and "truncated" in str(e.value)
+    assert path.name in str(e.value) and "truncated" in str(e.value)
+    assert str(path.parent) not in str(e.value)  # a server's folder layout is never shown
 
 
 @pytest.mark.parametrize(

@@ -83,8 +83,9 @@ class CropBox:
 
 
 def _describe(source: ImageSource) -> str:
+    # The file's own name only: on a server the rest of the path is the server's folder layout.
     if isinstance(source, (str, Path)):
-        return str(source)
+        return Path(source).name or str(source)
     if isinstance(source, (bytes, bytearray)):
         return "the uploaded data"
     return "the image"
