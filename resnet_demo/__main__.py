@@ -2,7 +2,8 @@
 
 Each command lives in its own module, which defines ``configure_parser(parser)`` and
 ``main(args) -> int``; this file only dispatches. A :class:`UserError` (bad file, bad
-weights, bad option) is printed as one line and exits with status 2.
+weights, bad option, and argparse's own errors: see :class:`OneLineParser`) is printed as one
+line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from .core.errors import UserError
 
@@ -29,8 +31,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own mistakes (a missing argument, an option of the wrong type) as a :class:`UserError`,
+    so that ``main`` reports them like every other bad input: one line on stderr, exit status 2.
+
+    ``add_subparsers`` makes each command's parser of this class too (its ``parser_class``
+    defaults to the parent's class). ``--help`` is not an error: it prints and exits 0.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        # argparse's messages are one line today; joining keeps the promise if one ever is not.
+        raise UserError(f"{' '.join(message.split())} (see {self.prog} --help)")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m resnet_demo", description="ResNet Explorer command line.")
+    parser = OneLineParser(prog="python -m resnet_demo", description="ResNet Explorer command line.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -42,8 +57,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if a in COMMANDS), None)
-    args = build_parser(command).parse_args(argv)
     try:
+        args = build_parser(command).parse_args(argv)
         return int(importlib.import_module(COMMANDS[args.command][0]).main(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -10,9 +10,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torchvision.models as tvm
 from pytorch_grad_cam import (
     AblationCAM,
     EigenCAM,
+    GradCAM,
     GradCAMElementWise,
     GradCAMPlusPlus,
     HiResCAM,
@@ -20,18 +22,19 @@ from pytorch_grad_cam import (
     ScoreCAM,
     XGradCAM,
 )
+from pytorch_grad_cam.ablation_layer import AblationLayer
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 from torch import nn
 
 from resnet_demo.core.errors import UserError
-from resnet_demo.core.model import STAGES, ResNet
+from resnet_demo.core.model import STAGES, ResNet, build_model
 from resnet_demo.core.weights import LoadedModel
 from resnet_demo.explain import METHODS, Analysis, analyze, cheap_methods, get_method, method_cost, prepare
 from resnet_demo.explain.cams import eigen_projection
 from resnet_demo.explain.gradcam import GRADIENT_CACHE
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, random_state_dict
 from .test_explain import _close, _Counter, _frozen, _hooks, _randomize_bn, _spec
 
 CAT = EXAMPLES / "cat.jpg"
@@ -76,9 +79,9 @@ def _layer(model: ResNet, stage: str) -> nn.Module:
     return model.maxpool if stage == "stem" else getattr(model, stage)
 
 
-def _upsampled(raw: np.ndarray) -> np.ndarray:
+def _upsampled(raw: np.ndarray, size: int = SIZE) -> np.ndarray:
     """Our (h, w) raw map upsampled as pytorch-grad-cam upsamples its maps (cv2, bilinear)."""
-    return cv2.resize(np.float32(raw), (SIZE, SIZE))
+    return cv2.resize(np.float32(raw), (size, size))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -169,6 +172,149 @@ def test_top_channels_option_and_progress(analysis: Analysis) -> None:
     assert method_cost(method="ablationcam", arch="resnet50", stage="layer4") < method_cost(
         method="ablationcam", arch="resnet50", stage="layer1"
     )
+
+
+# --------------------------------------------------------------------------- against pytorch-grad-cam on ResNet-50
+# The toy above has one block per stage; here the real depth (3-4-6-3 blocks), at the two stages
+# the app shows first, against pytorch-grad-cam on torchvision's own ResNet-50 with the same weights.
+
+R50_SIZE = 160  # layer4 5x5, layer3 10x10: enough positions to correlate, half the cost of 224 px
+R50_STAGES = ("layer3", "layer4")
+# Every method both implement: the gradient family here, Eigen-CAM, Score-CAM and Ablation-CAM below.
+# Not compared: CAM (layer4's fc weights; pytorch-grad-cam has no class for it, the formula test below
+# covers it) and Guided Grad-CAM (pytorch-grad-cam has only the guided backprop model, not the product).
+R50_TWINS = {"gradcam": GradCAM, **GRADIENT_TWINS}
+# Score-CAM and Ablation-CAM on every channel would take 1024 + 2048 forward passes per side: both
+# sides weigh the same 16 strongest channels (ours through its ``channels`` option).
+FEW = 16
+
+
+@pytest.fixture(scope="module")
+def r50() -> LoadedModel:
+    model = build_model("resnet50")
+    model.load_state_dict(random_state_dict("resnet50", seed=3))
+    return LoadedModel(_frozen(model), _spec("resnet50", crop=R50_SIZE))
+
+
+@pytest.fixture(scope="module")
+def r50_analysis(r50: LoadedModel) -> Analysis:
+    return analyze(image=CAT, model=r50)  # one analysis for every method: the gradients are shared
+
+
+@pytest.fixture(scope="module")
+def tv50() -> torch.nn.Module:
+    """torchvision's ResNet-50 on the same weights, for pytorch-grad-cam to hook (gradients on)."""
+    model = tvm.resnet50()
+    model.load_state_dict(random_state_dict("resnet50", seed=3))
+    return model.eval()
+
+
+def _r50_x(r50: LoadedModel) -> torch.Tensor:
+    return prepare(image=CAT, preprocessing=r50.spec.preprocessing).tensor  # (1, 3, 160, 160)
+
+
+def _tv_stages(tv50: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """torchvision's own layer3 and layer4 outputs, and its logits under "fc"."""
+    out = {}
+    with torch.no_grad():
+        h = tv50.maxpool(tv50.relu(tv50.bn1(tv50.conv1(x))))
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            h = out[name] = getattr(tv50, name)(h)
+        out["fc"] = tv50.fc(torch.flatten(tv50.avgpool(h), 1))
+    return out
+
+
+@pytest.mark.parametrize("method", sorted(R50_TWINS))
+def test_gradient_methods_equal_pytorch_grad_cam_on_resnet50(
+    method: str, r50: LoadedModel, r50_analysis: Analysis, tv50: torch.nn.Module
+) -> None:
+    target = r50_analysis.predictions[0].index
+    maps = r50_analysis.attributions(stages=R50_STAGES, target=target, method=method)
+    for stage in R50_STAGES:
+        with R50_TWINS[method](model=tv50, target_layers=[getattr(tv50, stage)]) as cam:
+            theirs = cam(input_tensor=_r50_x(r50), targets=[ClassifierOutputTarget(target)])[0]
+        assert not maps[stage].all_zero and theirs.max() > 0, stage
+        assert _pearson(_upsampled(maps[stage].raw, R50_SIZE), theirs) >= 0.99, (method, stage)
+
+
+def test_eigencam_equals_pytorch_grad_cam_on_resnet50(
+    r50: LoadedModel, r50_analysis: Analysis, tv50: torch.nn.Module
+) -> None:
+    x = _r50_x(r50)
+    acts = _tv_stages(tv50, x)
+    for stage in R50_STAGES:
+        theirs = get_2d_projection(acts[stage].numpy())[0]  # their SVD, before any ReLU
+        with EigenCAM(model=tv50, target_layers=[getattr(tv50, stage)]) as cam:
+            their_map = cam(input_tensor=x, targets=None)[0]
+        assert _pearson(their_map, _upsampled(np.maximum(theirs, 0), R50_SIZE)) >= 0.99, stage  # that SVD is theirs
+        # Ours fixes the singular vector's sign that theirs leaves to the SVD: equal up to that sign.
+        sign = 1.0 if _pearson(eigen_projection(acts[stage])[0, 0].numpy(), theirs) > 0 else -1.0
+        ours = r50_analysis.attribution(stage=stage, method="eigencam")
+        assert _pearson(_upsampled(ours.raw, R50_SIZE), _upsampled(np.maximum(sign * theirs, 0), R50_SIZE)) >= 0.99
+
+
+class _ChannelTap(nn.Module):
+    """torchvision's ResNet whose ``stage`` output also passes, as a dead end, through ``tap`` keeping
+    ``channels`` only: pytorch-grad-cam's Score-CAM hooks ``tap``, so it weighs those channels alone."""
+
+    def __init__(self, net: nn.Module, stage: str, channels: torch.Tensor) -> None:
+        super().__init__()
+        self.net, self.stage, self.channels = net, stage, channels
+        self.tap = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = getattr(n, name)(x)
+            if name == self.stage:
+                self.tap(x[:, self.channels])
+        return n.fc(torch.flatten(n.avgpool(x), 1))
+
+
+class _AblateChosen(AblationLayer):
+    """pytorch-grad-cam's ablation layer, ablating the given channels (its own hook for choosing some)."""
+
+    def __init__(self, channels: torch.Tensor) -> None:
+        super().__init__()
+        self.chosen = np.int32(channels.numpy())
+
+    def activations_to_be_ablated(self, activations: torch.Tensor, ratio_channels_to_ablate: float = 1.0) -> np.ndarray:
+        self.indices = self.chosen.copy()
+        return self.indices
+
+
+def _strongest(act: torch.Tensor) -> torch.Tensor:
+    """The FEW channels of highest mean activation (what ours weighs with ``channels=FEW``), chosen by
+    the test on torchvision's activations; the next one must be clearly weaker, so that rounding
+    cannot make the two sides choose differently."""
+    means = act[0].mean(dim=(1, 2)).sort(descending=True)
+    assert means.values[FEW - 1] - means.values[FEW] > 1e-3 * means.values[FEW - 1]
+    return means.indices[:FEW]
+
+
+def test_scorecam_and_ablationcam_equal_pytorch_grad_cam_on_resnet50(
+    r50: LoadedModel, r50_analysis: Analysis, tv50: torch.nn.Module
+) -> None:
+    x = _r50_x(r50)
+    target = _positive_target(r50_analysis)
+    acts = _tv_stages(tv50, x)
+    assert acts["fc"][0, target] > 0  # Ablation-CAM's (y - y_k) / y: theirs divides by y, ours by |y|
+    for stage in R50_STAGES:
+        chosen = _strongest(acts[stage])
+        tapped = _ChannelTap(tv50, stage, chosen)
+        with ScoreCAM(model=tapped, target_layers=[tapped.tap]) as cam:
+            theirs = {"scorecam": cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])[0]}
+        private = copy.deepcopy(tv50)  # Ablation-CAM swaps a layer of the model it is given
+        ablation = AblationCAM(
+            model=private, target_layers=[getattr(private, stage)], ablation_layer=_AblateChosen(chosen)
+        )
+        with ablation as cam:
+            theirs["ablationcam"] = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])[0]
+        for method, their_map in theirs.items():
+            ours = r50_analysis.attribution(stage=stage, target=target, method=method, channels=FEW)
+            assert not ours.all_zero and their_map.max() > 0, (method, stage)
+            assert _pearson(_upsampled(ours.raw, R50_SIZE), their_map) >= 0.99, (method, stage)
 
 
 # --------------------------------------------------------------------------- formulas written out

@@ -8,6 +8,7 @@ import stat
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -136,13 +137,50 @@ def test_val_folder_with_an_unknown_class_is_refused(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- transforms
 
 
-def test_train_transform_scales_the_short_side_then_crops() -> None:
-    image = Image.new("RGB", (120, 80), (10, 200, 10))
-    tf = train_transform(crop_size=32, scale_range=(36, 60), mean=MEAN, std=STD)
-    out = tf(image)
-    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+def _step(side: int) -> int:
+    """The grey levels per pixel of a ramp across ``side`` pixels: as steep as 8 bits allow."""
+    return 255 // (side - 1)
+
+
+def _ramps(width: int, height: int) -> Image.Image:
+    """Red rises with x, green with y: every pixel says where in the photo it comes from (linear
+    ramps, which bilinear resizing keeps linear)."""
+    y, x = np.mgrid[0:height, 0:width]
+    return Image.fromarray(np.stack([_step(width) * x, _step(height) * y, 0 * x], axis=-1).astype(np.uint8))
+
+
+def _source_coordinates(out: torch.Tensor, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The photo's x and y that each pixel of a normalised crop shows, read back from its red and green."""
+    rgb = (out.numpy() * np.array(STD)[:, None, None] + np.array(MEAN)[:, None, None]) * 255
+    return rgb[0] / _step(width), rgb[1] / _step(height)  # (crop, crop) each
+
+
+@pytest.mark.parametrize(("width", "height"), [(120, 80), (80, 120)])  # the short side is either one
+def test_train_transform_scales_the_short_side_then_crops(width: int, height: int) -> None:
+    tf = train_transform(crop_size=32, scale_range=(36, 60), mean=MEAN, std=STD, color_jitter=0.0)
+    torch.manual_seed(0)
+    sides, flips, lefts = set(), set(), set()
+    for _ in range(30):
+        out = tf(_ramps(width, height))
+        assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+        x, y = _source_coordinates(out, width, height)
+        # Photo pixels per crop pixel, down the rows and along the columns: the slopes of the averaged
+        # ramps, fitted away from the crop's edges (where the photo's border may blur them).
+        inner = np.arange(2, 30)
+        per_row = float(np.polyfit(inner, y.mean(axis=1)[inner], 1)[0])
+        per_col = float(np.polyfit(inner, x.mean(axis=0)[inner], 1)[0])
+        assert per_row > 0 and abs(abs(per_col) - per_row) < 0.03 * per_row  # one scale: the aspect kept
+        short = min(width, height) / per_row  # the short side's length after the random resize
+        assert 36 - 1 <= short <= 60 + 1
+        # The crop lies inside the resized photo: every pixel shows a place in the photo.
+        assert x.min() >= -1 and x.max() <= width and y.min() >= -1 and y.max() <= height
+        sides.add(round(short))
+        flips.add(per_col < 0)  # the columns run backwards: mirrored
+        lefts.add(round(float(x.min())))
+    # Random scales, both mirror states and many crop positions: not one fixed resize and center crop.
+    assert max(sides) - min(sides) >= 10 and flips == {False, True} and len(lefts) >= 10
     assert train_transform(crop_size=32, scale_range=(36, 60), mean=MEAN, std=STD, random_resized_crop=True)(
-        image
+        _ramps(width, height)
     ).shape == (3, 32, 32)
     with pytest.raises(UserError, match="crop size"):
         train_transform(crop_size=64, scale_range=(36, 60), mean=MEAN, std=STD)

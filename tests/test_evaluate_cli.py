@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision.models as tvm
+from PIL import Image
 
 from resnet_demo.__main__ import main
 from resnet_demo.core.weights import CHECKPOINT_FORMAT, LoadedModel, Preprocessing
@@ -79,6 +81,25 @@ def test_evaluate_with_the_mean_baseline(
     assert b["deletion"][0] == pytest.approx(m["deletion"][0]) and b["deletion"][-1] != pytest.approx(m["deletion"][-1])
     assert main([*common, "--baseline", "mean"]) == 0
     assert "removed pixels show the crop's mean colour" in capsys.readouterr().out
+
+
+def test_evaluate_loads_the_named_weights_from_the_cache(fake_pretrained, capsys) -> None:
+    # No stand-in for the loader: ImageNet V2's file name in a temporary TORCH_HOME, generated weights in it,
+    # the head scaled down so that the softmax is not saturated (every probability then tells models apart).
+    state = random_state_dict("resnet50", seed=5)
+    state["fc.weight"] = state["fc.weight"] * 0.02
+    fake_pretrained("resnet50", "imagenet-v2", state_dict=state)
+    rc = main(["evaluate", str(CAT), "--target", "tabby", "--steps", "2", "--no-rank", "--no-sanity", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["weights"] == "imagenet-v2" and report["untrained"] is False
+    assert report["target"]["index"] == 281 and report["target"]["label"] == "tabby"  # torchvision's categories
+    # The probability is the cached file's: torchvision's own ResNet-50 reads the same file and crop.
+    entry = tvm.ResNet50_Weights.IMAGENET1K_V2
+    x = entry.transforms()(Image.open(CAT).convert("RGB"))[None]
+    with torch.no_grad():
+        prob = torch.softmax(tvm.resnet50(weights=entry).eval()(x), dim=1)[0, 281].item()
+    assert 1e-6 < prob < 0.5 and report["target"]["prob"] == pytest.approx(prob, rel=1e-3)
 
 
 def test_evaluate_text_ranks_the_cheap_methods(small_checkpoint: Path, capsys) -> None:

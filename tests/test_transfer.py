@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw
 
 from resnet_demo.core.errors import UserError
@@ -19,7 +20,7 @@ from resnet_demo.core.model import STAGES, build_model
 from resnet_demo.transfer import cli
 from resnet_demo.transfer.backbone import backbone_stages, map_backbone_key, our_backbone
 from resnet_demo.transfer.check import backbone_check
-from resnet_demo.transfer.detect import detect, detector_batch
+from resnet_demo.transfer.detect import detect, detector_batch, sized
 from resnet_demo.transfer.explain import explain_transfer
 from resnet_demo.transfer.segment import prepare_segment, segment
 from resnet_demo.transfer.weights import (
@@ -256,15 +257,38 @@ def test_segment_gradcam_agrees_with_pytorch_grad_cam(home: Path, photo: Image.I
     assert np.corrcoef(up.ravel(), theirs.ravel())[0, 1] >= 0.99
 
 
+def _independent_detection_cam(held: TransferModel, photo: Image.Image, index: int, stage: str) -> np.ndarray:
+    """Grad-CAM of detection ``index``'s score at ``stage``, with a forward hook on a shell of the detector
+    of the test's own (sized as the test's inputs), unscaled."""
+    model = sized(held.model, SIZE)  # a shell: its modules are its own, so the hook never reaches ``held``
+    saved: list[torch.Tensor] = []
+    handle = getattr(model.backbone.body, stage).register_forward_hook(lambda m, i, o: saved.append(o))
+    try:
+        with torch.enable_grad():
+            image = TF.to_tensor(photo).requires_grad_()  # the weights take no gradient: let one reach the stage
+            score = model([image])[0]["scores"][index]
+            (grad,) = torch.autograd.grad(score, saved[0])
+    finally:
+        handle.remove()
+    return torch.relu((grad.mean((2, 3), keepdim=True) * saved[0]).sum(1))[0].detach().numpy()
+
+
 def test_detection_gradcam(loaded: dict[str, TransferModel], photo: Image.Image) -> None:
-    found = detect(loaded=loaded["fasterrcnn"], image=photo, threshold=0.0, size=SIZE).items
+    held = loaded["fasterrcnn"]
+    found = detect(loaded=held, image=photo, threshold=0.0, size=SIZE).items
     chosen = found[-1]  # not the default: the user's pick
-    result = explain_transfer(
-        loaded=loaded["fasterrcnn"], image=photo, target=chosen.index, threshold=0.0, size=SIZE, features=False
-    )
+    result = explain_transfer(loaded=held, image=photo, target=chosen.index, threshold=0.0, size=SIZE, features=False)
     cam = result.cams["layer3"]
     assert cam.heatmap.shape == (SIZE // 16, -(-photo.width * SIZE // photo.height // 16))
-    assert cam.all_zero or (cam.heatmap.min() >= 0.0 and cam.heatmap.max() == pytest.approx(1.0))
+    # The setup has evidence: the detection's score, differentiated independently, weighs layer3's
+    # activations positively somewhere. The map must then be that evidence, not zeros, peaking where it does.
+    reference = _independent_detection_cam(held, photo, chosen.index, "layer3")
+    assert reference.max() > 0
+    assert not cam.all_zero and cam.heatmap.min() >= 0.0 and cam.heatmap.max() == pytest.approx(1.0)
+    assert np.abs(cam.heatmap - reference / reference.max()).max() < 1e-4
+    assert np.unravel_index(cam.heatmap.argmax(), cam.heatmap.shape) == np.unravel_index(
+        reference.argmax(), reference.shape
+    )
     assert chosen.label in cam.target and f"detection {chosen.index}" in cam.target
     with pytest.raises(UserError, match="There is no detection 999 over the threshold"):
         explain_transfer(loaded=loaded["fasterrcnn"], image=photo, target=999, size=SIZE)
@@ -330,6 +354,8 @@ def test_cli_writes_json_png_and_npy(
         assert summary["detections"] == [] and summary["gradcam"] is None  # nothing detected: an answer
     else:
         assert summary["detections"] and (out / "detections.png").exists()
+    # Something to explain exactly when something was found: the map checks below are never skipped silently.
+    assert (summary["gradcam"] is None) == (threshold == 1.0)
     if summary["gradcam"] is not None:
         assert list(summary["gradcam"]["maps"]) == list(STAGES)
         for stage in STAGES:

@@ -15,12 +15,14 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+import torchvision.models as tvm
+import torchvision.transforms as T
 from markdown_it import MarkdownIt
 from torch import nn
 
 from resnet_demo.core.model import STAGES, ResNet
 from resnet_demo.core.render import overlay
-from resnet_demo.core.weights import LoadedModel, Preprocessing, WeightsSpec
+from resnet_demo.core.weights import CHECKPOINT_FORMAT, LoadedModel, Preprocessing, WeightsSpec
 from resnet_demo.explain import REGISTRY, Analysis, analyze, cheap_methods
 from resnet_demo.explain.sanity import randomization_check, verdict_step
 from resnet_demo.ui import explain_handlers as h
@@ -29,12 +31,13 @@ from resnet_demo.ui import trust_handlers as t
 from resnet_demo.ui.analysis_store import stored
 from resnet_demo.ui.markdown_text import md_text
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, random_state_dict
 
 CAT = EXAMPLES / "cat.jpg"
 HOSTILE = "<img src=x onerror=alert(1)>"
 CLASSES = (HOSTILE, "**bold** [link](http://x)", "tabby")
 TOP, NONE = h.TOP_CLASS, h.NO_VERSUS
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # Preprocessing's defaults
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +263,34 @@ def test_evaluate_handler_and_its_errors(analysis: Analysis, small: LoadedModel,
         t.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer2", "cam", "", "")
     with pytest.raises(gr.Error, match="Send an image"):
         t.evaluate(None, "resnet50", "upload", "small.pth", "layer4", "gradcam", "", "")
+
+
+def test_evaluate_handler_loads_an_uploaded_checkpoint(tmp_path: Path, torch_home: Path, monkeypatch) -> None:
+    # The real loader on a real file: a ResNet-50 checkpoint with three (hostile) class names at 64 px.
+    monkeypatch.setattr(t, "DEFAULT_STEPS", 4)  # fewer curve points; the loading is untouched
+    state = random_state_dict("resnet50", seed=4, num_classes=len(CLASSES))
+    ckpt = tmp_path / "three.pth"
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "arch": "resnet50", "model": state, "class_names": list(CLASSES),
+         "preprocessing": Preprocessing(resize_size=73, crop_size=64).to_dict()},
+        ckpt,
+    )  # fmt: skip
+    out = t.evaluate(str(CAT), "resnet50", "upload", str(ckpt), "layer4", "gradcam", "", "")
+    assert out["model"] == {"arch": "resnet50", "weights": "fine-tuned: three.pth", "untrained": False}
+    # The top class is the file's: torchvision's ResNet-50 with the same weights on the same crop.
+    reference = tvm.resnet50(num_classes=len(CLASSES))
+    reference.load_state_dict(state)
+    crop = T.Compose([T.Resize(73), T.CenterCrop(64), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    with torch.no_grad():
+        top = int(reference.eval()(crop(PIL.Image.open(CAT).convert("RGB"))[None]).argmax())
+    assert (out["map"]["target"], out["map"]["target_label"]) == (top, CLASSES[top])
+    assert [s["randomized"] for s in out["sanity"]["steps"]] == ["fc", "layer4", "layer3", "layer2", "layer1"]
+
+    # A file that does not fit is the reason, naming the file and not the server's folder.
+    torch.save({"fc.weight": torch.zeros(3, 5)}, tmp_path / "misfit.pth")
+    with pytest.raises(gr.Error, match="misfit.pth does not fit resnet50") as e:
+        t.evaluate(str(CAT), "resnet50", "upload", str(tmp_path / "misfit.pth"), "layer4", "gradcam", "", "")
+    assert str(tmp_path) not in str(e.value.message)
 
 
 def test_new_photo_resets_versus_and_fuses_in_one_step(small: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ..core.devices import configure_threads
+from ..core.errors import UserError
+from ..core.images import load_image
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS
 from .explain import DEFAULT_IMAGE, run
 
@@ -119,16 +121,28 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Every argument that needs no model, for every mode: a mistake costs no loading and is one line."""
+    if args.repeats < 1:
+        raise UserError("--repeats must be at least 1.")
+    if args.warmup < 0:
+        raise UserError("--warmup must be 0 or more.")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1.")
+    if args.image is not None:
+        # A photo named but missing or unreadable is an error, not a silent synthetic photo.
+        load_image(args.image)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the ``bench`` command: the mode its flag names, or the explanation engine."""
     args.arch = args.arch or ["resnet50"]
     mode = next((m for flag, m in MODES.items() if getattr(args, flag)), None)
     args.repeats = (mode.repeats if mode else 15) if args.repeats is None else args.repeats
     args.warmup = (mode.warmup if mode else 2) if args.warmup is None else args.warmup
+    _check(args)
     if mode is not None and mode.own_threads:
         return mode.run(args)
-    if args.repeats < 1:
-        raise SystemExit("--repeats must be at least 1")
     configure_threads()
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))

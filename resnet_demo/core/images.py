@@ -18,6 +18,8 @@ import contextlib
 import functools
 import io
 import math
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +184,19 @@ def _normalise(image: Image.Image, *, max_pixels: int) -> Image.Image:
     return _downscale(to_rgb(image), max_pixels)
 
 
+@contextlib.contextmanager
+def _no_bomb_warning() -> Iterator[None]:
+    """PIL's DecompressionBombWarning silenced: :func:`_check_bomb` refuses every image PIL warns about
+    (the same limit) with a sentence, and the warning would be a second line on the command line's stderr.
+
+    ``catch_warnings`` swaps the process's filter list: two threads opening photos at once may
+    leave this one ignore-filter installed, which is harmless.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Read ``source`` (a path, the file's bytes, or a PIL image) as an RGB image.
 
@@ -204,14 +219,15 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         fp: str | Path | io.BytesIO = io.BytesIO(bytes(source))
     else:
         path = Path(source).expanduser()
+        # The name alone, as in every message here: the rest is the server's (or a temp) folder layout.
         if not path.exists():
-            raise ImageError(f"No file at {path}. Check the path.")
+            raise ImageError(f"No file at {what!r}. Check the path.")
         if path.is_dir():
-            raise ImageError(f"{path} is a folder, not an image file.")
+            raise ImageError(f"{what} is a folder, not an image file.")
         fp = path
 
     try:
-        with Image.open(fp) as opened:
+        with _no_bomb_warning(), Image.open(fp) as opened:
             _check_bomb(opened, what)
             _first_frame(opened)
             if opened.width * opened.height > max_pixels:

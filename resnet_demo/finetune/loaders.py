@@ -27,7 +27,10 @@ def _prepare(data: str, d: Dist) -> tuple[Path, Path | None]:
     """The data folder, extracting a zip first. Returns (folder, temp folder to delete)."""
     path = Path(data).expanduser()
     if not data or not path.exists():
-        raise UserError(f"No data at {data!r}: pass --data with a folder of class sub-folders or a .zip of one.")
+        # The name alone: the rest of the path is the server's (or a temp) folder layout.
+        raise UserError(
+            f"No data at {(path.name or data)!r}: pass --data with a folder of class sub-folders or a .zip of one."
+        )
     if path.is_dir():
         return path, None
     # One extraction per machine, named by the zip, so every local rank finds the same folder.
