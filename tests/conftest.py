@@ -3,9 +3,12 @@ whole run, torch.hub's downloader raises, and sockets may connect to loopback on
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +16,11 @@ from pathlib import Path
 os.environ["RESNET_DEMO_OFFLINE"] = "1"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Gradio's cache of this run's own, not the machine's shared /tmp/gradio: the tests count the files
+# the app leaves there, which another run on the same machine must not change.
+if "GRADIO_TEMP_DIR" not in os.environ:
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="resnet-demo-gradio-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -110,28 +118,32 @@ def fake_pretrained(torch_home: Path) -> Callable[..., Path]:
     return write
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The whole app (its ``gr.Blocks``, launched) on an empty, offline weights cache: it must
-    start and serve random weights."""
+    start and serve random weights.
+
+    Built, queued and launched as ``python app.py`` does it (:func:`resnet_demo.ui.parse_args`,
+    ``build_demo`` and :func:`resnet_demo.ui.ready_to_launch`, which ``main`` calls), on a free
+    port and without blocking this thread: the only differences.
+    """
     home = tmp_path_factory.mktemp("torch_home")
     old = os.environ.get("TORCH_HOME")
     os.environ["TORCH_HOME"] = str(home)
     from resnet_demo.core.weights import clear_model_cache
-    from resnet_demo.ui import CSS, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, THEME, build_demo
+    from resnet_demo.ui import build_demo, parse_args, ready_to_launch
 
     clear_model_cache()
-    demo = build_demo()
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=INFERENCE_LIMIT)
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=None,
-        prevent_thread_lock=True,
-        quiet=True,
-        max_file_size=MAX_UPLOAD,
-        theme=THEME,
-        css=CSS,
-    )
+    args = parse_args(["--port", str(free_port())])
+    demo = build_demo(arch=args.arch, weights=args.weights, device=args.device)
+    demo.launch(**ready_to_launch(demo, args), prevent_thread_lock=True, quiet=True)
     try:
         yield demo
     finally:

@@ -29,32 +29,54 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def page(app_url: str):
+def browser(app_url: str):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            pg = context.new_page()
-            pg.set_default_timeout(120_000)
-            pg.goto(app_url)
-            yield pg
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, app_url: str):
+    """A new visitor: a page of its own, the app loaded. Each test starts from here, so that each
+    passes alone (``pytest tests/test_browser.py::test_X``)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(120_000)
+        pg.goto(app_url)
+        pg.get_by_text("ResNet Explorer").first.wait_for()
+        yield pg
+    finally:
+        context.close()  # the page closes: the app forgets the visitor (demo.unload)
+
+
+def explain_photo(page, photo: Path) -> None:
+    """Drop ``photo`` on the Explain tab and wait for all of its answer: the top-5 with percentages,
+    the heat map, the strip of five stages and the caption."""
+    page.locator("#photo input[type=file]").set_input_files(str(photo))
+    page.locator("#top5").get_by_text("%").first.wait_for()
+    page.locator("#heatmap img").wait_for()
+    sync_api.expect(page.locator("#strip img")).to_have_count(5, timeout=120_000)
+    page.locator("#caption").get_by_text("Grad-CAM").wait_for()
+
+
+@pytest.fixture
+def explained(page):
+    """A page with the cat explained on the Explain tab."""
+    explain_photo(page, EXAMPLES / "cat.jpg")
+    return page
 
 
 def test_upload_explain_and_architecture(page) -> None:
-    page.get_by_text("ResNet Explorer").first.wait_for()
     banner = page.locator("#weights-status")
     banner.get_by_text("Pretrained weights unavailable").wait_for()
     page.screenshot(path=ARTIFACTS / "01-start.png", full_page=True)
 
-    page.locator("#photo input[type=file]").set_input_files(str(EXAMPLES / "cat.jpg"))
-    # The label fills in with five classes and percentages; the heat map appears.
-    page.locator("#top5").get_by_text("%").first.wait_for()
-    page.locator("#heatmap img").wait_for()
-    page.locator("#strip img").nth(4).wait_for()
-    page.locator("#caption").get_by_text("Grad-CAM").wait_for()
+    explain_photo(page, EXAMPLES / "cat.jpg")
     assert "UNTRAINED" in page.locator("#caption").inner_text()
     page.screenshot(path=ARTIFACTS / "02-explain.png", full_page=True)
 
@@ -71,9 +93,8 @@ def test_upload_explain_and_architecture(page) -> None:
     page.screenshot(path=ARTIFACTS / "04-compare.png", full_page=False)
 
 
-def test_methods_faithfulness_and_sanity(page) -> None:
-    page.get_by_role("tab", name="Explain").click()
-    page.locator("#heatmap img").wait_for()
+def test_methods_faithfulness_and_sanity(explained) -> None:
+    page = explained
     page.locator("#show-methods input[type=checkbox]").check()
     tiles = page.locator("#methods img")
     tiles.nth(7).wait_for()  # the eight quick methods
@@ -106,13 +127,32 @@ def test_methods_faithfulness_and_sanity(page) -> None:
     page.screenshot(path=ARTIFACTS / "07-sanity.png", full_page=False)
 
 
+TRANSFER_PHOTO = EXAMPLES / "cat.jpg"
+TRANSFER_SIZE = 320  # the random-weights app: only the wiring is tested
+
+
+def _segmented_classes(photo: Path) -> list[str]:
+    """The classes the app's own segmentation model (shared in this process) finds in ``photo``."""
+    from resnet_demo.core.images import load_image
+    from resnet_demo.transfer.segment import segment
+    from resnet_demo.transfer.weights import MODELS, shared_transfer
+
+    loaded = shared_transfer(task="segment", model=MODELS["segment"][0], backbone="resnet50", fallback_to_random=True)
+    return [c.name for c in segment(loaded=loaded, image=load_image(photo), size=TRANSFER_SIZE).classes]
+
+
 def test_transfer_tab(page) -> None:
+    found = _segmented_classes(TRANSFER_PHOTO)
+    assert len(found) >= 2, f"the photo must be segmented into two classes at least to test the pick: {found}"
+    events: list[str] = []  # every event the page sends to the server, in order
+    page.on("request", lambda r: events.append(r.url) if "/queue/join" in r.url or "/run/predict" in r.url else None)
+
     page.get_by_role("tab", name="Transfer").click()
     page.locator("#transfer-run").wait_for()
     page.locator("#transfer-diagram .js-plotly-plot").wait_for()  # the backbone, before any photo
     page.locator("#transfer-size input").click()
-    page.get_by_role("option", name="320").click()  # the random-weights app: only the wiring is tested
-    page.locator("#transfer-photo input[type=file]").set_input_files(str(EXAMPLES / "cat.jpg"))
+    page.get_by_role("option", name=str(TRANSFER_SIZE)).click()
+    page.locator("#transfer-photo input[type=file]").set_input_files(str(TRANSFER_PHOTO))
     page.locator("#transfer-run").click()
     page.locator("#transfer-strip img").nth(4).wait_for()  # Grad-CAM at all five stages
     page.locator("#transfer-features img").nth(4).wait_for()
@@ -130,15 +170,20 @@ def test_transfer_tab(page) -> None:
     options = page.get_by_role("option")
     options.first.wait_for()
     names = [t.split("\n")[-1].split(" (")[0] for t in options.all_inner_texts()]  # past the selected one's ✓
+    assert len(names) >= 2, f"the menu lists {names}; the model found {found}"
     current = page.locator("#transfer-target input").input_value().split(" (")[0]
-    others = [n for n in names if n != current]
-    if others:
-        options.filter(has_text=f"{others[0]} (").first.click()
-        summary.get_by_text(f"class '{others[0]}'").wait_for()
-        page.locator("#transfer-legend").click()  # leaving the menu must not start another run
-        page.wait_for_timeout(1500)
-        assert page.get_by_text("processing |").count() == 0, "a second run started after the pick"
-    else:
-        page.keyboard.press("Escape")
+    other = next(n for n in names if n != current)
+    before = len(events)
+    options.filter(has_text=f"{other} (").first.click()
+    summary.get_by_text(f"class '{other}'").wait_for()
+    page.locator("#transfer-legend").click()  # leaves the menu (Gradio's dropdown fires .input then)
+    # The pick must start one run, and leaving the menu none. Any event they started reaches the
+    # server before the next one the page sends: a stage picked for the large map (from the strip).
+    page.get_by_label("Large map: Grad-CAM stage").click()
+    with page.expect_response(lambda r: "/run/predict" in r.url):
+        page.get_by_role("option", name="layer2", exact=True).click()
+    sent = ["run" if "/queue/join" in url else "stage" for url in events[before:]]
+    assert sent == ["run", "stage"], f"the pick, leaving the menu and the stage sent {sent}"
+    sync_api.expect(page.get_by_role("option")).to_have_count(0)  # the menu closed: not in the screenshot
     page.locator("#transfer-strip").scroll_into_view_if_needed()
     page.screenshot(path=ARTIFACTS / "09-transfer-strip.png", full_page=False)

@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-from .demo import build_demo, launch_kwargs, main, parse_args
+from .demo import build_demo, launch_kwargs, main, parse_args, ready_to_launch
 from .settings import CSS, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, THEME
 
 __all__ = [
@@ -34,4 +34,5 @@ __all__ = [
     "launch_kwargs",
     "main",
     "parse_args",
+    "ready_to_launch",
 ]

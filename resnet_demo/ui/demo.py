@@ -104,6 +104,18 @@ def launch_kwargs(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def ready_to_launch(demo: gr.Blocks, args: argparse.Namespace) -> dict[str, object]:
+    """What :func:`main` does between building ``demo`` and launching it: share out the cores and
+    queue it; returns ``demo.launch``'s keyword arguments for the command line ``args``.
+
+    The tests launch the app through this too, so that they serve it as ``python app.py`` does.
+    """
+    # The cores shared out among the requests that run at once: oversubscribed threads wait on each other.
+    torch.set_num_threads(max(1, configure_threads() // INFERENCE_LIMIT))
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=INFERENCE_LIMIT)
+    return launch_kwargs(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build, queue and launch the app; returns the exit status (2 when it cannot start)."""
     args = parse_args(argv)
@@ -112,8 +124,5 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:  # e.g. --device cuda without a GPU, or a --weights file that does not load
         print(f"error: {e}", file=sys.stderr)
         return 2
-    # The cores shared out among the requests that run at once: oversubscribed threads wait on each other.
-    torch.set_num_threads(max(1, configure_threads() // INFERENCE_LIMIT))
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=INFERENCE_LIMIT)
-    demo.launch(**launch_kwargs(args))
+    demo.launch(**ready_to_launch(demo, args))
     return 0
