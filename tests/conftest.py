@@ -4,11 +4,16 @@ whole run, torch.hub's downloader raises, and sockets may connect to loopback on
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ipaddress
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -125,6 +130,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc: subprocess.Popen, *, sig: int = signal.SIGINT, timeout_s: float = 60.0) -> int:
+    """Stop ``proc`` with ``sig`` (Ctrl-C by default), killing it after ``timeout_s``; its exit status."""
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+@contextlib.contextmanager
+def app_py(tmp_path: Path, *args: str, timeout_s: float = 180.0) -> Iterator[tuple[subprocess.Popen, str, Path]]:
+    """``python app.py --port P *args`` in a process of its own: offline on an empty weights cache
+    (random weights, marked UNTRAINED), Gradio's cache in ``tmp_path``. Yields the process, its URL
+    and its log once ``launch()`` is past its own check of the page; stops it (Ctrl-C) on leaving
+    unless the test already has."""
+    import httpx
+
+    port = free_port()
+    env = {
+        **os.environ,  # offline, no analytics: this file's settings
+        "TORCH_HOME": str(tmp_path / "torch_home"),
+        "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("GRADIO_SERVER_NAME", None)  # the command line's own default host
+    log = tmp_path / "app.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "app.py", "--port", str(port), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while "To create a public link" not in log.read_text():  # Gradio prints the share hint then
+            assert proc.poll() is None, f"app.py stopped with status {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"app.py did not start in {timeout_s:.0f} s:\n{log.read_text()}"
+            time.sleep(0.2)
+        assert httpx.get(url + "config", timeout=10).status_code == 200
+        yield proc, url, log
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+
+
 @pytest.fixture(scope="session")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The whole app (its ``gr.Blocks``, launched) on an empty, offline weights cache: it must
@@ -142,7 +196,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     clear_model_cache()
     args = parse_args(["--port", str(free_port())])
-    demo = build_demo(arch=args.arch, weights=args.weights, device=args.device)
+    demo = build_demo(arch=args.arch, weights=args.weights, device=args.device, time_budget_s=args.time_budget)
     demo.launch(**ready_to_launch(demo, args), prevent_thread_lock=True, quiet=True)
     try:
         yield demo
@@ -247,3 +301,23 @@ def finetuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     state["fc.weight"], state["fc.bias"] = torch.randn(len(SHAPES), 2048) * 0.05, torch.zeros(len(SHAPES))
     model.load_state_dict(state)
     return save_checkpoint(model, tmp_path_factory.mktemp("finetuned") / "shapes.pth", crop=32)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """The app launched by :func:`app` with another time limit per request (0: none, as ``--time-budget 0``)."""
+    from resnet_demo.ui.budget import BUDGET
+
+    old = BUDGET.seconds
+    BUDGET.seconds = seconds
+    try:
+        yield
+    finally:
+        BUDGET.seconds = old
+
+
+@pytest.fixture
+def no_time_limit() -> Iterator[None]:
+    """The app without its time limit per request, as ``python app.py --time-budget 0`` runs it."""
+    with time_limit(0.0):
+        yield

@@ -275,3 +275,58 @@ def test_cli_target_superscript_is_one_line(tmp_path: Path, capsys, torch_home: 
     assert main(["explain", str(image), "--weights", "random", "--target", "²", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err == "error: No class matches '²'. Give a class index or part of a class name.\n"
+
+
+# -- a pruned model's weights without the widths it needs
+
+
+def _pruned_state(seed: int = 0) -> tuple[dict[str, torch.Tensor], tuple[tuple[int, int], ...]]:
+    from resnet_demo.core.model import resnet50
+    from resnet_demo.slim import prune_model
+
+    torch.manual_seed(seed)
+    model = prune_model(resnet50().eval(), fraction=0.3, criterion="l1")
+    return model.state_dict(), model.widths()
+
+
+def test_pruned_state_dict_without_widths_says_they_are_missing(tmp_path: Path, empty_cache: None) -> None:
+    from resnet_demo.core.model import ARCH_DEPTHS, standard_widths
+
+    state, widths = _pruned_state()
+    path = _write(tmp_path / "server" / "plain.pth", state)
+    with pytest.raises(WeightsError) as e:
+        shared_model(arch="resnet50", weights=str(path))
+    message = str(e.value)
+    blocks = [f"layer{s + 1}.{i}" for s, n in enumerate(ARCH_DEPTHS["resnet50"]) for i in range(n)]
+    first = next(i for i, (w, s) in enumerate(zip(widths, standard_widths("resnet50"), strict=True)) if w != s)
+    block_widths = f"{blocks[first]} has {widths[first][0]} of {standard_widths('resnet50')[first][0]} channels"
+    _assert_one_sentence(message, name="plain.pth", says="holds a channel-pruned resnet50", server=tmp_path)
+    assert "recorded widths" in message and block_widths in message and "wrong shape" not in message
+    assert not weights.shared_models()
+    # The same weights with their widths recorded, as the slim run saves them, load.
+    ckpt = _checkpoint(model={**state, "fc.weight": torch.zeros(3, 2048), "fc.bias": torch.zeros(3)})
+    loaded = shared_model(arch="resnet50", weights=str(_write(tmp_path / "slim.pth", {**ckpt, "widths": widths})))
+    assert loaded.model.widths() == widths
+    # Wrong shapes that no pruning makes (a convolution wider than the standard one) stay "wrong shapes".
+    wider = random_state_dict("resnet50")
+    wider["layer1.0.conv1.weight"] = torch.zeros(80, 64, 1, 1)
+    with pytest.raises(WeightsError, match="does not fit resnet50 \\(wrong key names or shapes") as e:
+        shared_model(arch="resnet50", weights=str(_write(tmp_path / "wide.pth", wider)))
+    assert "recorded widths" not in str(e.value)
+
+
+def test_class_names_lose_their_direction_controls(tmp_path: Path, empty_cache: None) -> None:
+    names = ["\u202egpj.tac", "\u2066dog\u2069", "bird\u200f"]
+    ckpt = _checkpoint(model=random_state_dict("resnet50", num_classes=3), class_names=names)
+    loaded = shared_model(arch="resnet50", weights=str(_write(tmp_path / "rtl.pth", ckpt)))
+    assert loaded.spec.categories == ("gpj.tac", "dog", "bird")
+    assert resolve_class(categories=loaded.spec.categories, query="dog") == 1
+    for name, says in (("\u202e\u202c", "is blank"), ("dog\u200e", "appears more than once")):
+        bad = _checkpoint(class_names=["dog", name, "cat"])
+        with pytest.raises(WeightsError, match=says):
+            shared_model(arch="resnet50", weights=str(_write(tmp_path / "bad.pth", bad)))
+    from resnet_demo.core.class_names import BIDI_CONTROLS, clean_class_name
+
+    # U+202A..U+202E, U+2066..U+2069, U+200E, U+200F, U+061C: every one of them goes.
+    every = "".join(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C))
+    assert set(every) == BIDI_CONTROLS and clean_class_name(f"a{every}b") == "ab"

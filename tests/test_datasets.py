@@ -137,6 +137,30 @@ def test_val_folder_with_an_unknown_class_is_refused(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- transforms
 
 
+RLO, LRI, PDI = "\u202e", "\u2066", "\u2069"  # right-to-left override, left-to-right isolate, its end
+
+
+def test_class_folder_names_lose_their_direction_controls(tmp_path: Path) -> None:
+    for cls in (f"{RLO}gpj.tac", f"{LRI}dog{PDI}"):
+        for i in range(3):
+            _write(tmp_path / "flat" / cls / f"{i}.jpg", _jpeg())
+    images = load_image_set(tmp_path / "flat")
+    assert sorted(images.class_names) == ["dog", "gpj.tac"] and sum(images.counts().values()) == len(images.train)
+    from resnet_demo.core.class_names import BIDI_CONTROLS
+
+    assert not any(c in name for name in images.class_names for c in BIDI_CONTROLS)
+    assert "gpj.tac" in images.summary() and RLO not in images.summary()
+    for split in ("train", "val"):  # the user's own split: the same classes found under both
+        for cls in (f"{RLO}gpj.tac", "dog"):
+            _write(tmp_path / "split" / split / cls / "0.jpg", _jpeg())
+    split = load_image_set(tmp_path / "split")
+    assert sorted(split.class_names) == ["dog", "gpj.tac"] and len(split.val) == 2
+    _write(tmp_path / "twice" / "cat" / "0.jpg", _jpeg())
+    _write(tmp_path / "twice" / f"c{RLO}at" / "0.jpg", _jpeg())
+    with pytest.raises(UserError, match="both named 'cat' once invisible direction marks are removed"):
+        load_image_set(tmp_path / "twice")
+
+
 def _step(side: int) -> int:
     """The grey levels per pixel of a ramp across ``side`` pixels: as steep as 8 bits allow."""
     return 255 // (side - 1)

@@ -21,7 +21,7 @@ from resnet_demo.transfer import cli
 from resnet_demo.transfer.backbone import backbone_stages, map_backbone_key, our_backbone
 from resnet_demo.transfer.check import backbone_check
 from resnet_demo.transfer.detect import detect, detector_batch, sized
-from resnet_demo.transfer.explain import explain_transfer
+from resnet_demo.transfer.explain import TransferExplanation, explain_transfer
 from resnet_demo.transfer.segment import prepare_segment, segment
 from resnet_demo.transfer.weights import (
     _ENTRIES,
@@ -473,5 +473,101 @@ def test_app_handler_runs_offline_on_random_weights(
         assert str(tmp_path) not in summary  # the reason, never the server's path
         with pytest.raises(UserError, match="not in torchvision's cache"):
             load_transfer(task="segment", model="fcn", backbone="resnet50")  # the core still refuses by default
+    finally:
+        clear_transfer_cache()
+
+
+def test_app_pictures_are_display_copies_and_the_cli_keeps_full_size(
+    home: Path, photo: Image.Image, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A large photo: the model sees all of it, /transfer sends display copies, the command line full size."""
+    from resnet_demo.ui.analysis_store import DISPLAY_MAX
+    from resnet_demo.ui.transfer_handlers import transfer
+
+    big = photo.resize((3000, 2000), Image.Resampling.BILINEAR)  # longer than DISPLAY_MAX, 3:2 as a camera's
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=90)
+    shown = (DISPLAY_MAX, round(DISPLAY_MAX * big.height / big.width))
+    for task, model, threshold in (("segment", "deeplabv3", 0.5), ("detect", "fasterrcnn", 0.0)):
+        picture, _legend, heat, strip, *_ = transfer(str(path), task, model, "resnet50", threshold, 320, None, "layer4")
+        assert strip, f"{task}: nothing explained, so no map was checked"
+        assert [p.size for p in (picture, heat, *(tile for tile, _ in strip))] == [shown] * (2 + len(strip)), task
+    assert cli.main(_args(path, tmp_path, task="segment", size=320, stage="layer4", json=True)) == 0
+    capsys.readouterr()
+    for name in ("segmentation.png", "mask.png", "gradcam_layer4.png"):
+        with Image.open(tmp_path / "out" / name) as written:
+            assert written.size == big.size, name
+
+
+def test_drawing_on_a_display_copy_scales_boxes_masks_and_classes() -> None:
+    """The boxes, masks and classes are in the photo's pixels; drawn on a smaller copy, they land where they were."""
+    from resnet_demo.core.images import display_copy
+    from resnet_demo.transfer.detect import Detection, Detections
+    from resnet_demo.transfer.drawing import draw_detections, draw_segmentation, palette
+    from resnet_demo.transfer.segment import Segmentation, SegmentClass
+
+    black = Image.new("RGB", (3000, 2000))
+    small = display_copy(black, max_side=600)
+    scale = small.width / black.width
+    mask = np.zeros((2000, 3000), dtype=bool)
+    mask[1000:1800, 1500:2400] = True  # the box's inside
+    dog = Detection(index=0, label="dog", label_index=18, score=0.9, box=(1500.0, 1000.0, 2400.0, 1800.0), mask=mask)
+    found = Detections(items=(dog,), threshold=0.5, photo_size=black.size)
+    drawn = np.asarray(draw_detections(small, found)).astype(int)
+    colour = np.array(palette(18 % 255 + 1))
+    x0, y0, x1, y1 = (round(v * scale) for v in (1500, 1000, 2400, 1800))
+    assert (drawn[(y0 + y1) // 2, x0] == colour).all()  # the box's left edge, moved with the photo
+    assert drawn[(y0 + y1) // 2, (x0 + x1) // 2].sum() > 0  # the mask tints the inside
+    assert drawn[y1 + 5, x1 + 5].sum() == 0 and drawn[y0 - 5, x0 - 5].sum() == 0  # and nothing outside
+    classes = np.zeros((2000, 3000), dtype=np.uint8)
+    classes[:, 1500:] = 15
+    halves = (SegmentClass(0, "background", 0.5), SegmentClass(15, "person", 0.5))
+    segmentation = Segmentation(mask=classes, classes=halves, input_size=(200, 300))
+    tinted = np.asarray(draw_segmentation(small, segmentation)).astype(int)
+    assert tinted.shape[:2] == (small.height, small.width)
+    assert np.abs(tinted[:, small.width // 2 + 2 :] - np.array(palette(15)) // 2).max() <= 1
+    assert tinted[:, : small.width // 2 - 2].max() == 0
+
+
+def test_nothing_detected_at_threshold_zero_gives_no_impossible_advice(photo: Image.Image) -> None:
+    from resnet_demo.transfer.detect import Detections
+    from resnet_demo.ui.transfer_handlers import legend_markdown
+
+    def legend(threshold: float) -> str:
+        empty = Detections(items=(), threshold=threshold, photo_size=photo.size)
+        nothing = TransferExplanation(None, empty, None, None, cams={}, features={}, backbone_diff={})
+        return legend_markdown(nothing)
+
+    assert "lower the threshold" in legend(0.3) and "0.30" in legend(0.3)
+    assert legend(0.0).startswith("Nothing detected") and "lower" not in legend(0.0) and "threshold 0" in legend(0.0)
+
+
+def test_segment_target_counts_the_photos_pixels(home: Path, photo: Image.Image) -> None:
+    """At an input size other than the photo's, the explained class is counted in the photo's own pixels."""
+    result = explain_transfer(loaded=shared_transfer(task="segment"), image=photo, size=2 * SIZE, features=False)
+    assert result.segmentation is not None and result.segmentation.input_size != photo.size[::-1]
+    count = int(np.count_nonzero(result.segmentation.mask == result.target))
+    assert f" {count:,} of the photo's {photo.width * photo.height:,} pixels" in str(result.target_text)
+
+
+def test_app_summary_marks_untrained_weights_only(
+    home: Path, photo: Image.Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/transfer's summary says UNTRAINED on random weights (no file, downloads off), and not on loaded ones."""
+    from resnet_demo.transfer.weights import clear_transfer_cache
+    from resnet_demo.ui.model_choice import UNTRAINED_BANNER
+    from resnet_demo.ui.transfer_handlers import transfer
+
+    path = tmp_path / "photo.png"
+    photo.save(path)
+
+    def summary() -> str:
+        return transfer(str(path), "segment", "deeplabv3", "resnet50", 0.5, SIZE, None, "layer4").summary
+
+    assert not shared_transfer(task="segment").untrained and UNTRAINED_BANNER not in summary()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    clear_transfer_cache()
+    try:
+        assert shared_transfer(task="segment", fallback_to_random=True).untrained and UNTRAINED_BANNER in summary()
     finally:
         clear_transfer_cache()

@@ -320,3 +320,24 @@ def test_architecture_view_draws_a_slimmed_models_real_widths() -> None:
     hovers = " ".join(str(t.hovertext or "") + str(t.text or "") for t in fig.data)
     assert f"512 → {w1} → {w2} → 1024" in hovers and "512 → 256 → 256 → 1024" not in hovers
     assert f"{w1}" in " ".join(str(t.text or "") + str(t.hovertext or "") for t in inside.data) + str(inside.layout)
+
+
+def test_architecture_view_draws_a_checkpoints_own_classes_and_crop(finetuned: Path) -> None:
+    import dataclasses
+
+    from resnet_demo.core.weights import load_model
+    from resnet_demo.slim import prune_model
+
+    loaded = load_model(arch="resnet50", weights=str(finetuned))  # 3 classes, fine-tuned at 32 px
+    slim = dataclasses.replace(loaded, model=prune_model(loaded.model, fraction=0.3, criterion="l1"))
+    classes, crop = len(slim.spec.categories), slim.spec.preprocessing.crop_size
+    analysis = analyze(image=CAT, model=slim)
+    fig, inside, _features, _caption = architecture_view(analysis, "resnet50", "residual_ratio", "layer1.0")
+    texts = " ".join(str(t.text or "") + str(t.hovertext or "") for t in fig.data)
+    headers = " ".join(a.text for a in fig.layout.annotations)
+    assert f"fc {classes}" in texts and f"{classes} classes" in headers
+    assert "fc 1000" not in texts and "1000 classes" not in texts + headers  # ImageNet's head
+    assert f"3×{crop}×{crop}" in texts and "×224" not in texts + headers and "×56×56" not in texts + headers
+    inside_text = " ".join(str(t.text or "") + str(t.hovertext or "") for t in inside.data)
+    # layer1.0 takes the stem's output: a quarter of the crop on each side.
+    assert f"64×{crop // 4}×{crop // 4}" in inside_text and "×56×56" not in inside_text

@@ -179,3 +179,19 @@ def test_one_training_job_per_server_across_fine_tune_and_slim(
     assert status.startswith("**Cancelled**") and table == "" and figure is None
     assert load_model(arch="resnet50", weights=checkpoint).spec.num_classes == 3  # usable
     assert not tab.jobs.busy() and tab.cancel_slim(_request("a")) == "Nothing is running."
+
+
+def test_a_busy_server_refuses_before_reading_the_checkpoint_or_writing_a_sample_set(
+    tab: Any, tmp_path: Path, finetuned: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gradio as gr
+
+    read: list[str] = []
+    real = tab.checkpoint_arch
+    monkeypatch.setattr(tab, "checkpoint_arch", lambda path, **kw: read.append(path) or real(path, **kw))
+    with tab.jobs.claim(owner="b", epochs=3), pytest.raises(gr.Error) as busy:
+        next(tab.run_slim(**_args(finetuned, data="sample"), request=_request("a"), progress=None))
+    assert busy.value.message.startswith("A fine-tune is already running on this server (")
+    assert read == []  # the checkpoint was never opened
+    work = tmp_path / "work"
+    assert not work.exists() or not any(p.is_file() for p in work.rglob("*"))  # no sample set, no folder's files

@@ -24,6 +24,7 @@ from resnet_demo.core.model import STAGES, ResNet
 from resnet_demo.core.render import overlay
 from resnet_demo.core.weights import CHECKPOINT_FORMAT, LoadedModel, Preprocessing, WeightsSpec
 from resnet_demo.explain import REGISTRY, Analysis, analyze, cheap_methods
+from resnet_demo.explain.faithfulness import MAX_STEPS
 from resnet_demo.explain.sanity import randomization_check, verdict_step
 from resnet_demo.ui import explain_handlers as h
 from resnet_demo.ui import method_gallery as g
@@ -339,3 +340,60 @@ def test_crop_sizes_of_tiles(analysis: Analysis) -> None:
     tile = next(image for image, caption in tiles if "not available" in caption)  # CAM: layer4 only
     assert tile.size == analysis.crop.size
     assert np.asarray(tile).mean() < np.asarray(analysis.crop.convert("L")).mean()
+
+
+# ----------------------------------------------------------------------------- crafted values and typed classes
+
+
+def test_steps_that_are_no_whole_number_in_range_get_one_sentence(analysis: Analysis) -> None:
+    # What a crafted request may send for the slider: the core's sentence, never a server error.
+    for steps in (float("nan"), float("inf"), 4.5, "16", None, 0, MAX_STEPS + 1):
+        for handler, args in (
+            (t.trust_buttons, (analysis, "layer4", "gradcam", NONE, steps)),
+            (t.faithfulness_panel, (analysis, "layer4", TOP, NONE, "gradcam", steps)),
+            (t.ranking_panel, (analysis, "layer4", TOP, NONE, steps)),
+        ):
+            with pytest.raises(gr.Error) as refused:
+                handler(*args)
+            expected = f"The number of steps must be a whole number from 1 to {MAX_STEPS}, not {steps}."
+            assert refused.value.message == expected
+    _fig, summary = t.faithfulness_panel(analysis, "layer4", TOP, NONE, "gradcam", 4.0)  # what the slider sends
+    assert "4 steps" in summary
+
+
+def test_a_typed_class_is_found_and_a_typo_names_the_closest(analysis: Analysis) -> None:
+    tabby = CLASSES.index("tabby")
+    _fig, summary = t.faithfulness_panel(analysis, "layer4", "Tabby", NONE, "gradcam", 4)
+    assert "class **tabby**" in summary
+    tiles, _verdict = t.sanity_panel(analysis, "gradcam", "layer4", str(tabby), NONE, 0.5)
+    assert len(tiles) == 6
+    with pytest.raises(gr.Error) as typo:
+        t.faithfulness_panel(analysis, "layer4", "tabbby", NONE, "gradcam", 4)
+    assert typo.value.message.startswith(f"No class matches 'tabbby'. Did you mean {tabby} (tabby)?")
+    with pytest.raises(gr.Error, match=f"Did you mean {tabby} \\(tabby\\)"):
+        t.ranking_panel(analysis, "layer4", TOP, "tabbby", 4)
+
+
+def test_class_pickers_take_typed_text_instead_of_listing_every_class() -> None:
+    from resnet_demo.ui.explain_tab import build_explain_tab
+
+    with gr.Blocks():
+        tab = build_explain_tab(
+            arch="resnet50", weights="random", checkpoint=None, status=gr.Markdown(), analysis=gr.State()
+        )
+    # Gradio's own check would refuse the text with every choice's value in its message.
+    assert tab.target.preprocess("tabbby") == "tabbby" and tab.versus.preprocess("zebr") == "zebr"
+
+
+def test_a_class_typo_gets_the_command_lines_sentence(tmp_path: Path, torch_home: Path, capsys) -> None:
+    from resnet_demo.__main__ import main
+    from resnet_demo.core.weights import load_model
+
+    imagenet = analyze(image=CAT, model=load_model(arch="resnet50", weights="random"), topk=3)
+    argv = ["explain", str(CAT), "--weights", "random", "--target", "persain cat", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    cli = capsys.readouterr().err.strip().removeprefix("error: ")
+    with pytest.raises(gr.Error) as app:
+        t.faithfulness_panel(imagenet, "layer4", "persain cat", NONE, "gradcam", 4)
+    assert app.value.message == cli
+    assert "283 (Persian cat)" in cli and cli.count("(") <= 3  # a few close names, not the 1,000 classes

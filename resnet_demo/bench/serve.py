@@ -9,7 +9,11 @@ benchmark never imports the app), driven over HTTP like a visitor or a script wo
 * the handler's own time, in a separate process, called as a plain function;
 * the browser: photo upload to every panel drawn, in Debian's Chromium via Playwright;
 * throughput: 16 clients at once, 5 photos each: requests per second, median latency, and
-  whether every answer equals the serial one.
+  whether every answer equals the serial one;
+* cancel to idle: ``/evaluate`` cancelled 2 s in, until the server's process uses under a tenth
+  of a core again (the work stops at its next check, and only then frees its slot);
+* the heavy queue's wait: a ``/transfer`` sent while ``/evaluate`` holds the queue, until it
+  starts (the time limit bounds the longest); and how long the refusal of one over the limit takes.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ GOALS: dict[str, tuple[str, float, bool]] = {
     "handler (s)": ("(part of the round trip)", float("inf"), True),
     "browser: upload to every panel (s)": ("<= 0.60 s", 0.60, True),
     "16 clients: requests/s": (">= 3.5 requests/s", 3.5, False),
+    "cancel to idle (s)": ("<= 1 s", 1.0, True),
+    "heavy queue: wait behind /evaluate (s)": ("<= the time limit, 60 s", 60.0, True),
 }
 _SERVER = "import sys; from resnet_demo.ui import main; sys.exit(main())"
 _HANDLER = """
@@ -73,8 +79,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(*, weights: str, env: dict[str, str] | None = None, timeout_s: float = 180.0) -> Iterator[str]:
-    """The app in a process of its own on a free port; yields its URL, stops it on leaving."""
+def serving(*, weights: str, env: dict[str, str] | None = None, timeout_s: float = 180.0) -> Iterator[tuple[str, int]]:
+    """The app in a process of its own on a free port; yields its URL and process id, stops it on leaving."""
     port = _free_port()
     cmd = [sys.executable, "-c", _SERVER, "--port", str(port), "--weights", weights]
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -91,7 +97,7 @@ def serving(*, weights: str, env: dict[str, str] | None = None, timeout_s: float
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the app did not answer within {timeout_s:.0f} s")
             time.sleep(0.5)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -206,6 +212,76 @@ def throughput(url: str, photos: list[Path], *, clients: int, per_client: int) -
     }
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds the process has used so far, all its threads (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _evaluate(client: Any, photo: Path, method: str, arch: str = "resnet50") -> Any:
+    from gradio_client import handle_file
+
+    args = (handle_file(str(photo)), arch, "imagenet-v2", None, "layer3", method, "", "")
+    return client.submit(*args, api_name="/evaluate")
+
+
+def _until_processing(job: Any, *, timeout_s: float = 120.0) -> float:
+    """Seconds until ``job`` starts running on the server."""
+    from gradio_client.utils import Status
+
+    t0 = time.perf_counter()
+    while job.status().code not in (Status.PROCESSING, Status.PROGRESS, Status.FINISHED):
+        if time.perf_counter() - t0 > timeout_s:
+            raise RuntimeError(f"the request did not start within {timeout_s:.0f} s")
+        time.sleep(0.05)
+    return time.perf_counter() - t0
+
+
+def cancel_to_idle(url: str, pid: int, photo: Path, *, idle_share: float = 0.1, window_s: float = 0.5) -> float:
+    """``/evaluate`` cancelled 2 s after it started: seconds from the cancel until the server's process
+    uses under ``idle_share`` of a core over ``window_s``."""
+    client = _client(url)
+    job = _evaluate(client, photo, "gradcam")
+    _until_processing(job)
+    time.sleep(2.0)
+    cancelled = time.perf_counter()
+    job.cancel()
+    while True:
+        before = _cpu_s(pid)
+        time.sleep(window_s)
+        if _cpu_s(pid) - before < idle_share * window_s:
+            client.close()
+            return time.perf_counter() - cancelled - window_s
+        if time.perf_counter() - cancelled > 300:
+            raise RuntimeError("the server stayed busy for 5 minutes after the cancel")
+
+
+def heavy_queue_wait(url: str, photo: Path) -> dict[str, float]:
+    """The heavy queue held by ``/evaluate`` (Grad-CAM, its checks ~15 s on ResNet-50): how long a
+    ``/transfer`` sent 1 s later waits to start; and how long ``/evaluate`` of Score-CAM on ResNet-152
+    (~170 s: over the time limit) takes to be refused."""
+    from gradio_client import handle_file
+
+    holder, waiter = _client(url), _client(url)
+    first = _evaluate(holder, photo, "gradcam")
+    _until_processing(first)
+    time.sleep(1.0)
+    second = waiter.submit(
+        handle_file(str(photo)), "segment", "deeplabv3", "resnet50", 0.5, 320, None, "layer4", api_name="/transfer"
+    )
+    wait = _until_processing(second, timeout_s=600)
+    second.result(timeout=600)
+    first.result(timeout=600)
+    t0 = time.perf_counter()
+    refused = _evaluate(holder, photo, "scorecam", arch="resnet152")
+    with contextlib.suppress(Exception):
+        refused.result(timeout=600)
+    refusal = time.perf_counter() - t0
+    holder.close()
+    waiter.close()
+    return {"wait_s": wait, "refusal_s": refusal}
+
+
 def _top5(answer: tuple[Any, ...]) -> list[tuple[str, float]]:
     return [(c["label"], float(c["confidence"])) for c in answer[0]["confidences"]]
 
@@ -229,23 +305,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     photos = sorted(EXAMPLES.glob("*.jpg"))
     photo = Path(args.image)
     notes: list[str] = []
-    with serving(weights=args.weights) as url:
+    with serving(weights=args.weights) as (url, pid):
         trips = round_trips(url, photo, repeats=args.repeats, warmup=args.warmup)
         browser = browser_s(url, photos, repeats=max(3, args.repeats // 2))
         if browser is None:
             notes.append("browser row skipped: no /usr/bin/chromium or no playwright")
         load = throughput(url, photos, clients=args.clients, per_client=5)
+        idle = cancel_to_idle(url, pid, photo)
+        queue = heavy_queue_wait(url, photo)
     handler = handler_s(photo, weights=args.weights, repeats=args.repeats)
     notes.append(f"round trip with every returned file fetched as well: {trips['with files']:.3f} s")
     notes.append(
         f"{args.clients} clients x 5 photos: median latency {load['median_latency_s']:.2f} s; "
         f"every answer the serial one: {load['same_as_serial']}"
     )
+    notes.append(
+        f"/evaluate of Score-CAM on ResNet-152, over the time limit: refused in {queue['refusal_s']:.2f} s; "
+        "cancel to idle counts from the cancel until the server uses under a tenth of a core over 0.5 s"
+    )
     values = {
         "round trip (s)": trips["answer"],
         "handler (s)": handler,
         "browser: upload to every panel (s)": browser,
         "16 clients: requests/s": load["requests_per_s"],
+        "cancel to idle (s)": idle,
+        "heavy queue: wait behind /evaluate (s)": queue["wait_s"],
     }
     return {"machine": cpu_description(), "values": values, "throughput": load, "round_trips": trips, "notes": notes}
 

@@ -5,6 +5,7 @@ No gradio, plotly or captum here, and nothing from the layers above.
 * :mod:`.model`: the ResNet with torchvision's names, and the one block forward;
 * :mod:`.weights`: named weights, checkpoints, the cache of shared models;
 * :mod:`.checkpoint_files`: a ``.pth`` read as hostile input (file type, sizes, NaNs, metadata);
+* :mod:`.class_names`: class names read from files, without the characters that reorder text;
 * :mod:`.images`: photos in (any mode, EXIF, bombs) and the weights' exact preprocessing;
 * :mod:`.fold`: the folded, in-place inference copy of a model;
 * :mod:`.devices`: device and CPU-core rules;

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torchvision.transforms import InterpolationMode
 
+from .class_names import clean_class_name
 from .errors import UserError
 from .model import ARCH_DEPTHS, Widths, standard_widths
 
@@ -37,6 +38,7 @@ __all__ = [
     "check_preprocessing",
     "check_tensors",
     "check_widths",
+    "check_widths_recorded",
     "is_state_dict",
     "read_pth",
 ]
@@ -227,6 +229,7 @@ def check_class_names(names: Any, *, name: str, head_size: int | None) -> tuple[
     """The ``class_names`` of a fine-tune checkpoint: distinct, non-empty strings, one per output of the head."""
     if not isinstance(names, (list, tuple)) or not all(isinstance(c, str) for c in names):
         raise _unusable(name, f"class_names must be a list of strings, not {_short(names)}")
+    names = [clean_class_name(c) for c in names]  # before the checks: a name of controls alone is blank
     blank = next((c for c in names if not c.strip()), None)
     if blank is not None:
         raise _unusable(name, f"class name {_short(blank)} is blank")
@@ -260,3 +263,43 @@ def check_widths(widths: Any, *, name: str, arch: str) -> Widths | None:
             raise _unusable(name, f"the widths of {block} must be two integers from 1 to {w1}, not {_short(pair)}")
     checked = tuple((int(a), int(b)) for a, b in widths)
     return None if checked == standard else checked
+
+
+def _block_names(arch: str) -> list[str]:
+    return [f"layer{s + 1}.{i}" for s, n in enumerate(ARCH_DEPTHS[arch]) for i in range(n)]
+
+
+def _narrower_widths(state_dict: Mapping[str, Any], *, arch: str) -> Widths | None:
+    """The inner widths of a channel-pruned ``arch`` that ``state_dict``'s shapes spell, or None.
+
+    Read from every block's ``conv1`` and ``conv2`` weights (their output channels are the block's
+    inner widths); None unless all of them are there as 4-D tensors, within the standard widths and
+    narrower somewhere: the shapes of a pruned model, not of a broken file."""
+    standard = standard_widths(arch)
+    found = []
+    for block, (w1, w2) in zip(_block_names(arch), standard, strict=True):
+        conv1, conv2 = state_dict.get(f"{block}.conv1.weight"), state_dict.get(f"{block}.conv2.weight")
+        if not all(isinstance(t, torch.Tensor) and t.ndim == 4 for t in (conv1, conv2)):
+            return None
+        pair = (int(conv1.shape[0]), int(conv2.shape[0]))
+        if not (1 <= pair[0] <= w1 and 1 <= pair[1] <= w2) or int(conv2.shape[1]) != pair[0]:
+            return None
+        found.append(pair)
+    widths = tuple(found)
+    return None if widths == standard else widths
+
+
+def check_widths_recorded(state_dict: Mapping[str, Any], *, name: str, arch: str) -> None:
+    """Refuse, in one sentence naming the file ``name``, weights of a channel-pruned ``arch`` that come
+    without the widths they need (a plain state_dict of a pruned model): where they load into the
+    standard network, "176 of the wrong shape" would not say why."""
+    widths = _narrower_widths(state_dict, arch=arch)
+    if widths is None:
+        return
+    pruned = zip(_block_names(arch), widths, standard_widths(arch), strict=True)
+    block, (w1, _w2), (s1, _s2) = next((b, w, s) for b, w, s in pruned if w != s)
+    raise WeightsError(
+        f"{name} holds a channel-pruned {arch} ({block} has {w1} of {s1} channels, for one) but not its "
+        f"recorded widths, which a plain state_dict of a pruned model lacks. Load the checkpoint the slim "
+        f"run saved (it records them), or save the pruned model with them."
+    )

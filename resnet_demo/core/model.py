@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .cancel import check_cancelled
 from .errors import UserError
 
 __all__ = [
@@ -363,6 +364,7 @@ class ResNet(nn.Module):
         for name, layer in self.stages.items():
             if STAGES.index(name) <= STAGES.index(start):
                 continue
+            check_cancelled()  # a caller that cancels (an app request) stops here, within a stage's time
             if stats is None and blocks is None:
                 x = layer(x)  # the module call, so that hooks on a stage (captum's layer methods) fire
             elif blocks is None:

@@ -85,7 +85,9 @@ def check_opacity(opacity: float) -> float:
     except (TypeError, ValueError):
         value = math.nan
     if not 0.0 <= value <= 1.0:
-        raise InvalidValue(f"Opacity must be between 0 and 1, not {str(opacity)[:20]}.")
+        # One spelling of the number, so that the app (JSON's -1) and the command line (-1.0) say the same.
+        shown = f"{value:g}" if math.isfinite(value) else str(opacity)[:20]
+        raise InvalidValue(f"Opacity must be between 0 and 1, not {shown}.")
     return value
 
 

@@ -39,6 +39,7 @@ from .checkpoint_files import (
     check_preprocessing,
     check_tensors,
     check_widths,
+    check_widths_recorded,
     is_state_dict,
     read_pth,
 )
@@ -173,7 +174,7 @@ def check_arch(arch: str) -> str:
 
     The one check of an architecture's name, for the command line and the app alike.
     """
-    if arch not in ARCH_DEPTHS:
+    if not isinstance(arch, str) or arch not in ARCH_DEPTHS:  # a request may send any JSON value
         names = ", ".join(f"{a} ({ARCH_LABELS[a]})" for a in ARCHES)
         # Cut: the name may be anything an API caller sent.
         raise WeightsError(f"Unknown architecture {str(arch)[:40]!r}; choose one of {names}.")
@@ -425,6 +426,8 @@ def load_model(
     check_arch(arch)
     if weights not in NAMED_WEIGHTS:
         spec, state_dict = _read_local(arch, _local_path(weights))
+        if spec.widths is None:  # a pruned model's weights without its widths: say so, not "wrong shapes"
+            check_widths_recorded(state_dict, name=Path(spec.name).name, arch=arch)
         model = build_model(arch, num_classes=spec.num_classes, widths=spec.widths)
         _load_strict(model, state_dict, name=Path(spec.name).name, arch=arch)
         return LoadedModel(model.eval(), spec)

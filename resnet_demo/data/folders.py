@@ -24,6 +24,7 @@ from typing import Any
 import PIL.Image
 from torch.utils.data import Dataset
 
+from ..core.class_names import clean_class_name
 from ..core.errors import UserError
 from ..core.images import ImageError, load_image
 
@@ -78,13 +79,31 @@ def _class_dirs(root: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)), key=lambda p: p.name)
 
 
-def _scan(root: Path, class_names: Sequence[str]) -> tuple[list[Sample], dict[str, int], list[str]]:
-    """Readable images per class (sorted, so the order never depends on the file system)."""
+def _classes(root: Path, where: str) -> dict[str, str]:
+    """Class name -> its folder's name under ``root``, in folder order. A name is its folder's without
+    the characters that reorder text (:func:`~resnet_demo.core.class_names.clean_class_name`)."""
+    classes: dict[str, str] = {}
+    for folder in _class_dirs(root):
+        name = clean_class_name(folder.name)
+        if not name.strip():
+            raise UserError(f"A class folder in {where} is named with invisible direction marks only: rename it.")
+        if name in classes:
+            raise UserError(
+                f"Two class folders in {where} are both named {name!r} once invisible direction marks are "
+                f"removed: rename one."
+            )
+        classes[name] = folder.name
+    return classes
+
+
+def _scan(root: Path, classes: dict[str, str]) -> tuple[list[Sample], dict[str, int], list[str]]:
+    """Readable images per class (sorted, so the order never depends on the file system); ``classes``
+    maps each class name to its folder's name under ``root``."""
     samples: list[Sample] = []
     counts: dict[str, int] = {}
     skipped: list[str] = []
-    for index, name in enumerate(class_names):
-        folder = root / name
+    for index, (name, folder_name) in enumerate(classes.items()):
+        folder = root / folder_name
         files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name)) if folder.is_dir() else []
         n = 0
         for f in files:
@@ -210,16 +229,19 @@ def stratified_split(samples: Sequence[Sample], *, val_fraction: float, seed: in
 
 def _load_split_folders(root: Path, train_dir: Path, val_dir: Path, names: _Names) -> ImageSet:
     """The user's own split: train/ and val/ with the same class folders."""
-    class_names = tuple(p.name for p in _class_dirs(train_dir))
-    extra = sorted({p.name for p in _class_dirs(val_dir)} - set(class_names))
+    classes = _classes(train_dir, names(train_dir))
+    val_classes = _classes(val_dir, names(val_dir))
+    extra = sorted(set(val_classes) - set(classes))
     if extra:
         raise UserError(
             f"{names(val_dir)} has class folder(s) that {names(train_dir)} lacks: {', '.join(extra)}. "
             f"Both must use the same class names."
         )
-    train, counts, skipped = _scan(train_dir, class_names)
+    class_names = tuple(classes)
+    train, counts, skipped = _scan(train_dir, classes)
     _check_classes(counts, skipped, names(train_dir))
-    val, _, val_skipped = _scan(val_dir, class_names)
+    # The same classes, by their folders' names under val/ (a class without one there has no images).
+    val, _, val_skipped = _scan(val_dir, {name: val_classes.get(name, folder) for name, folder in classes.items()})
     skipped += val_skipped
     if not val:
         raise UserError(
@@ -242,8 +264,9 @@ def load_image_set(path: str | Path, *, val_fraction: float = 0.2, seed: int = 0
     val_dir = next((subdirs[n] for n in _VAL_DIRS if n in subdirs), None)
     if train_dir is not None and val_dir is not None:
         return _load_split_folders(root, train_dir, val_dir, names)
-    class_names = tuple(p.name for p in _class_dirs(root))
-    samples, counts, skipped = _scan(root, class_names)
+    classes = _classes(root, names(root))
+    class_names = tuple(classes)
+    samples, counts, skipped = _scan(root, classes)
     _check_classes(counts, skipped, names(root))
     train, val = stratified_split(samples, val_fraction=val_fraction, seed=seed)
     if not val:

@@ -17,7 +17,17 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 
 from ..core.model import Dilation, Widths
-from .blocks import IMAGE_SIZE, BlockInfo, cached_block_infos, check_arch, dilation_key, meta_model, widths_key
+from .blocks import (
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    BlockInfo,
+    cached_block_infos,
+    check_arch,
+    check_head,
+    dilation_key,
+    meta_model,
+    widths_key,
+)
 from .colouring import STAT_CHOICES, block_colours, stat_values
 from .formatting import fmt_shape
 from .hover import block_hover, edge_nodes, projection_hover, stride_hover
@@ -42,6 +52,8 @@ def architecture_figure(
     replace_stride_with_dilation: Dilation | list[bool] | None = None,
     taps: Mapping[str, str] | None = None,
     note: str | None = None,
+    num_classes: int = NUM_CLASSES,
+    image_size: int = IMAGE_SIZE,
 ) -> go.Figure:
     """The block diagram of ``arch``: one node per bottleneck block, stages as columns.
 
@@ -63,14 +75,18 @@ def architecture_figure(
     ("layer1".."layer4") to what reads it (e.g. {"layer4": "ASPP head"}); each such stage is
     outlined in the accent colour and labelled under its columns. ``note`` is one line of
     text over the diagram. Text from the caller is shown as text, never as markup.
+
+    ``num_classes`` and ``image_size`` draw a model's own head and shapes (a fine-tuned or slimmed
+    checkpoint's classes and crop); the defaults are ImageNet's 1000 classes at 224 px.
     """
     check_arch(arch)
+    check_head(num_classes=num_classes, image_size=image_size)
     if stat not in STAT_CHOICES:
         raise ValueError(f"Unknown statistic {stat!r}; choose one of {', '.join(STAT_CHOICES)}.")
     tapped = _checked_taps(taps)
     theme = Theme.of(dark)
     key, dilation = widths_key(arch, widths), dilation_key(replace_stride_with_dilation)
-    blocks = cached_block_infos(arch, IMAGE_SIZE, key, dilation)
+    blocks = cached_block_infos(arch, image_size, key, dilation)
     room = {"bottom_rows": _TAP_ROWS if tapped else 0.0, "top_px": _NOTE_PX if note else 0}
     height = int(height or figure_height(arch=arch, **room))
     g = grid(arch=arch, height=height, **room)
@@ -82,12 +98,14 @@ def architecture_figure(
     path = main_path(g.all_columns)
     fig.add_trace(_lines(*path, line={"color": NEUTRAL, "width": 1.6}, name="main path", showlegend=False))
     fig.add_traces(_shortcut_traces(blocks, g))
-    fig.add_trace(_edge_trace(arch, g, theme, key, dilation))
+    fig.add_trace(_edge_trace(arch, g, theme, key, dilation, num_classes=num_classes, image_size=image_size))
     fig.add_traces(_block_traces(blocks, g, theme, colouring=colouring, stat=stat, selected=selected))
     fig.add_trace(_stride_trace(blocks, g, theme))
     if selected in {b.name for b in blocks}:  # a stale name (another architecture's block) draws no ring
         fig.add_trace(_selection_ring(selected, g))
-    _add_stage_headers(fig, arch, g, theme, key, dilation, head_replaced=bool(tapped))
+    _add_stage_headers(
+        fig, arch, g, theme, key, dilation, head_replaced=bool(tapped), num_classes=num_classes, image_size=image_size
+    )
     if note:
         _add_note(fig, note, theme)
     coloured = colouring is not None
@@ -99,6 +117,8 @@ def architecture_figure(
         meta["taps"] = dict(tapped)
     if note:
         meta["note"] = note
+    if (num_classes, image_size) != (NUM_CLASSES, IMAGE_SIZE):
+        meta.update(num_classes=num_classes, image_size=image_size)
     _finish_layout(fig, g, theme, height=height, coloured=coloured, meta=meta)
     return fig
 
@@ -215,9 +235,18 @@ def _shortcut_traces(blocks: Sequence[BlockInfo], g: Grid) -> list[go.Scatter]:
     ]
 
 
-def _edge_trace(arch: str, g: Grid, theme: Theme, widths: Widths | None, dilation: Dilation | None) -> go.Scatter:
+def _edge_trace(
+    arch: str,
+    g: Grid,
+    theme: Theme,
+    widths: Widths | None,
+    dilation: Dilation | None,
+    *,
+    num_classes: int = NUM_CLASSES,
+    image_size: int = IMAGE_SIZE,
+) -> go.Scatter:
     """The stem and head nodes: the image as a circle, the layers as squares, labelled to the right."""
-    edges = edge_nodes(arch, image_size=IMAGE_SIZE, widths=widths, dilation=dilation)
+    edges = edge_nodes(arch, image_size=image_size, widths=widths, dilation=dilation, num_classes=num_classes)
     return go.Scatter(
         x=[g.pos[n][0] for n in _EDGE_NAMES],
         y=[g.pos[n][1] for n in _EDGE_NAMES],
@@ -337,10 +366,12 @@ def _add_stage_headers(
     dilation: Dilation | None,
     *,
     head_replaced: bool = False,
+    num_classes: int = NUM_CLASSES,
+    image_size: int = IMAGE_SIZE,
 ) -> None:
     """Three lines over each stage's columns: its name (and dilation), its size, and its output
     (or input, for the stem). ``head_replaced``: other heads read the stages, the classifier's is unused."""
-    blocks = cached_block_infos(arch, IMAGE_SIZE, widths, dilation)
+    blocks = cached_block_infos(arch, image_size, widths, dilation)
     last = {b.stage: b for b in blocks}  # the last block of each stage
     for stage, cols in g.columns:
         if stage in last:
@@ -353,7 +384,7 @@ def _add_stage_headers(
         elif head_replaced:
             text = "<b>classifier head</b><br>not used: the heads<br>below replace it"
         else:
-            text = f"<b>head</b><br>1 fc<br>{meta_model(arch, widths, dilation).fc.out_features} classes"
+            text = f"<b>head</b><br>1 fc<br>{meta_model(arch, widths, dilation, num_classes).fc.out_features} classes"
         fig.add_annotation(
             x=(cols[0].x + cols[-1].x) / 2 + 0.12,
             y=0.75,

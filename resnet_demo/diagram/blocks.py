@@ -18,7 +18,8 @@ from ..core.model import ARCH_DEPTHS, Bottleneck, Dilation, ResNet, Widths, buil
 
 Shape = tuple[int, int, int]  # (C, H, W) of one image
 
-IMAGE_SIZE = 224  # the figures show the shapes of the standard 224x224 crop
+IMAGE_SIZE = 224  # the figures show the shapes of the standard 224x224 crop unless given a model's own
+NUM_CLASSES = 1000  # ImageNet's head, unless given a model's own
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,14 @@ def dilation_key(replace_stride_with_dilation: Dilation | list[bool] | None) -> 
 
 
 @lru_cache(maxsize=8)
-def meta_model(arch: str, widths: Widths | None = None, dilation: Dilation | None = None) -> ResNet:
-    """``arch`` (with ``widths``, see :func:`widths_key`, and ``dilation``, see :func:`dilation_key`)
-    built on the meta device, cached; callers only read its module attributes."""
+def meta_model(
+    arch: str, widths: Widths | None = None, dilation: Dilation | None = None, num_classes: int = NUM_CLASSES
+) -> ResNet:
+    """``arch`` (with ``widths``, see :func:`widths_key`, ``dilation``, see :func:`dilation_key`, and a
+    head of ``num_classes``) built on the meta device, cached; callers only read its module attributes."""
     # Meta tensors have shapes but no storage: the structure costs nothing to keep.
     with torch.device("meta"):
-        return build_model(arch, widths=widths, replace_stride_with_dilation=dilation).eval()
+        return build_model(arch, num_classes=num_classes, widths=widths, replace_stride_with_dilation=dilation).eval()
 
 
 def pair(v: int | tuple[int, ...]) -> tuple[int, int]:
@@ -143,6 +146,13 @@ def check_arch(arch: str) -> None:
     """Raise ValueError, naming the choices, unless ``arch`` is a known architecture."""
     if arch not in ARCH_DEPTHS:
         raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_DEPTHS)}.")
+
+
+def check_head(*, num_classes: int = NUM_CLASSES, image_size: int = IMAGE_SIZE) -> None:
+    """Raise ValueError unless ``num_classes`` and ``image_size`` are positive whole numbers (a model's own)."""
+    for what, value in (("num_classes", num_classes), ("image_size", image_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{what} must be a positive int, not {value!r}.")
 
 
 def block_infos(

@@ -21,6 +21,7 @@ from .blocks import (
     block_shapes,
     cached_block_infos,
     check_arch,
+    check_head,
     meta_model,
     pair,
     widths_key,
@@ -58,7 +59,13 @@ class _Box(NamedTuple):
 
 
 def block_figure(
-    *, arch: str, block: str, dark: bool = False, height: int = 600, widths: Widths | None = None
+    *,
+    arch: str,
+    block: str,
+    dark: bool = False,
+    height: int = 600,
+    widths: Widths | None = None,
+    image_size: int = IMAGE_SIZE,
 ) -> go.Figure:
     """The inside of one bottleneck block (``block`` like "layer3.0") with its real widths and shapes.
 
@@ -66,18 +73,20 @@ def block_figure(
     expand, each followed by BN and, but for the last, ReLU); the shortcut runs down the
     left, as the identity or as a 1x1 projection + BN; both meet at the addition, then
     the last ReLU. Hovering a box shows its module name, shapes, parameters and MACs.
-    ``widths`` (a pruned model's :meth:`~resnet_demo.core.model.ResNet.widths`) draws its real widths.
+    ``widths`` (a pruned model's :meth:`~resnet_demo.core.model.ResNet.widths`) draws its real widths,
+    ``image_size`` (a model's own crop) its real shapes.
     """
     check_arch(arch)
+    check_head(image_size=image_size)
     key = widths_key(arch, widths)
-    infos = {b.name: b for b in cached_block_infos(arch, IMAGE_SIZE, key)}
+    infos = {b.name: b for b in cached_block_infos(arch, image_size, key)}
     if block not in infos:
         raise ValueError(f"{arch} has no block {block!r}; blocks run from layer1.0 to {list(infos)[-1]}.")
     b = infos[block]
     theme = Theme.of(dark)
     stage_name, idx = block.split(".")
     mod: Bottleneck = meta_model(arch, key).stages[stage_name][int(idx)]
-    macs = macs_by_module(arch, image_size=IMAGE_SIZE, widths=key)
+    macs = macs_by_module(arch, image_size=image_size, widths=key)
     shapes = (b.in_shape, *block_shapes(mod, b.in_shape))  # x, after conv1, conv2, conv3
 
     boxes = _residual_boxes(b, mod, shapes=shapes, macs=macs)

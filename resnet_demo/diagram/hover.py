@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..core.complexity import macs_by_module, parameter_count
 from ..core.model import Dilation, Widths
-from .blocks import BlockInfo, cached_block_infos, meta_model, pair, stem_shapes
+from .blocks import NUM_CLASSES, BlockInfo, cached_block_infos, meta_model, pair, stem_shapes
 from .formatting import fmt_count, fmt_shape
 
 
@@ -51,13 +51,20 @@ def stride_hover(b: BlockInfo) -> str:
 
 
 def edge_nodes(
-    arch: str, *, image_size: int, widths: Widths | None = None, dilation: Dilation | None = None
+    arch: str,
+    *,
+    image_size: int,
+    widths: Widths | None = None,
+    dilation: Dilation | None = None,
+    num_classes: int = NUM_CLASSES,
 ) -> dict[str, tuple[str, str]]:
     """Label and hover of the stem and head nodes ("image", "conv1", "maxpool", "avgpool", "fc");
     ``widths`` is a :func:`~resnet_demo.diagram.blocks.widths_key`, ``dilation`` a
-    :func:`~resnet_demo.diagram.blocks.dilation_key`."""
-    net = meta_model(arch, widths, dilation)
-    macs = macs_by_module(arch, image_size=image_size, widths=widths, replace_stride_with_dilation=dilation)
+    :func:`~resnet_demo.diagram.blocks.dilation_key`, ``num_classes`` the head's outputs."""
+    net = meta_model(arch, widths, dilation, num_classes)
+    macs = macs_by_module(
+        arch, image_size=image_size, num_classes=num_classes, widths=widths, replace_stride_with_dilation=dilation
+    )
     image, after_conv, after_pool = stem_shapes(net, image_size)
     last = cached_block_infos(arch, image_size, widths, dilation)[-1].out_shape
     k, s = pair(net.conv1.kernel_size)[0], pair(net.conv1.stride)[0]

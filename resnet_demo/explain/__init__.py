@@ -22,7 +22,7 @@ Where each part lives:
   :mod:`resnet_demo.core.cam`'s, shared with the transfer engine);
 * :mod:`.score_cams`: Score-CAM and Ablation-CAM, batched forwards from the stored pass;
 * :mod:`.captum_methods`: Guided Grad-CAM, Integrated Gradients (+ NoiseTunnel), Occlusion;
-* :mod:`.cost`: :func:`method_cost`, the expected seconds of a map on this machine;
+* :mod:`.cost`: :func:`method_cost`, the expected seconds of a map on this machine, and :func:`check_budget`, which refuses work over a time limit;
 * :mod:`.classes`: :func:`find_class` and :func:`resolve_class`;
 * :mod:`.faithfulness` (deletion and insertion curves, the ranking of the cheap methods),
   :mod:`.baselines` (what a removed pixel shows) and :mod:`.sanity` (the randomisation
@@ -49,7 +49,7 @@ from .analysis import Analysis, overlay_on_full
 from .analyze import analyze, predict
 from .captum_methods import IG_STEPS
 from .classes import find_class, resolve_class
-from .cost import method_cost
+from .cost import check_budget, method_cost
 from .inputs import prepare
 from .methods import METHODS, REGISTRY, Method, MethodCall, cheap_methods, get_method, register, unregister
 from .network import inference_model
@@ -72,6 +72,7 @@ __all__ = [
     "find_class",
     "get_method",
     "inference_model",
+    "check_budget",
     "method_cost",
     "overlay_on_full",
     "predict",

@@ -7,6 +7,7 @@ make an index, so "²" or "٣" are looked up as names, never passed to ``int()``
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..core.errors import UserError
 
-__all__ = ["class_label", "find_class", "resolve_class"]
+__all__ = ["CLOSE_MATCHES", "class_label", "close_classes", "find_class", "resolve_class"]
 
 
 def class_label(categories: Sequence[str], index: int) -> str:
@@ -23,6 +24,8 @@ def class_label(categories: Sequence[str], index: int) -> str:
     return categories[index] if 0 <= index < len(categories) else f"class {index}"
 
 
+CLOSE_MATCHES = 3  # classes an unknown name suggests
+_MAX_CLOSE_QUERY = 100  # characters compared: no class name is longer, and the comparison grows with both
 _INDEX = re.compile(r"[0-9]{1,9}")  # ASCII only: str.isdigit() is also true for "²", which int() refuses
 
 
@@ -61,6 +64,27 @@ def find_class(*, categories: Sequence[str], query: str) -> list[int]:
     return list(found)
 
 
+def close_classes(*, categories: Sequence[str], query: str, limit: int = CLOSE_MATCHES) -> list[int]:
+    """Indices of at most ``limit`` classes whose names are spelled closest to ``query`` (a typo's
+    likely meaning), best first; none when nothing is close."""
+    q = _normal(query[:_MAX_CLOSE_QUERY])
+    names = [_normal(c) for c in categories]
+    # Whole names and their words: "tabbby" is close to "tabby cat" through its first word.
+    candidates: dict[str, int] = {}
+    for i, n in enumerate(names):
+        for key in (n, *n.replace("-", " ").split()):
+            candidates.setdefault(key, i)
+    found: dict[int, None] = {}
+    for key in difflib.get_close_matches(q, list(candidates), n=4 * limit, cutoff=0.75):
+        found.setdefault(candidates[key], None)
+    return list(found)[:limit]
+
+
+def _or(indices: Sequence[int], categories: Sequence[str]) -> str:
+    shown = [f"{i} ({categories[i]})" for i in indices]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
 def resolve_class(*, categories: Sequence[str], query: str | int) -> int:
     """One class from an index or a name; raises :class:`UserError` when none or several fit."""
     if isinstance(query, (int, np.integer)):
@@ -79,6 +103,9 @@ def resolve_class(*, categories: Sequence[str], query: str | int) -> int:
     if not matches and index is not None:
         raise UserError(f"Class {index} does not exist: this model has classes 0 to {len(categories) - 1}.")
     if not matches:
-        raise UserError(f"No class matches {query[:80]!r}. Give a class index or part of a class name.")
+        close = close_classes(categories=categories, query=query)
+        # A few near spellings, never the whole list: a model may have a thousand classes.
+        hint = f" Did you mean {_or(close, categories)}?" if close else ""
+        raise UserError(f"No class matches {query[:80]!r}.{hint} Give a class index or part of a class name.")
     shown = ", ".join(f"{i} ({categories[i]})" for i in (exact or matches)[:10])
     raise UserError(f"{query[:80]!r} matches several classes: {shown}. Give the class index.")

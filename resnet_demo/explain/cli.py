@@ -19,9 +19,9 @@ import numpy as np
 
 from ..core.errors import UserError
 from ..core.images import load_image
-from ..core.model import STAGES
+from ..core.model import STAGES, check_stage
 from ..core.render import check_opacity, overlay
-from ..core.weights import ARCHES, DEFAULT_WEIGHTS, shared_model
+from ..core.weights import ARCHES, DEFAULT_WEIGHTS, check_arch, shared_model
 from . import METHODS, Analysis, Attribution, analyze, get_method, overlay_on_full, resolve_class
 from .score_cams import DEFAULT_CHANNELS
 
@@ -31,7 +31,10 @@ __all__ = ["add_image_and_class_arguments", "configure_parser", "main"]
 def add_image_and_class_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments every command that explains one photo takes: the image, the model, the class and its contrast."""
     parser.add_argument("image", help="photo to explain (JPEG, PNG, GIF, WebP, TIFF, ...)")
-    parser.add_argument("--arch", choices=ARCHES, default="resnet50", help="network depth (default resnet50)")
+    # No argparse choices: the core checks the name, in the sentence the app gives for the same mistake.
+    parser.add_argument(
+        "--arch", default="resnet50", metavar="ARCH", help=f"network depth: {', '.join(ARCHES)} (default resnet50)"
+    )
     parser.add_argument(
         "--weights", default=DEFAULT_WEIGHTS, help="imagenet-v2 (default), imagenet-v1, random, or a .pth path"
     )
@@ -49,9 +52,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_image_and_class_arguments(parser)
     parser.add_argument(
         "--stage",
-        choices=[*STAGES, "all", "fusion"],
         default="layer4",
-        help="stage to explain; all: every stage the method supports; fusion: their maximum (default layer4)",
+        metavar="STAGE",
+        help=f"stage to explain: {', '.join(STAGES)}; all: every stage the method supports; fusion: their maximum "
+        "(default layer4)",
     )
     # No argparse ``choices``: an unknown name is a UserError, one line, like every bad input.
     parser.add_argument(
@@ -179,7 +183,10 @@ def main(args: argparse.Namespace) -> int:
     """Run the ``explain`` command; bad input is a :class:`UserError` (one line, exit status 2)."""
     if args.topk < 1:
         raise UserError("--topk must be at least 1.")
-    check_opacity(args.opacity)  # before anything loads
+    check_arch(args.arch)  # before anything loads: the core's sentences, as the app gives them
+    check_opacity(args.opacity)
+    if args.stage not in ("all", "fusion"):
+        check_stage(args.stage)
     if args.noise_tunnel < 0:
         raise UserError("--noise-tunnel must be 0 or more.")
     if args.channels < 0:

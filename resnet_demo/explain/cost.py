@@ -9,10 +9,11 @@ import time
 
 import torch
 
+from ..core.errors import UserError
 from ..core.weights import weights_spec
 from .methods import get_method, method_options
 
-__all__ = ["gmacs", "method_cost", "note_forward"]
+__all__ = ["check_budget", "gmacs", "method_cost", "note_forward"]
 
 # A forward pass takes this many times (GMACs x the probe's seconds per GMAC): measured on
 # a quiet 2-core AMD EPYC (0.116 s for ResNet-50 against a probe of 0.0137 s per GMAC).
@@ -79,3 +80,18 @@ def method_cost(*, method: str, arch: str, stage: str | None = None, image_size:
     else:
         relative = entry.cost(entry.check_stage(stage), opts)
     return relative * gmacs(arch, image_size) * _seconds_per_gmac()
+
+
+def check_budget(*, seconds: float, budget_s: float, what: str) -> None:
+    """Refuse, before any work, what is expected to take more than ``budget_s`` seconds here.
+
+    ``seconds`` is the expectation (:func:`method_cost` and the like), ``what`` names the work
+    for the message ("Score-CAM at layer3"). ``budget_s`` 0 is no limit. Raises
+    :class:`~resnet_demo.core.errors.UserError` with the expected time, the limit and a way out.
+    """
+    if budget_s > 0 and seconds > budget_s:
+        raise UserError(
+            f"{what} would take about {seconds:.0f} s on this server, over its limit of {budget_s:.0f} s a request. "
+            "Pick a quicker method or a later stage, or run the app on your own machine without the limit "
+            "(python app.py --time-budget 0)."
+        )

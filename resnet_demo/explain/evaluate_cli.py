@@ -18,7 +18,7 @@ from typing import Any
 from ..core.errors import UserError
 from ..core.images import load_image
 from ..core.model import STAGES, check_stage
-from ..core.weights import shared_model
+from ..core.weights import check_arch, shared_model
 from . import Analysis, analyze, get_method, resolve_class
 from .baselines import BASELINES, check_baseline
 from .cli import add_image_and_class_arguments, photo_report
@@ -51,6 +51,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     """Every argument that needs no model, so that mistakes cost no loading."""
+    check_arch(args.arch)
     if not 1 <= args.steps <= MAX_STEPS:
         raise UserError(f"--steps must be between 1 and {MAX_STEPS}.")
     check_stage(args.stage)

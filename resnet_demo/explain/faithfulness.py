@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from ..core.cache import BoundedCache
-from ..core.errors import UserError
+from ..core.errors import InvalidValue, UserError
 from ..core.model import check_stage
 from .analysis import Analysis
 from .baselines import BASELINES, check_baseline, make_baseline
@@ -61,6 +61,7 @@ __all__ = [
     "Curves",
     "Faithfulness",
     "MethodScore",
+    "check_steps",
     "deletion_insertion",
     "describe",
     "faithfulness",
@@ -157,9 +158,19 @@ _CACHE = AnalysisCache(limit=64)
 # ----------------------------------------------------------------------------- the curves
 
 
-def _check_steps(steps: int, batch_size: int) -> None:
-    if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-        raise UserError(f"The number of steps must be between 1 and {MAX_STEPS}.")
+def check_steps(steps: float) -> int:
+    """``steps`` (the points of a curve, less one) as an int from 1 to :data:`MAX_STEPS`; else an
+    :class:`InvalidValue` (a :class:`UserError`) saying so. A whole float (a slider's 16.0) counts.
+
+    The one check of the steps: the app's slider, a crafted request and the engine's callers reach it unchecked."""
+    whole = isinstance(steps, (int, float, np.integer, np.floating)) and not isinstance(steps, bool)
+    # NaN and the infinities are not whole numbers: is_integer() is False for them.
+    if not whole or not float(steps).is_integer() or not 1 <= steps <= MAX_STEPS:
+        raise InvalidValue(f"The number of steps must be a whole number from 1 to {MAX_STEPS}, not {str(steps)[:20]}.")
+    return int(steps)
+
+
+def _check_batch_size(batch_size: int) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UserError("The batch size must be at least 1.")
 
@@ -208,7 +219,8 @@ def _curves_many(
     progress: Progress | None = None,
 ) -> list[Curves]:
     """Curves of several maps of one photo from one stream of batches (see the module docstring)."""
-    _check_steps(steps, batch_size)
+    steps = check_steps(steps)
+    _check_batch_size(batch_size)
     if image.dim() != 4 or image.shape[0] != 1 or image.shape != baseline.shape:
         raise ValueError(
             f"image and baseline must both be (1, C, H, W); got {tuple(image.shape)}, {tuple(baseline.shape)}"
@@ -329,7 +341,7 @@ def _evaluate(
 ) -> list[Faithfulness]:
     """:class:`Faithfulness` of maps of one class (and versus) of ``analysis``: cached ones
     from the cache, the rest and the random map's curves from one stream of batches."""
-    _check_steps(steps, 8)
+    steps = check_steps(steps)
     check_baseline(baseline)
     target, versus = atts[0].target, atts[0].versus
     keys = [(_digest(a.heatmap), target, versus, steps, seed, baseline) for a in atts]

@@ -137,9 +137,9 @@ def unregister(name: str) -> Method:
 
 def get_method(name: str) -> Method:
     """The entry called ``name``; an unknown name is a :class:`UserError` listing the known ones."""
-    method = REGISTRY.get(name)
+    method = REGISTRY.get(name) if isinstance(name, str) else None  # a request may send any JSON value
     if method is None:
-        raise UserError(f"Unknown method {name!r}; choose one of {', '.join(REGISTRY)}.")
+        raise UserError(f"Unknown method {name!r:.40}; choose one of {', '.join(REGISTRY)}.")
     return method
 
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..core.checkpoint_files import WeightsError
 from ..core.model import STAGES, Dilation, ResNet, build_model
-from .weights import TransferModel
+from .weights import TransferModel, resnet_body
 
 __all__ = [
     "DILATION",
@@ -78,7 +78,7 @@ def map_backbone_key(name: str, *, task: str) -> str | None:
 
 def backbone_of(loaded: TransferModel) -> nn.Module:
     """The torchvision model's ResNet body (an IntermediateLayerGetter: stem modules, then layer1..layer4)."""
-    return loaded.model.backbone if loaded.spec.task == "segment" else loaded.model.backbone.body
+    return resnet_body(loaded.model, task=loaded.spec.task)
 
 
 def our_backbone(loaded: TransferModel) -> ResNet:

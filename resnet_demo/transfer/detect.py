@@ -52,8 +52,11 @@ class Detections:
 
 
 def check_threshold(threshold: float) -> float:
-    if not 0.0 <= threshold <= 1.0:
-        raise UserError(f"The score threshold must be between 0 and 1, not {threshold}.")
+    """``threshold`` as a float if it is a number in [0, 1] (NaN is not); else a :class:`UserError`."""
+    number = isinstance(threshold, int | float) and not isinstance(threshold, bool)
+    if not number or not 0.0 <= threshold <= 1.0:
+        shown = f"{threshold:g}" if number else f"{threshold!r:.40}"
+        raise UserError(f"The score threshold must be between 0 and 1, not {shown}.")
     return float(threshold)
 
 

@@ -42,7 +42,7 @@ class TransferCam:
     """A Grad-CAM map at one backbone stage."""
 
     stage: str
-    target: str  # for people: "class 'dog' over its 1,234 pixels", "detection 0: 'dog' 0.91"
+    target: str  # for people: "class 'dog' over 1,234 of the photo's 9,600 pixels", "detection 0: 'dog' 0.91"
     heatmap: np.ndarray  # (h, w) float32 in [0, 1], the stage's resolution
     all_zero: bool  # every weighted channel was negative: no evidence at this stage
 
@@ -132,10 +132,13 @@ def _segment_target(
     if not 0 <= target < len(names):
         raise UserError(f"Unknown class {target}; the classes are 0 to {len(names) - 1}.")
     region = logits.detach().argmax(0) == target  # (h, w) at the model's input size
-    count = int(region.sum())
-    if count == 0:
+    if not bool(region.any()):
         raise UserError(f"No pixel of this photo is predicted as {names[target]!r}; choose a class it found.")
-    return target, logits[target][region].sum(), f"class {names[target]!r} over its {count:,} pixels"
+    # People are told the photo's pixels: the input size is the model's, larger or smaller than their photo.
+    mask = segmentation.mask  # (H, W) the photo's size
+    count = int(np.count_nonzero(mask == target))
+    text = f"class {names[target]!r} over {count:,} of the photo's {mask.size:,} pixels"
+    return target, logits[target][region].sum(), text
 
 
 def _detection_target(

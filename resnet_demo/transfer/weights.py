@@ -20,6 +20,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..core.cache import BoundedCache
+from ..core.cancel import add_cancel_points
 from ..core.checkpoint_files import WeightsError, check_tensors, is_state_dict, read_pth
 from ..core.weights import fetch_weights_file, offline, state_dict_fit_problem
 
@@ -190,6 +191,12 @@ def torchvision_builder(spec: TransferSpec) -> Callable[..., nn.Module]:
     return _ENTRIES[(spec.task, spec.model, spec.backbone)][0]
 
 
+def resnet_body(model: nn.Module, *, task: str) -> nn.Module:
+    """The ResNet body of a ``task`` model (an IntermediateLayerGetter: stem modules, then layer1..layer4):
+    the backbone itself for segmentation, the part before the FPN for detection."""
+    return model.backbone if task == "segment" else model.backbone.body
+
+
 def build_transfer(spec: TransferSpec) -> nn.Module:
     """The entry's model as torchvision builds it for its published file, with random weights."""
     builder = torchvision_builder(spec)
@@ -198,7 +205,10 @@ def build_transfer(spec: TransferSpec) -> nn.Module:
         kwargs["aux_loss"] = True  # the published files carry the auxiliary head
     model = builder(**kwargs)
     if spec.frozen_batchnorm:
-        _freeze_batchnorm(model.backbone.body)
+        _freeze_batchnorm(resnet_body(model, task=spec.task))
+    # A cancelled request stops before the next stage of the backbone or the next head (within a second).
+    heads = (m for n, m in model.named_children() if n != "backbone")
+    add_cancel_points(*resnet_body(model, task=spec.task).children(), *heads)
     # oneDNN's convolutions are faster on channels-last tensors: on 2 AVX-512 cores, DeepLabV3's forward at
     # 520 px takes 0.72x the time and its five-stage Grad-CAM 0.76x; Faster R-CNN's forward 0.87x. Loading a
     # state_dict copies into these tensors, keeping their layout.

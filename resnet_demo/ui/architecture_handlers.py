@@ -74,12 +74,17 @@ def architecture_view(analysis: Analysis | str | None, arch: str, color_by: str,
     stats = None
     if live is not None and color_by in diagram.STAT_CHOICES:
         stats = {b.name: float(getattr(b, color_by)) for b in live.blocks}
-    # A slimmed checkpoint is drawn as it is: its real widths, params and MACs.
-    widths = live.loaded.model.widths() if live is not None else None
+    # A fine-tuned or slimmed checkpoint is drawn as it is: its real widths, params and MACs, its own
+    # classes, and the shapes of the crop it runs on.
+    own: dict[str, Any] = {}  # the block's inside; the diagram also draws the head
+    head: dict[str, Any] = {}
+    if live is not None:
+        own = {"widths": live.loaded.model.widths(), "image_size": live.spec.preprocessing.crop_size}
+        head = {"num_classes": live.loaded.model.fc.out_features}
     fig = diagram.architecture_figure(
-        arch=arch, stats=stats, stat=color_by if stats else "residual_ratio", selected=block, widths=widths
+        arch=arch, stats=stats, stat=color_by if stats else "residual_ratio", selected=block, **own, **head
     )
-    inside = diagram.block_figure(arch=arch, block=block, widths=widths)
+    inside = diagram.block_figure(arch=arch, block=block, **own)
     if live is not None:
         features, caption = _block_caption(live, block)
     else:

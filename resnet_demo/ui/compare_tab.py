@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..core.weights import ARCH_LABELS, ARCHES
+from .cancellation import cancellable
 from .compare_handlers import Compared, compare, field_name
 from .components import SafeImage, example_photos
 from .events import outputs_of
@@ -20,7 +21,8 @@ def build_compare_tab(*, weights: str) -> None:
         image = SafeImage(type="filepath", image_mode=None, label="Photo", height=240)
         with gr.Column():
             # The named weights only: the three depths share no fine-tuned checkpoint.
-            weights_in = gr.Dropdown(WEIGHT_CHOICES[:3], value=weights, label="Weights")
+            # Any value reaches the handler, which answers a wrong one with the app's sentence, not Gradio's.
+            weights_in = gr.Dropdown(WEIGHT_CHOICES[:3], value=weights, label="Weights", allow_custom_value=True)
             run = gr.Button("Compare", variant="primary", elem_id="compare-run")
     gr.Examples(example_photos(), inputs=[image])
     panels = {}  # by Compared's field names: a depth without its fields fails here, at build time
@@ -33,4 +35,4 @@ def build_compare_tab(*, weights: str) -> None:
                 )
                 panels[field_name(arch, "summary")] = gr.Markdown()
     outputs = outputs_of(Compared, **panels)
-    run.click(compare, [image, weights_in], outputs, api_name="compare", concurrency_id="checks")
+    run.click(cancellable(compare), [image, weights_in], outputs, api_name="compare", concurrency_id="checks")

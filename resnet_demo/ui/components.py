@@ -94,6 +94,28 @@ class SafeImage(gr.Image):
             raise gr.Error(NOT_AN_IMAGE) from e
 
 
+class OpenRadio(gr.Radio):
+    """``gr.Radio`` that hands any value to the handler: the core checks it and says what is wrong in the
+    sentence the command line gives, where Gradio's own check would answer first in its words
+    ("Value: 'x' ... is not in the list of choices"). For the inputs of API endpoints."""
+
+    is_template = True  # render with gr.Radio's front end
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload
+
+
+class OpenSlider(gr.Slider):
+    """``gr.Slider`` that hands any value to the handler, out of its range or not a number at all: the
+    core checks it and says what is wrong in the sentence the command line gives, where Gradio's own
+    bounds check ("Value -1 is less than minimum value 0.") would answer first, and let NaN through."""
+
+    is_template = True  # render with gr.Slider's front end
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload
+
+
 def stage_gallery(*, label: str, elem_id: str, height: int, **kwargs: Any) -> gr.Gallery:
     """A row of one tile per stage (stem, layer1..layer4): the strips of maps and the feature maps."""
     return gr.Gallery(label=label, columns=len(STAGES), height=height, elem_id=elem_id, format=IMAGE_FORMAT, **kwargs)

@@ -4,6 +4,7 @@ builder, the events that cross tabs, and the command line that launches it."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -14,13 +15,23 @@ from ..core.devices import configure_threads, resolve_device
 from ..core.errors import UserError
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS
 from .architecture_tab import build_architecture_tab
+from .budget import BUDGET
 from .compare_tab import build_compare_tab
 from .events import outputs_of
 from .explain_tab import build_explain_tab
 from .finetune_tab import build_finetune_tab
-from .housekeeping import start_tidying, visitor_left
+from .housekeeping import remove_files_on_exit, start_tidying, visitor_left
 from .model_choice import SETTINGS, UseCheckpoint, resolve_model, start_choice, status_markdown, use_checkpoint
-from .settings import CSS, DELETE_CACHE, INFERENCE_LIMIT, MAX_UPLOAD, QUEUE_SIZE, STATE_TTL_S, THEME
+from .settings import (
+    CSS,
+    DELETE_CACHE,
+    INFERENCE_LIMIT,
+    MAX_UPLOAD,
+    QUEUE_SIZE,
+    STATE_TTL_S,
+    THEME,
+    TIME_BUDGET_S,
+)
 from .slim_handlers import use_slimmed
 from .slim_tab import build_slim_tab
 from .transfer_tab import build_transfer_tab
@@ -32,9 +43,15 @@ how far each map can be trusted, the feature maps of every stage, and the bottle
 """
 
 
-def build_demo(*, arch: str = "resnet50", weights: str = DEFAULT_WEIGHTS, device: str = "cpu") -> gr.Blocks:
-    """Build the app. Loads the default model now, so the page opens with its weights status."""
+def build_demo(
+    *, arch: str = "resnet50", weights: str = DEFAULT_WEIGHTS, device: str = "cpu", time_budget_s: float = TIME_BUDGET_S
+) -> gr.Blocks:
+    """Build the app. Loads the default model now, so the page opens with its weights status.
+
+    ``time_budget_s`` is the longest a request may be expected to take (0: no limit; see :mod:`.budget`).
+    """
     SETTINGS["device"] = str(resolve_device(device))
+    BUDGET.seconds = time_budget_s
     weights, start_checkpoint = start_choice(weights=weights)
     # Not through the gr.Error wrapper: a bad --weights file must stop the start-up with its reason.
     initial_status = status_markdown(resolve_model(arch=arch, weights=weights, checkpoint=start_checkpoint))
@@ -88,7 +105,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--weights", default=DEFAULT_WEIGHTS, help="imagenet-v2 (default), imagenet-v1, random, or a .pth path"
     )
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="where inference runs")
+    parser.add_argument(
+        "--time-budget",
+        type=_seconds,
+        default=TIME_BUDGET_S,
+        metavar="SECONDS",
+        help=f"refuse requests expected to take longer (default {TIME_BUDGET_S:g}; 0: no limit, for a private run)",
+    )
     return parser.parse_args(argv)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
 
 
 def launch_kwargs(args: argparse.Namespace) -> dict[str, object]:
@@ -120,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     """Build, queue and launch the app; returns the exit status (2 when it cannot start)."""
     args = parse_args(argv)
     try:
-        demo = build_demo(arch=args.arch, weights=args.weights, device=args.device)
+        demo = build_demo(arch=args.arch, weights=args.weights, device=args.device, time_budget_s=args.time_budget)
     except UserError as e:  # e.g. --device cuda without a GPU, or a --weights file that does not load
         print(f"error: {e}", file=sys.stderr)
         return 2
+    remove_files_on_exit(demo)  # SIGTERM and Ctrl-C leave none of the app's files behind
     demo.launch(**ready_to_launch(demo, args))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -36,6 +37,11 @@ class Downloads:
             path = self.dir / f"{stem}-{digest}.npy"
             np.save(path, array)
             return str(path)
+
+    def remove(self) -> None:
+        """Remove the folder and every file in it: the server is stopping."""
+        with self._lock:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # The app's one folder, shared by every request of this server process.

@@ -8,7 +8,7 @@ Each event with several outputs gets a named tuple (:class:`Explained`, :class:`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import gradio as gr
@@ -16,7 +16,7 @@ import PIL.Image
 
 from ..core.errors import UserError
 from ..core.model import STAGES
-from ..core.render import overlay
+from ..core.render import check_opacity, overlay
 from ..explain import (
     METHODS,
     REGISTRY,
@@ -27,14 +27,16 @@ from ..explain import (
     method_cost,
     overlay_on_full,
     prepare,
+    resolve_class,
 )
 from .analysis_store import ANALYSES, DISPLAY_MAX, stored
+from .budget import within_budget
 from .components import user_errors
 from .downloads import DOWNLOADS
 from .events import extend
 from .markdown_text import md_text
 from .messages import BAD_VIEW, NO_PHOTO, unknown_pick
-from .model_choice import UNTRAINED_BANNER, resolve_model, status_markdown
+from .model_choice import UNTRAINED_BANNER, resolve_model, status_markdown, untrained_name
 from .session_folders import session_name
 
 STAGE_CHOICES: list[tuple[str, str]] = [(s, s) for s in STAGES]
@@ -130,15 +132,21 @@ def versus_choices(analysis: Analysis) -> list[tuple[str, int]]:
     return [("Nothing (explain the class alone)", NO_VERSUS), *class_choices(analysis)[1:]]
 
 
-def class_index(target: int | float | str | None) -> int | None:
-    """A picker's value as a class index; None for "top class" / "nothing"."""
-    if target is None or target == "":
+def class_index(target: int | float | str | None, *, categories: Sequence[str]) -> int | None:
+    """A class picker's value as an index into ``categories``; None for "top class" / "nothing".
+
+    The pickers take typed text too (an index or part of a name): the core's resolver finds the
+    class, or names the closest ones for a typo."""
+    if target is None or (isinstance(target, str) and not target.strip()):
         return None
-    try:
-        t = int(target)
-    except (TypeError, ValueError) as e:
-        raise UserError(unknown_pick(target)) from e
-    return None if t in (TOP_CLASS, NO_VERSUS) else t
+    if isinstance(target, str) and target.strip() in (str(TOP_CLASS), str(NO_VERSUS)):
+        return None
+    if isinstance(target, str):
+        return resolve_class(categories=categories, query=target)
+    if not isinstance(target, (int, float)) or isinstance(target, bool) or not float(target).is_integer():
+        raise UserError(unknown_pick(target))
+    t = int(target)
+    return None if t in (TOP_CLASS, NO_VERSUS) else resolve_class(categories=categories, query=t)
 
 
 def progress_for(progress: Any, what: str) -> Progress:
@@ -217,6 +225,13 @@ def _features(analysis: Analysis) -> list[tuple[PIL.Image.Image, str]]:
     return [(grid.image, grid.caption) for grid in map(analysis.feature_maps, STAGES)]
 
 
+def _check_cost(*, arch: str, method: str, stage: str) -> None:
+    """The map's expected time against the server's limit: refused before any model loads."""
+    within_budget(
+        seconds=method_cost(method=method, arch=arch, stage=stage), what=f"{METHODS.get(method, method)} at {stage}"
+    )
+
+
 def _check_view(view: str) -> None:
     # The app's own choice of drawing (the renderer checks the opacity): before any model loads.
     if view not in ("crop", "full"):
@@ -272,6 +287,8 @@ def explain_photo(
     if image is None:
         raise UserError(NO_PHOTO)
     _check_view(view)
+    check_opacity(opacity)  # the core's sentence, before any model loads
+    _check_cost(arch=arch, method=method, stage=stage)
     loaded = resolve_model(arch=arch, weights=weights, checkpoint=checkpoint)
     # Only a display copy of the photo is kept (a phone photo would pin 70 MB per visitor);
     # the model's crop comes from the photo at its loaded size.
@@ -349,7 +366,8 @@ def rerender(
     """
     analysis = stored(analysis)
     _check_view(view)
-    t, v = class_index(target), class_index(versus)
+    _check_cost(arch=analysis.arch, method=method, stage=stage)
+    t, v = (class_index(c, categories=analysis.categories) for c in (target, versus))
     views = _views(
         analysis, stage=stage, target=t, method=method, opacity=opacity, view=view, versus=v, progress=progress
     )
@@ -361,8 +379,11 @@ def rerender(
 
 @user_errors
 def predict(image: str | None, arch: str = "resnet50", weights: str = "imagenet-v2") -> dict[str, float]:
-    """API: the top-5 classes of a photo (``/predict``)."""
+    """API: the top-5 classes of a photo (``/predict``), each name marked UNTRAINED on random weights."""
     if image is None:
         raise UserError(NO_PHOTO)
     loaded = resolve_model(arch=arch, weights=weights, checkpoint=None)
-    return label_dict(analyze(image=image, topk=5, model=loaded))
+    top5 = label_dict(analyze(image=image, topk=5, model=loaded))
+    # A Label's answer is class names and probabilities only, and /predict has no status text:
+    # on random weights the names themselves must say the prediction is meaningless.
+    return {untrained_name(name=name): prob for name, prob in top5.items()} if loaded.untrained else top5

@@ -11,7 +11,8 @@ from typing import Any
 import gradio as gr
 
 from . import explain_handlers as h
-from .components import SafeImage, example_photos, stage_gallery
+from .cancellation import cancellable
+from .components import OpenRadio, OpenSlider, SafeImage, example_photos, stage_gallery
 from .events import outputs_of
 from .model_choice import ARCH_CHOICES, WEIGHT_CHOICES, checkpoint_visibility, weights_status
 from .settings import IMAGE_FORMAT, INFERENCE_LIMIT
@@ -57,8 +58,12 @@ def build_explain_tab(
     """
     with gr.Row():
         with gr.Column(scale=2, min_width=300):
-            arch_in = gr.Radio(ARCH_CHOICES, value=arch, label="Model", elem_id="arch")
-            weights_in = gr.Dropdown(WEIGHT_CHOICES, value=weights, label="Weights", elem_id="weights")
+            # The inputs of /explain, /predict and /evaluate take any value (OpenRadio, OpenSlider, custom values):
+            # the core checks each and answers a wrong one in the command line's sentence, never Gradio's.
+            arch_in = OpenRadio(ARCH_CHOICES, value=arch, label="Model", elem_id="arch")
+            weights_in = gr.Dropdown(
+                WEIGHT_CHOICES, value=weights, label="Weights", elem_id="weights", allow_custom_value=True
+            )
             checkpoint_in = gr.File(
                 label="Fine-tuned checkpoint (.pth)",
                 file_types=[".pth", ".pt"],
@@ -79,24 +84,29 @@ def build_explain_tab(
         with gr.Column(scale=3, min_width=400):
             top5 = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="top5")
             with gr.Row():
-                stage = gr.Radio(h.STAGE_CHOICES, value="layer4", label="Stage", elem_id="stage")
-                view = gr.Radio(h.VIEW_CHOICES, value="crop", label="Show on")
+                stage = OpenRadio(h.STAGE_CHOICES, value="layer4", label="Stage", elem_id="stage")
+                view = OpenRadio(h.VIEW_CHOICES, value="crop", label="Show on")
             with gr.Row():
                 target = gr.Dropdown(
                     [("Top class", h.TOP_CLASS)],
                     value=h.TOP_CLASS,
                     label="Explain class (type to search)",
                     elem_id="target",
+                    allow_custom_value=True,  # a typed name or index: the core finds it, or names the closest
                 )
                 versus = gr.Dropdown(
                     [("Nothing (explain the class alone)", h.NO_VERSUS)],
                     value=h.NO_VERSUS,
                     label="…versus class (why the first and not this one?)",
                     elem_id="versus",
+                    allow_custom_value=True,
                 )
             with gr.Row():
-                method = gr.Dropdown(h.method_choices(arch=arch), value="gradcam", label="Method", elem_id="method")
-                opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heat-map opacity")
+                method = gr.Dropdown(
+                    h.method_choices(arch=arch), value="gradcam", label="Method", elem_id="method",
+                    allow_custom_value=True,
+                )  # fmt: skip
+                opacity = OpenSlider(0.0, 1.0, value=0.5, step=0.05, label="Heat-map opacity")
             heatmap = gr.Image(label="Heat map", elem_id="heatmap", format=IMAGE_FORMAT, height=360, interactive=False)
             caption = gr.Markdown(elem_id="caption", latex_delimiters=[])
             raw = gr.File(label="Raw map (.npy, before upsampling)", interactive=False)
@@ -144,14 +154,19 @@ def _wire(tab: ExplainTab, *, status: gr.Markdown, analysis: gr.State) -> Any:
     inference = {"concurrency_id": "inference", "concurrency_limit": INFERENCE_LIMIT, "trigger_mode": "always_last"}
     # The page's own event: /explain's outputs and the new photo's extras in one step (a chained
     # second event would cost another round trip through the queue before the page is complete).
-    page = {"fn": h.explain_ui, "inputs": inputs, "outputs": outputs_of(h.ExplainPage, tab, **above), **inference}
+    page = {
+        "fn": cancellable(h.explain_ui),
+        "inputs": inputs,
+        "outputs": outputs_of(h.ExplainPage, tab, **above),
+        **inference,
+    }
     explained = gr.on([tab.run.click, tab.image.upload], api_visibility="private", **page)
     # Clicking an example fills the photo (no upload event), then explains it.
     example = tab.examples.load_input_event.then(api_visibility="private", **page)
     photo_done = [explained, example]
     # /explain for scripts: the same analysis, its outputs as they always were.
     api_outputs = outputs_of(h.Explained, tab, **above)
-    gr.Button(visible=False).click(h.run_explain, inputs, api_outputs, api_name="explain", **inference)
+    gr.Button(visible=False).click(cancellable(h.run_explain), inputs, api_outputs, api_name="explain", **inference)
 
     # Another view of the same photo. A method without a map at the current stage first moves
     # the stage (programmatically: the stage's .input does not fire), then renders once.
@@ -159,10 +174,10 @@ def _wire(tab: ExplainTab, *, status: gr.Markdown, analysis: gr.State) -> Any:
     view_outputs = outputs_of(h.MapViews, tab)
     gr.on(
         [tab.stage.input, tab.target.input, tab.versus.input, tab.opacity.release, tab.view.change],
-        h.rerender, view_inputs, view_outputs, **_VIEW,
+        cancellable(h.rerender), view_inputs, view_outputs, **_VIEW,
     )  # fmt: skip
     tab.method.input(h.method_changed, [tab.method, tab.stage], tab.stage, **_QUIET).then(
-        h.rerender, view_inputs, view_outputs, **_VIEW
+        cancellable(h.rerender), view_inputs, view_outputs, **_VIEW
     )
     controls = {
         "stage": tab.stage, "target": tab.target, "versus": tab.versus, "method": tab.method,
@@ -173,7 +188,7 @@ def _wire(tab: ExplainTab, *, status: gr.Markdown, analysis: gr.State) -> Any:
     # /predict: top-5 only, for scripts. A hidden trigger gives it real components, so
     # gradio_client sees an image input and a label output in the API schema.
     gr.Button(visible=False).click(
-        h.predict,
+        cancellable(h.predict),
         [tab.image, tab.arch, tab.weights],
         gr.Label(visible=False),
         api_name="predict",

@@ -61,6 +61,7 @@ def method_gallery(
     """The gallery for the tab's current photo, stage, class and versus class; hidden while ``show`` is off."""
     if not show:
         return gr.update(visible=False)
-    t, v = class_index(target), class_index(versus)
-    tiles = gallery_tiles(stored(analysis), stage=stage, target=t, versus=v, opacity=opacity)
+    analysis = stored(analysis)
+    t, v = (class_index(c, categories=analysis.categories) for c in (target, versus))
+    tiles = gallery_tiles(analysis, stage=stage, target=t, versus=v, opacity=opacity)
     return gr.update(value=tiles, visible=True)

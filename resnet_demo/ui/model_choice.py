@@ -23,6 +23,12 @@ WEIGHT_CHOICES: list[tuple[str, str]] = [
 ]
 UNTRAINED_BANNER = "UNTRAINED"
 
+
+def untrained_name(*, name: str) -> str:
+    """A class name as an answer on random weights shows it: ``"tabby (UNTRAINED)"``."""
+    return f"{name} ({UNTRAINED_BANNER})"
+
+
 # Where inference runs; set once at start-up by build_demo (--device), read by every request.
 SETTINGS: dict[str, str] = {"device": "cpu"}
 
@@ -61,7 +67,7 @@ def resolve_model(*, arch: str, weights: str, checkpoint: str | None) -> LoadedM
         # the handlers' wrapper shows it as a gr.Error, and a bad --weights file stops the start-up.
         return shared_model(arch=arch, weights=str(checkpoint), device=SETTINGS["device"])
     # Not the core's check: it takes any other value for a file's path, and a request names no server file.
-    if weights not in dict((v, k) for k, v in WEIGHT_CHOICES):
+    if not isinstance(weights, str) or weights not in dict((v, k) for k, v in WEIGHT_CHOICES):
         raise UserError(unknown_weights(weights))
     return shared_model(arch=arch, weights=weights, fallback_to_random=True, device=SETTINGS["device"])
 

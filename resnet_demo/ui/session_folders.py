@@ -11,6 +11,7 @@ that Gradio serves it without a copy of its own) and spared by the cache sweeper
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import tempfile
@@ -28,6 +29,8 @@ STALE_AFTER_S = STATE_TTL_S
 
 _OFFERED: dict[str, dict[str, Path]] = {}  # session -> kind -> the checkpoint in Gradio's cache it may download
 _OFFERED_LOCK = threading.Lock()
+# The sessions this process made a folder for: WORK_ROOT may hold another server's too.
+_MADE: set[str] = set()
 
 
 def session_name(request: gr.Request | None) -> str:
@@ -39,6 +42,8 @@ def session_name(request: gr.Request | None) -> str:
 def session_dir(session: str) -> Path:
     """The session's folder, created if needed and marked as in use."""
     path = WORK_ROOT / session
+    with _OFFERED_LOCK:
+        _MADE.add(session)
     path.mkdir(parents=True, exist_ok=True)
     path.touch()  # the mark prune() reads
     return path
@@ -87,6 +92,17 @@ def forget(session: str) -> None:
     with _OFFERED_LOCK:
         paths = set(_OFFERED.pop(session, {}).values())
     _remove_files(paths)
+
+
+def forget_all() -> None:
+    """Forget every session this process made a folder for or offered a checkpoint to: the server is stopping."""
+    with _OFFERED_LOCK:
+        sessions = _MADE | set(_OFFERED)
+        _MADE.clear()
+    for session in sessions:
+        forget(session)
+    with contextlib.suppress(OSError):  # only when empty: another server's sessions may be in it
+        WORK_ROOT.rmdir()
 
 
 def _remove_files(paths: set[Path]) -> None:

@@ -15,6 +15,10 @@ import gradio as gr
 # at once only add switching between them.
 INFERENCE_LIMIT = max(1, int(os.environ.get("RESNET_DEMO_CONCURRENCY", "1")))
 QUEUE_SIZE = 32
+# A request expected to take longer than this is refused up front (.budget): one visitor's Score-CAM
+# check (70 s here) would otherwise hold the queue that every other visitor's photo waits in.
+# ``python app.py --time-budget 0`` lifts it for a private run.
+TIME_BUDGET_S = float(os.environ.get("RESNET_DEMO_TIME_BUDGET", "60"))
 # Photos are limited by pixels (resnet_demo.core.images); this cap is for fine-tune zips and checkpoints.
 MAX_UPLOAD = "300mb"
 # Gradio's own sweep of its cache (every hour, files older than two hours; everything when the
@@ -23,6 +27,14 @@ DELETE_CACHE = (3600, 7200)
 # The server's one training job, fine-tune or slim (.finetune_job): a queue of its own, a few wide, so that
 # a second user gets the "busy" sentence at once instead of waiting unseen, and inference never queues behind it.
 TRAINING_QUEUE = {"concurrency_id": "finetune", "concurrency_limit": 4}
+# The server's peak resident memory with every tab in use (new photos, the trust checks, /compare's three
+# depths, transfer at full size, several visitors at once, a cancel): what a host must offer, e.g. 5 GB
+# of a 16 GB Space. Measured on the 2-core EPYC: 1.0 GB at start (ResNet-50 and the libraries), +1.2 GB
+# once /compare has loaded ResNet-101 and -152 (kept: named weights stay), +1.8-2.0 GB while one transfer
+# explains all five stages at the model's own size. Held by the one-at-a-time heavy queue, the time
+# limit, cancellation that stops the work, the bounded model caches and handing freed memory back
+# after long requests; tests/test_memory_budget.py checks it.
+MEMORY_BUDGET_MB = 5120
 # Per-user analyses are dropped after 20 minutes idle (each holds activations).
 STATE_TTL_S = 20 * 60
 # How returned images are encoded: JPEG takes ~2 ms for the dozen images of a new photo, where

@@ -182,6 +182,10 @@ def run_slim(
     One training job runs per server, fine-tune or slim: a second gets the busy sentence.
     If the browser goes away, the run stops at its next step and the slot is freed.
     """
+    # Refused before any work: the settings read the checkpoint and may write a sample set. The claim
+    # below still decides, should another job take the slot meanwhile.
+    if jobs.busy():
+        raise UserError(jobs.busy_message())
     session = session_name(request)
     inputs = SlimInputs(source, upload, trained, data, fraction, criterion, teacher, epochs)
     try:

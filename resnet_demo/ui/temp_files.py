@@ -97,6 +97,20 @@ def sweep(blocks: Any, *, limits: Limits = Limits(), keep: Collection[str] = ())
     return len(gone)
 
 
+def remove_all(blocks: Any) -> int:
+    """Remove every file of ``blocks`` in Gradio's cache, the examples' copies and the checkpoints offered
+    for download included, and each folder one leaves empty: what the app leaves when it stops.
+
+    Returns how many files it tracked. Gradio's own clean-up at shutdown spares the examples and every
+    folder, and runs only when the server is closed, never when the process is killed."""
+    tracked = tracked_files(blocks)
+    for path in tracked:
+        _remove(path)
+    for files_of_block in list(blocks.temp_file_sets):
+        files_of_block.difference_update(tracked)
+    return len(tracked)
+
+
 def disk_usage(blocks: Any) -> tuple[int, int]:
     """(files, bytes) the app has in Gradio's cache now."""
     return _usage(tracked_files(blocks))

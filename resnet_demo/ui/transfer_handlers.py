@@ -12,17 +12,20 @@ from PIL import Image
 
 from .. import diagram
 from ..core.errors import UserError
-from ..core.images import load_image
+from ..core.images import display_copy, load_image
 from ..core.model import STAGES, check_stage
 from ..core.render import overlay
 from ..core.weights import offline
 from ..transfer.backbone import DILATION, HEAD_INPUTS, READS
+from ..transfer.detect import check_threshold
 from ..transfer.drawing import draw_detections, draw_segmentation, hex_colour
 from ..transfer.explain import TransferExplanation, explain_transfer, target_index
 from ..transfer.weights import MODELS, TransferSpec, backbones_for, shared_transfer, transfer_spec
+from .analysis_store import DISPLAY_MAX
 from .components import user_errors
 from .markdown_text import md_text
 from .messages import NO_PHOTO
+from .model_choice import UNTRAINED_BANNER
 
 __all__ = [
     "AUTO_TARGET",
@@ -55,7 +58,7 @@ class ModelMenus(NamedTuple):
 class Transferred(NamedTuple):
     """``/transfer``'s outputs, by the tab's component names."""
 
-    picture: Image.Image  # the photo with masks or boxes
+    picture: Image.Image  # the photo with masks or boxes, a display copy (longer side at most DISPLAY_MAX)
     legend: str  # Markdown: the classes found, or the detections
     heat: str | Image.Image | None  # Grad-CAM at the chosen stage: the strip's tile (None: nothing to explain)
     strip: Tiles  # Grad-CAM at every backbone stage
@@ -104,10 +107,13 @@ def legend_markdown(result: TransferExplanation) -> str:
             for c in result.segmentation.classes
         ]
         return "Classes found: " + " · ".join(rows)
-    assert result.detections is not None
-    if not result.detections.items:
-        return f"Nothing detected with a score of at least {result.detections.threshold:.2f}: lower the threshold."
-    return "\n".join(f"- {d.index}: **{md_text(d.label)}** {d.score:.2f}" for d in result.detections.items)
+    found = result.detections
+    assert found is not None
+    if found.items:
+        return "\n".join(f"- {d.index}: **{md_text(d.label)}** {d.score:.2f}" for d in found.items)
+    if found.threshold == 0:  # no lower threshold to try: every box the model returned is shown at 0
+        return "Nothing detected, even at threshold 0: the model returned no box for this photo."
+    return f"Nothing detected with a score of at least {found.threshold:.2f}: lower the threshold."
 
 
 def target_choices(result: TransferExplanation) -> list[tuple[str, int]]:
@@ -155,14 +161,19 @@ def pick_stage(strip: list[Any] | None, stage: str) -> Any:
     return None
 
 
-def _size(size: int | float | None) -> int | None:
-    return None if size in (None, OWN_SIZE) else int(size)
+def _size(size: int | float | str | None) -> int | None:
+    if size in (None, OWN_SIZE):
+        return None
+    if isinstance(size, bool) or not isinstance(size, int | float) or not float(size).is_integer():
+        raise UserError(f"The input size must be a whole number of pixels, not {size!r:.40}.")
+    return int(size)
 
 
 def _banner(spec: TransferSpec, because: str | None) -> str:
     hint = " The server is offline: an administrator must place the file in torchvision's cache." if offline() else ""
     return (
-        f"⚠️ **{spec.label} on random weights (UNTRAINED): masks, boxes and maps are meaningless.** {because}{hint}\n\n"
+        f"⚠️ **{spec.label} on random weights ({UNTRAINED_BANNER}): masks, boxes and maps are meaningless.** "
+        f"{because}{hint}\n\n"
     )
 
 
@@ -191,16 +202,19 @@ def transfer(
         loaded=loaded,
         image=photo,
         target=target_index(spec, target),
-        threshold=float(threshold),
+        threshold=check_threshold(threshold),
         size=_size(size),
         check=True,
     )
+    # The model sees the whole photo; the pictures are drawn on the same display copy /explain keeps
+    # (a 24 MP photo would otherwise send two full-size JPEGs, about 50 MB, per answer).
+    shown = display_copy(photo, max_side=DISPLAY_MAX)
     if result.segmentation is not None:
-        picture = draw_segmentation(photo, result.segmentation)
+        picture = draw_segmentation(shown, result.segmentation)
     else:
         assert result.detections is not None
-        picture = draw_detections(photo, result.detections)
-    strip = _strip(photo, result)
+        picture = draw_detections(shown, result.detections)
+    strip = _strip(shown, result)
     heat = pick_stage(strip, stage)
     summary = summary_markdown(spec, result)
     if loaded.untrained:

@@ -9,7 +9,8 @@ import gradio as gr
 
 from ..core.model import STAGES
 from ..transfer.weights import MODELS, TASKS, backbones_for
-from .components import SafeImage, example_photos, stage_gallery
+from .cancellation import cancellable
+from .components import OpenRadio, OpenSlider, SafeImage, example_photos, stage_gallery
 from .events import outputs_of
 from .settings import IMAGE_FORMAT
 from .transfer_handlers import (
@@ -59,9 +60,9 @@ def build_transfer_tab() -> TransferTab:
     with gr.Row():
         image = SafeImage(type="filepath", image_mode=None, label="Photo", height=260, elem_id="transfer-photo")
         with gr.Column():
-            task = gr.Radio(list(TASKS), value="segment", label="Task")
-            # Custom values allowed: the menus' choices follow the task in the page, but an API call sees only
-            # the first ones; the core checks every name and answers a wrong one with a sentence.
+            task = OpenRadio(list(TASKS), value="segment", label="Task")
+            # Any value goes through to the core, which answers a wrong one with the command line's sentence:
+            # the menus' choices follow the task in the page, and an API call sees only the first ones.
             model = gr.Dropdown(
                 list(MODELS["segment"]), value=MODELS["segment"][0], label="Model", allow_custom_value=True
             )
@@ -72,10 +73,14 @@ def build_transfer_tab() -> TransferTab:
                 allow_custom_value=True,
             )
             size = gr.Dropdown(
-                SIZES, value=OWN_SIZE, label="Input short side (smaller is faster)", elem_id="transfer-size"
+                SIZES,
+                value=OWN_SIZE,
+                label="Input short side (smaller is faster)",
+                elem_id="transfer-size",
+                allow_custom_value=True,
             )
         with gr.Column():
-            threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Detection score threshold")
+            threshold = OpenSlider(0.0, 1.0, value=0.5, step=0.05, label="Detection score threshold")
             target = gr.Dropdown(
                 [],
                 value=None,
@@ -83,7 +88,9 @@ def build_transfer_tab() -> TransferTab:
                 elem_id="transfer-target",
                 allow_custom_value=True,
             )
-            stage = gr.Dropdown(list(STAGES), value="layer4", label="Large map: Grad-CAM stage")
+            stage = gr.Dropdown(
+                list(STAGES), value="layer4", label="Large map: Grad-CAM stage", allow_custom_value=True
+            )
             run = gr.Button("Run", variant="primary", elem_id="transfer-run")
     gr.Examples(example_photos(), inputs=[image])
     summary = gr.Markdown(elem_id="transfer-summary")  # above the pictures: an UNTRAINED banner must be seen
@@ -122,8 +129,8 @@ def _wire(t: TransferTab) -> None:
     # The API's parameters, in their order: scripts call /transfer by position.
     inputs = [t.image, *menus, t.threshold, t.size, t.target, t.stage]
     outputs = outputs_of(Transferred, t)
-    t.run.click(transfer, inputs, outputs, api_name="transfer", concurrency_id="checks")
+    t.run.click(cancellable(transfer), inputs, outputs, api_name="transfer", concurrency_id="checks")
     # Only picking an option reruns (.select): neither the run setting the menu nor leaving it (which fires
     # .input in Gradio's dropdown) may start another.
-    t.target.select(transfer, inputs, outputs, concurrency_id="checks", **private)
+    t.target.select(cancellable(transfer), inputs, outputs, concurrency_id="checks", **private)
     t.stage.change(pick_stage, [t.strip, t.stage], t.heat, queue=False, **private)

@@ -21,10 +21,11 @@ from ..core.render import overlay
 from ..explain import METHODS, REGISTRY, Analysis, analyze, cheap_methods, get_method, method_cost
 from ..explain.baselines import BASELINES, check_baseline
 from ..explain.classes import resolve_class
-from ..explain.faithfulness import Faithfulness, MethodScore, faithfulness, rank_methods
+from ..explain.faithfulness import Faithfulness, MethodScore, check_steps, faithfulness, rank_methods
 from ..explain.plots import faithfulness_figure
 from ..explain.sanity import SANITY_STEPS, SanityCheck, randomization_check, verdict_step
 from .analysis_store import stored, stored_or_none
+from .budget import within_budget
 from .components import user_errors
 from .explain_handlers import class_index, progress_for, subject, versus_for
 from .markdown_text import md_text
@@ -38,6 +39,7 @@ BASELINE_CHOICES = [("blur", "blur"), ("mean colour", "mean")]
 # Copying, re-initialising and folding a model, per weight: about 0.2 s for ResNet-50's 25.6 M on
 # the 2-core EPYC (a layer4 Grad-CAM sanity step at 224 px took 0.57 s against a 0.125 s forward).
 _COPY_S_PER_PARAM = 8e-9
+_BATCHED_IMAGE = 0.5
 RANK_HEADERS = ["#", "Method", "Insertion AUC (higher is better)", "Deletion AUC (lower is better)", "Score"]
 FAITH_LABEL = "Deletion & insertion curves of this map"
 RANK_LABEL = "Rank every quick method"
@@ -111,8 +113,10 @@ def expected_seconds(
     analysis: Analysis, *, stage: str, method: str, versus: int | None, steps: int
 ) -> dict[str, float]:
     """Seconds each check should take here: "faithfulness", "ranking", "sanity"."""
-    # On a CPU a batch of 8 costs about 8 single forwards: batching saves little there.
-    per_image = _forward_s(analysis)
+    # A curve's image costs about half the analysis's timed forward (measured on the 2-core EPYC, ResNet-50:
+    # 0.43 for the ranking, 0.6 for one map's curves): the images go through in batches, and the timed
+    # forward of a new photo includes its first call's overheads.
+    per_image = _BATCHED_IMAGE * _forward_s(analysis)
     entry = get_method(method)
     where = stage if entry.stages is None or stage in entry.stages else entry.stages[-1]
     map_s = method_cost(method=method, arch=analysis.arch, stage=where)
@@ -125,6 +129,21 @@ def expected_seconds(
         "ranking": _curve_images(steps, len(_rankable(stage, versus))) * per_image,
         "sanity": sanity,
     }
+
+
+def _check_time(analysis: Analysis, *, check: str, stage: str, method: str, versus: int | None, steps: int) -> None:
+    """A trust check's expected time (``check``: a key of :func:`expected_seconds`, or "all" for
+    the map and every check) against the server's limit, before any of it runs."""
+    entry = get_method(method)
+    where = stage if entry.stages is None or stage in entry.stages else entry.stages[-1]
+    costs = expected_seconds(analysis, stage=stage, method=method, versus=versus, steps=steps)
+    seconds = sum(costs.values()) if check == "all" else costs[check]
+    what = {"faithfulness": "The faithfulness curves", "ranking": "The ranking", "sanity": "The randomisation check"}
+    subject = f"{METHODS[method]} at {where}"
+    within_budget(
+        seconds=seconds + method_cost(method=method, arch=analysis.arch, stage=where),
+        what=f"{what[check]} of {subject}" if check in what else f"{subject} with its three trust checks",
+    )
 
 
 def _about(seconds: float) -> str:
@@ -142,9 +161,8 @@ def trust_buttons(
     analysis = stored_or_none(analysis)
     if analysis is None:
         return TrustButtons(*(gr.update(value=label) for label in (FAITH_LABEL, RANK_LABEL, SANITY_LABEL)))
-    cost = expected_seconds(
-        analysis, stage=stage, method=method, versus=versus_for(method, class_index(versus)), steps=int(steps)
-    )
+    versus_index = versus_for(method, class_index(versus, categories=analysis.categories))
+    cost = expected_seconds(analysis, stage=stage, method=method, versus=versus_index, steps=check_steps(steps))
     return TrustButtons(
         faith_button=gr.update(value=f"{FAITH_LABEL} ({_about(cost['faithfulness'])})"),
         rank_button=gr.update(value=f"{RANK_LABEL} ({_about(cost['ranking'])})"),
@@ -155,9 +173,10 @@ def trust_buttons(
 # ----------------------------------------------------------------------------- the panels
 
 
-def _steps(steps: int | float) -> int | float:
-    # The slider sends 16.0: a whole number as the int the engine takes; the engine refuses anything else.
-    return int(steps) if isinstance(steps, (int, float)) and float(steps).is_integer() else steps
+def _classes(analysis: Analysis, target: Any, versus: Any) -> tuple[int | None, int | None]:
+    """The class pickers' values as class indices of ``analysis`` (None: the top class / no second class)."""
+    categories = analysis.categories
+    return class_index(target, categories=categories), class_index(versus, categories=categories)
 
 
 def faithfulness_summary(analysis: Analysis, result: Faithfulness) -> str:
@@ -198,13 +217,16 @@ def faithfulness_panel(
 ) -> FaithfulnessView:
     """The tab's current map: its deletion and insertion curves against a random map's."""
     analysis = stored(analysis)
-    t, v = class_index(target), versus_for(method, class_index(versus))
+    steps = check_steps(steps)  # before the map: a bad value costs nothing
+    t, v = _classes(analysis, target, versus)
+    v = versus_for(method, v)
+    _check_time(analysis, check="faithfulness", stage=stage, method=method, versus=v, steps=steps)
     progress(0.0, desc="Computing the map…")
     att = analysis.attribution(
         stage=stage, target=t, method=method, versus=v, progress=progress_for(progress, f"{METHODS[method]}…")
     )
     progress(0.05, desc="Deletion and insertion curves…")
-    result = faithfulness(analysis, attribution=att, steps=_steps(steps), baseline=baseline)
+    result = faithfulness(analysis, attribution=att, steps=steps, baseline=baseline)
     return FaithfulnessView(
         faith_plot=faithfulness_figure(result), faith_summary=faithfulness_summary(analysis, result)
     )
@@ -238,14 +260,16 @@ def ranking_panel(
 ) -> RankingView:
     """Every quick method at the tab's stage and class, ranked on this photo."""
     analysis = stored(analysis)
-    t, v = class_index(target), class_index(versus)
+    steps = check_steps(steps)
+    t, v = _classes(analysis, target, versus)
+    _check_time(analysis, check="ranking", stage=stage, method="gradcam", versus=v, steps=steps)
     scores = rank_methods(
-        analysis, stage=stage, target=t, versus=v, steps=_steps(steps), baseline=baseline,
+        analysis, stage=stage, target=t, versus=v, steps=steps, baseline=baseline,
         progress=progress_for(progress, "Ranking…"),
     )  # fmt: skip
     best = analysis.attribution(stage=stage, target=t, method=scores[0].method, versus=v)
     # Cached by the ranking: free.
-    reference = faithfulness(analysis, attribution=best, steps=_steps(steps), baseline=baseline)
+    reference = faithfulness(analysis, attribution=best, steps=steps, baseline=baseline)
     note = (
         f"At **{stage}** for {subject(analysis, best)}, removed pixels showing {BASELINES[baseline]}; "
         "score = insertion AUC − deletion AUC."
@@ -293,11 +317,13 @@ def sanity_panel(
 ) -> SanityView:
     """The randomisation check of the tab's current map."""
     analysis = stored(analysis)
+    t, v = _classes(analysis, target, versus)
+    _check_time(analysis, check="sanity", stage=stage, method=method, versus=None, steps=DEFAULT_STEPS)
     check = randomization_check(
-        analysis, stage=stage, target=class_index(target), method=method,
+        analysis, stage=stage, target=t, method=method,
         progress=progress_for(progress, "Randomising the network, top down…"),
     )  # fmt: skip
-    verdict = sanity_verdict(check, versus_dropped=class_index(versus) is not None)
+    verdict = sanity_verdict(check, versus_dropped=v is not None)
     return SanityView(sanity=sanity_tiles(analysis, check, opacity=float(opacity)), verdict=verdict)
 
 
@@ -342,6 +368,7 @@ def evaluate(
     loaded = resolve_model(arch=arch, weights=weights, checkpoint=checkpoint)
     analysis = analyze(image=image, topk=5, model=loaded)
     t, v = _class_arg(analysis, target), _class_arg(analysis, versus)
+    _check_time(analysis, check="all", stage=stage, method=method, versus=v, steps=DEFAULT_STEPS)
     att = analysis.attribution(stage=stage, target=t, method=method, versus=v)
     timings = {"analysis": time.perf_counter() - started}
     mark = time.perf_counter()

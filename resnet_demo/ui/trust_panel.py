@@ -9,6 +9,8 @@ from typing import Any
 import gradio as gr
 
 from . import trust_handlers as t
+from .cancellation import cancellable
+from .components import OpenRadio, OpenSlider
 from .events import outputs_of
 from .method_gallery import method_gallery
 from .settings import IMAGE_FORMAT
@@ -54,10 +56,11 @@ def build_trust_panel() -> TrustPanel:
     with gr.Accordion("How far to trust this map", open=False, elem_id="trust"):
         gr.Markdown(TRUST_INTRO)
         with gr.Row():
-            steps = gr.Slider(
+            # Any value reaches the core's check (crafted requests included): its sentence, never Gradio's.
+            steps = OpenSlider(
                 4, 32, value=t.DEFAULT_STEPS, step=4, label="Points per curve (fewer: faster)", elem_id="steps"
             )
-            baseline = gr.Radio(
+            baseline = OpenRadio(  # an input of /evaluate
                 t.BASELINE_CHOICES, value=t.DEFAULT_BASELINE, label="Baseline (what removed pixels show)",
                 elem_id="baseline",
             )  # fmt: skip
@@ -100,25 +103,27 @@ def wire_trust_panel(panel: TrustPanel, *, analysis: gr.State, controls: dict[st
     checks = {"concurrency_id": "checks", "api_visibility": "private"}
     gallery_inputs = [analysis, panel.show_gallery, c["stage"], c["target"], c["versus"], c["opacity"]]
     gallery_triggers = [panel.show_gallery.change, c["stage"].change, c["target"].input, c["versus"].input]
-    gr.on([*gallery_triggers, c["opacity"].release], method_gallery, gallery_inputs, panel.gallery, **heavy)
+    gr.on(
+        [*gallery_triggers, c["opacity"].release], cancellable(method_gallery), gallery_inputs, panel.gallery, **heavy
+    )
     label_inputs = [analysis, c["stage"], c["method"], c["versus"], panel.steps]
     label_triggers = [c["stage"].change, c["method"].change, c["versus"].change, panel.steps.change]
     gr.on(label_triggers, t.trust_buttons, label_inputs, buttons, api_visibility="private", queue=False)
     for event in photo_done:
-        event.then(method_gallery, gallery_inputs, panel.gallery, **heavy)
+        event.then(cancellable(method_gallery), gallery_inputs, panel.gallery, **heavy)
         event.then(t.trust_buttons, label_inputs, buttons, api_visibility="private", queue=False)
         event.then(clear_results, None, results, api_visibility="private", queue=False)
     panel.faith_button.click(
-        t.faithfulness_panel,
+        cancellable(t.faithfulness_panel),
         [analysis, c["stage"], c["target"], c["versus"], c["method"], panel.steps, panel.baseline],
         outputs_of(t.FaithfulnessView, panel), **checks,
     )  # fmt: skip
     panel.rank_button.click(
-        t.ranking_panel, [analysis, c["stage"], c["target"], c["versus"], panel.steps, panel.baseline],
+        cancellable(t.ranking_panel), [analysis, c["stage"], c["target"], c["versus"], panel.steps, panel.baseline],
         outputs_of(t.RankingView, panel), **checks,
     )  # fmt: skip
     panel.sanity_button.click(
-        t.sanity_panel, [analysis, c["method"], c["stage"], c["target"], c["versus"], c["opacity"]],
+        cancellable(t.sanity_panel), [analysis, c["method"], c["stage"], c["target"], c["versus"], c["opacity"]],
         outputs_of(t.SanityView, panel), **checks,
     )  # fmt: skip
     # /evaluate: the checks as JSON for scripts. The class arguments are free text (an index or a
@@ -127,7 +132,7 @@ def wire_trust_panel(panel: TrustPanel, *, analysis: gr.State, controls: dict[st
     target_text = gr.Textbox(visible=False, label="target (class index or name; empty: the top class)")
     versus_text = gr.Textbox(visible=False, label="versus (class index or name; empty: none)")
     gr.Button(visible=False).click(
-        t.evaluate,
+        cancellable(t.evaluate),
         [
             c["image"],
             c["arch"],

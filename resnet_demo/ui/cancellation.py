@@ -1,0 +1,74 @@
+"""Cancel means stop: a handler wrapped in :func:`cancellable` stops its work when the visitor
+cancels (the page's Stop, ``Job.cancel()`` of gradio_client, or a newer event with
+``trigger_mode="always_last"`` replacing it), and frees its queue slot only once the work has
+stopped.
+
+Gradio runs a plain handler in a worker thread and, on cancel, cancels only the asyncio task
+awaiting it: the thread runs on to the end, holding a core and its memory, while the freed slot
+lets the next heavy request start beside it. The wrapper is a coroutine instead. It runs the
+handler in a thread of its own inside :func:`resnet_demo.core.cancel.cancel_scope`; when its task
+is cancelled it sets the scope's event, so the work raises at its next check (between two stages
+of a forward), and it waits for the thread to end before letting the cancellation through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from ..core.cancel import cancel_scope
+from .analysis_store import give_back_memory
+
+__all__ = ["cancellable"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Enough for every request that may run at once (Gradio's own pool has 40 threads); the heavy
+# queues' concurrency limits keep the busy ones few.
+TRIM_AFTER_S = 1.0  # work longer than this gives its freed memory back (gc and malloc_trim: ~50 ms)
+_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="resnet-demo-request")
+
+
+def cancellable(fn: F) -> F:
+    """``fn`` as a coroutine that Gradio awaits: the same signature (Gradio reads it for its
+    ``gr.Request`` and ``gr.Progress`` arguments), the same result, and cancellation that stops it.
+    Work that ran longer than :data:`TRIM_AFTER_S` hands its freed memory back to the system."""
+
+    @functools.wraps(fn)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        stop = threading.Event()
+
+        def work() -> Any:
+            started = time.perf_counter()
+            try:
+                with cancel_scope(stop):
+                    return fn(*args, **kwargs)
+            finally:
+                # Long work (a transfer at full size: ~2 GB of activations) leaves its freed heap with
+                # glibc, which keeps it: handed back, the next one starts from the same level.
+                if time.perf_counter() - started > TRIM_AFTER_S:
+                    give_back_memory()
+
+        # The caller's context goes with the work (Gradio keeps the request's state in context variables).
+        done = asyncio.get_running_loop().run_in_executor(_POOL, contextvars.copy_context().run, work)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            stop.set()
+            # The slot is freed when this task ends: not before the work has stopped.
+            while not done.done():
+                try:
+                    await asyncio.wait([done])
+                except asyncio.CancelledError:  # cancelled twice: still wait for the thread
+                    continue
+            if not done.cancelled():
+                done.exception()  # its Cancelled, or what it finished with: retrieved, so asyncio does not log it
+            raise
+
+    return run  # type: ignore[return-value]
