@@ -1,4 +1,4 @@
-"""ResNet Explorer: `python app.py [--host --port --share --arch --weights --device]`.
+"""ResNet Explorer: `python app.py [--host --port --share --arch --weights --device --time-budget --mcp]`.
 
 Also the `app_file` of the Hugging Face Space; the interface is built in resnet_demo.ui.
 """

@@ -26,6 +26,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if "GRADIO_TEMP_DIR" not in os.environ:
     os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="resnet-demo-gradio-")
     atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
+# An empty Hugging Face Hub cache of this run's own: the machine's may hold the named weights, which
+# the tests of missing weights must not find (tests that want them there use `hub_cache`).
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="resnet-demo-hf-hub-")
+atexit.register(shutil.rmtree, os.environ["HF_HUB_CACHE"], ignore_errors=True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -119,6 +123,43 @@ def fake_pretrained(torch_home: Path) -> Callable[..., Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(random_state_dict(arch, seed=seed) if state_dict is None else state_dict, path)
         return path
+
+    return write
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_home: Path) -> Callable[..., Path]:
+    """An empty Hugging Face Hub cache (and an empty torchvision cache); returns a writer that puts a
+    state_dict in it as ``model.safetensors`` of a repo, laid out as huggingface_hub lays it out: the
+    file in ``blobs/<sha256>``, ``snapshots/<commit>/model.safetensors`` a link to it, ``refs/main``
+    naming the commit."""
+    import hashlib
+
+    import huggingface_hub.constants
+    from safetensors.torch import save
+
+    cache = tmp_path / "hf_home" / "hub"
+    monkeypatch.setenv("HF_HOME", str(cache.parent))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    # huggingface_hub reads the variables once, when imported: the running process needs its constant set too.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+    def write(repo: str, state_dict: dict[str, torch.Tensor]) -> Path:
+        folder = cache / f"models--{repo.replace('/', '--')}"
+        data = save(state_dict, metadata={"format": "pt"})
+        blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = folder / "snapshots" / HUB_COMMIT / "model.safetensors"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+        (folder / "refs").mkdir(exist_ok=True)
+        (folder / "refs" / "main").write_text(HUB_COMMIT)
+        return link
 
     return write
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from resnet_demo.bench.serve import CHROMIUM_ARGS
 from .conftest import EXAMPLES, ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CAT_SIZE = (451, 300)  # examples/cat.jpg, under the bound of the display copy: the whole photo as it is
 ARTIFACTS = ROOT / "test-artifacts"
 
 if not Path(CHROMIUM).exists():
@@ -39,29 +41,61 @@ def browser(app_url: str):
             chromium.close()
 
 
+def visit(browser, url: str):
+    """A new visitor's browser context and page, the app loaded; close the context to leave."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(120_000)
+    pg.goto(url)
+    pg.get_by_text("ResNet Explorer").first.wait_for()
+    return context, pg
+
+
 @pytest.fixture
 def page(browser, app_url: str):
     """A new visitor: a page of its own, the app loaded. Each test starts from here, so that each
     passes alone (``pytest tests/test_browser.py::test_X``)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context, pg = visit(browser, app_url)
     try:
-        pg = context.new_page()
-        pg.set_default_timeout(120_000)
-        pg.goto(app_url)
-        pg.get_by_text("ResNet Explorer").first.wait_for()
         yield pg
     finally:
         context.close()  # the page closes: the app forgets the visitor (demo.unload)
 
 
-def explain_photo(page, photo: Path) -> None:
-    """Drop ``photo`` on the Explain tab and wait for all of its answer: the top-5 with percentages,
-    the heat map, the strip of five stages and the caption."""
-    page.locator("#photo input[type=file]").set_input_files(str(photo))
+def wait_for_answer(page) -> None:
+    """Wait for all of a photo's answer on the Explain tab: the top-5 with percentages, the slider's
+    photo and map, the strip of five stages and the caption."""
     page.locator("#top5").get_by_text("%").first.wait_for()
-    page.locator("#heatmap img").wait_for()
+    sync_api.expect(page.locator("#heatmap-slider img")).to_have_count(2, timeout=120_000)
     sync_api.expect(page.locator("#strip img")).to_have_count(5, timeout=120_000)
     page.locator("#caption").get_by_text("Grad-CAM").wait_for()
+    settled(page)
+
+
+def settled(page) -> None:
+    """Wait until no event shows its progress over the top-5 (an example's own event follows its cached answer)."""
+    page.wait_for_function("() => !document.querySelector('#top5 [data-testid=status-tracker]:not(.hide)')")
+
+
+def slider_images(page, *, replacing: list | None = None) -> list:
+    """The slider's two images, ``[src, [width, height]]`` each, once both are decoded (and neither is one
+    of ``replacing``'s)."""
+    page.wait_for_function(
+        """old => {
+          const imgs = [...document.querySelectorAll('#heatmap-slider img')];
+          return imgs.length == 2 && imgs.every(i => i.complete && i.naturalWidth > 0 && !old.includes(i.src));
+        }""",
+        arg=[src for src, _size in replacing or []],
+    )
+    return page.locator("#heatmap-slider img").evaluate_all(
+        "imgs => imgs.map(i => [i.src, [i.naturalWidth, i.naturalHeight]])"
+    )
+
+
+def explain_photo(page, photo: Path) -> None:
+    """Drop ``photo`` on the Explain tab and wait for all of its answer."""
+    page.locator("#photo input[type=file]").set_input_files(str(photo))
+    wait_for_answer(page)
 
 
 @pytest.fixture
@@ -74,11 +108,37 @@ def explained(page):
 def test_upload_explain_and_architecture(page) -> None:
     banner = page.locator("#weights-status")
     banner.get_by_text("Pretrained weights unavailable").wait_for()
+    # One line; why and what to do behind its "details" disclosure, closed.
+    line = banner.get_by_text("UNTRAINED").first.bounding_box()
+    summary = banner.locator("summary", has_text="details")
+    assert line is not None and abs(summary.bounding_box()["y"] - line["y"]) < line["height"], "not on one line"
+    reason = banner.get_by_text("resnet50-11ad3fa6.pth")
+    assert not reason.is_visible()
     page.screenshot(path=ARTIFACTS / "01-start.png", full_page=True)
+    summary.click()
+    reason.wait_for()
+    assert "Weights menu" in reason.inner_text()
+    summary.click()  # closed again for the screenshots below
+    sync_api.expect(reason).to_be_hidden()
 
     explain_photo(page, EXAMPLES / "cat.jpg")
     assert "UNTRAINED" in page.locator("#caption").inner_text()
+    # The photo against its map: the crop the model saw and the map over it, one size; /explain's image hidden.
+    crop = slider_images(page)
+    assert [size for _src, size in crop] == [[224, 224], [224, 224]], crop
+    assert page.locator("#heatmap").count() == 0
+    box = page.locator("#heatmap-slider").bounding_box()
+    assert box is not None and box["height"] > 250, "the slider rendered at (almost) zero height"
+    # Both pictures drawn in the same box, inside the slider: the photo lines up with its map.
+    rects = page.locator("#heatmap-slider img").evaluate_all(
+        "imgs => imgs.map(i => { const r = i.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })"
+    )
+    assert rects[0] == pytest.approx(rects[1], abs=1), rects
+    assert rects[0][1] >= box["y"] - 1 and rects[0][1] + rects[0][3] <= box["y"] + box["height"] + 1, (rects, box)
     page.screenshot(path=ARTIFACTS / "02-explain.png", full_page=True)
+    page.get_by_label("The whole photo").check()  # the whole photo against the map placed on it
+    whole = slider_images(page, replacing=crop)
+    assert whole[0][1] == whole[1][1] == list(CAT_SIZE), whole
 
     page.get_by_role("tab", name="Architecture").click()
     plot = page.locator("#diagram .js-plotly-plot")
@@ -91,6 +151,51 @@ def test_upload_explain_and_architecture(page) -> None:
     page.get_by_role("tab", name="Compare depths").click()
     page.locator("#compare-run").wait_for()
     page.screenshot(path=ARTIFACTS / "04-compare.png", full_page=False)
+
+
+def _new_sessions(before: set[str], *, timeout_s: float = 60.0) -> set[str]:
+    """The sessions with analyses in the app's store (this process's) that ``before`` did not have."""
+    from resnet_demo.ui.analysis_store import ANALYSES
+
+    deadline = time.monotonic() + timeout_s
+    while not (ANALYSES.sessions() - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return ANALYSES.sessions() - before
+
+
+def test_examples_are_cached_and_each_visitor_keeps_their_own_analysis(browser, app_url: str) -> None:
+    from resnet_demo.ui.analysis_store import ANALYSES
+
+    example = "button.gallery-item:has(img[src$='/coffee.jpg'])"  # clicked in this test only
+    first_context, first = visit(browser, app_url)
+    second_context, second = visit(browser, app_url)
+    try:
+        before = ANALYSES.sessions()
+        first.locator(example).click()  # computes the example's answer, and caches it
+        wait_for_answer(first)
+        mine = _new_sessions(before)
+        second.locator(example).click()  # served from the cache
+        wait_for_answer(second)
+        yours = _new_sessions(before | mine)
+        assert len(mine) == len(yours) == 1, (mine, yours)  # an analysis each, in each one's session
+        settled(first)
+        settled(second)
+        assert second.locator("#top5").inner_text() == first.locator("#top5").inner_text()
+        assert "UNTRAINED" in second.locator("#caption").inner_text()
+        second.screenshot(path=ARTIFACTS / "10-example.png", full_page=False)
+
+        first_context.close()  # the first visitor leaves, and their analyses go (demo.unload)
+        deadline = time.monotonic() + 60
+        while mine & ANALYSES.sessions() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not mine & ANALYSES.sessions(), "the first visitor's analyses outlived their page"
+        # Another view comes from the second visitor's own analysis: the first one's is gone.
+        second.locator("#stage").get_by_text("layer3", exact=True).click()
+        second.locator("#caption").get_by_text("layer3").wait_for(timeout=30_000)
+        assert "expired" not in second.content().lower()
+    finally:
+        first_context.close()
+        second_context.close()
 
 
 def test_methods_faithfulness_and_sanity(explained) -> None:

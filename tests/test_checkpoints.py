@@ -2,11 +2,13 @@
 
 Each case writes a small file in tmp_path. Metadata is checked before the weights are
 fitted to a network, so a two-tensor "model" is enough for every refusal; one test loads a
-complete checkpoint to show that the checks let good files through.
+complete checkpoint to show that the checks let good files through. Every case a
+``.safetensors`` file can hold is also written as one, and gets the sentence of its ``.pth``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import zipfile
 from pathlib import Path
@@ -144,10 +146,39 @@ FILES: dict[str, tuple[Any, str]] = {
 }
 
 
+def _holds_tensors(obj: Any) -> bool:
+    return isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _fits_safetensors(content: Any) -> bool:
+    """Whether a safetensors file can hold ``content``: a state_dict, or a checkpoint whose model
+    (if any) is one; what only a pickle can hold (code, lists, non-tensor weights) cannot."""
+    if callable(content) or not isinstance(content, dict):
+        return False
+    return _holds_tensors(content) or ("format" in content and _holds_tensors(content.get("model", {})))
+
+
+def _write_safetensors(path: Path, content: dict[str, Any]) -> None:
+    """``content`` written by safetensors itself: the tensors, and a checkpoint's other fields as JSON
+    under the one metadata key, as the fine-tune routine writes them."""
+    from safetensors.torch import save_file
+
+    from resnet_demo.core.safetensors_files import METADATA_KEY
+
+    if _holds_tensors(content):
+        save_file(content, path)
+    else:
+        fields = {k: v for k, v in content.items() if k != "model"}
+        save_file(content.get("model", {}), path, metadata={METADATA_KEY: json.dumps(fields)})
+
+
 def _write(path: Path, content: Any) -> Path:
+    """``content`` at ``path``: a function writes it, else torch.save or, for a .safetensors path, safetensors."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if callable(content):
         content(path)
+    elif path.suffix == ".safetensors":
+        _write_safetensors(path, content)
     else:
         torch.save(content, path)
     return path
@@ -177,47 +208,83 @@ def test_bad_checkpoint_is_one_sentence_and_nothing_is_cached(case: str, tmp_pat
     assert not weights.shared_models()  # nothing loaded, nothing kept
 
 
-def test_good_finetune_checkpoint_loads(tmp_path: Path, empty_cache: None) -> None:
-    path = _write(tmp_path / "good.pth", _checkpoint(model=random_state_dict("resnet50", num_classes=3)))
+SAFETENSORS_CASES = [case for case, (content, _) in FILES.items() if _fits_safetensors(content)]
+
+
+@pytest.mark.parametrize("case", SAFETENSORS_CASES)
+def test_bad_safetensors_gets_the_sentence_of_its_pth(case: str, tmp_path: Path, empty_cache: None) -> None:
+    content, says = FILES[case]
+    sentences = []
+    for name in ("best.pth", "best.safetensors"):
+        path = _write(tmp_path / "server" / "a1b2c3" / name, content)
+        with pytest.raises(WeightsError) as e:
+            shared_model(arch="resnet50", weights=str(path))
+        sentences.append(str(e.value))
+    _assert_one_sentence(sentences[1], name="best.safetensors", says=says, server=tmp_path)
+    assert sentences[1] == sentences[0].replace("best.pth", "best.safetensors")
+    assert not weights.shared_models()
+
+
+def test_most_cases_are_tried_as_safetensors_too() -> None:
+    # Guards the list above: only what a pickle alone can hold, and the files of other kinds, are left out.
+    left_out = set(FILES) - set(SAFETENSORS_CASES)
+    assert left_out == {
+        "text", "jpeg", "empty", "zip-of-text", "truncated", "compressed-zip", "runs-code", "list", "model-not-tensors"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_good_finetune_checkpoint_loads(suffix: str, tmp_path: Path, empty_cache: None) -> None:
+    path = _write(tmp_path / f"good{suffix}", _checkpoint(model=random_state_dict("resnet50", num_classes=3)))
     loaded = shared_model(arch="resnet50", weights=str(path))
+    assert loaded.source == f"the file good{suffix}"
     assert loaded.spec.categories == ("a", "b", "c") and loaded.spec.preprocessing.crop_size == 112
     assert loaded.spec.preprocessing.std == (0.25, 0.25, 0.25)
     assert len(weights.shared_models()) == 1
 
 
-def test_head_that_does_not_fit_says_which_keys(tmp_path: Path, empty_cache: None) -> None:
-    path = _write(tmp_path / "heads.pth", _checkpoint())  # valid fields, but a two-tensor model
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_head_that_does_not_fit_says_which_keys(suffix: str, tmp_path: Path, empty_cache: None) -> None:
+    path = _write(tmp_path / f"heads{suffix}", _checkpoint())  # valid fields, but a two-tensor model
     with pytest.raises(WeightsError) as e:
         shared_model(arch="resnet50", weights=str(path))
     message = str(e.value)
     _assert_one_sentence(
-        message, name="heads.pth", says="does not fit resnet50 (wrong key names or shapes", server=tmp_path
+        message, name=f"heads{suffix}", says="does not fit resnet50 (wrong key names or shapes", server=tmp_path
     )
     assert "missing (conv1.weight, bn1.weight, bn1.bias, ...)" in message
     assert "fc.weight [3, 8] where [3, 2048] is needed" in message
     assert not weights.shared_models()
 
 
-@pytest.mark.parametrize("case", ["text", "jpeg", "nan-weight", "resize-huge", "crop-huge"])
-def test_cli_says_one_line_and_exits_2(case: str, tmp_path: Path, capsys, empty_cache: None) -> None:
+@pytest.mark.parametrize(
+    ("case", "suffix"),
+    [(c, ".pth") for c in ("text", "jpeg", "nan-weight", "resize-huge", "crop-huge")]
+    + [(c, ".safetensors") for c in ("nan-weight", "resize-huge", "crop-huge")],
+)
+def test_cli_says_one_line_and_exits_2(case: str, suffix: str, tmp_path: Path, capsys, empty_cache: None) -> None:
     content, says = FILES[case]
-    path = _write(tmp_path / "ckpt" / "mine.pth", content)
+    path = _write(tmp_path / "ckpt" / f"mine{suffix}", content)
     assert main(["explain", str(CAT), "--weights", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: mine.pth") and err.count("\n") == 1 and says in err
+    assert err.startswith(f"error: mine{suffix}") and err.count("\n") == 1 and says in err
     assert str(tmp_path) not in err
     assert not weights.shared_models() and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case", ["jpeg", "nan-in-finetune", "names-too-few", "std-zero"])
-def test_app_upload_shows_the_same_sentence(case: str, tmp_path: Path, empty_cache: None) -> None:
+@pytest.mark.parametrize(
+    ("case", "suffix"),
+    [(c, ".pth") for c in ("jpeg", "nan-in-finetune", "names-too-few", "std-zero")]
+    + [(c, ".safetensors") for c in ("nan-in-finetune", "names-too-few", "std-zero")],
+)
+def test_app_upload_shows_the_same_sentence(case: str, suffix: str, tmp_path: Path, empty_cache: None) -> None:
     import gradio as gr
 
     from resnet_demo.ui.model_choice import UPLOAD, weights_status
 
     content, says = FILES[case]
     session = "k8x2mq9d0zv"  # uploads live in Gradio's folder, named by a hash
-    path = _write(tmp_path / "gradio" / session / "best.pth", content)
+    path = _write(tmp_path / "gradio" / session / f"best{suffix}", content)
     with pytest.raises(WeightsError) as core:
         shared_model(arch="resnet50", weights=str(path))
     with pytest.raises(gr.Error) as shown:

@@ -102,6 +102,7 @@ def test_finetune_learns_and_checkpoint_loads_in_the_explanation_engine(
         assert all(math.isfinite(r[key]) for r in rows), key
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "best.pth",
+        "best.safetensors",
         "last.pth",
         "metrics.jsonl",
         "summary.json",
@@ -183,6 +184,18 @@ def test_two_accumulated_batches_of_4_give_the_gradient_of_one_batch_of_8(pretra
         forward_backward(model, x[i : i + 4], y[i : i + 4], scaler=scaler, loss_divisor=2, **kw)
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, big[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_best_checkpoint_is_also_written_as_safetensors(tiny_data: Path, pretrained: Path, tmp_path: Path) -> None:
+    cfg = FinetuneConfig(data=str(tiny_data), out=str(tmp_path), freeze="head", epochs=1, batch_size=6, **TINY)
+    result = finetune(cfg)
+    assert result.best == tmp_path / "best.pth" and (tmp_path / "best.safetensors").is_file()
+    pth = load_model(arch="resnet50", weights=str(result.best))
+    st = load_model(arch="resnet50", weights=str(tmp_path / "best.safetensors"))
+    assert st.spec.categories == pth.spec.categories == result.class_names
+    assert st.spec.preprocessing == pth.spec.preprocessing and st.spec.preprocessing.crop_size == 32
+    theirs = pth.model.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in st.model.state_dict().items())
 
 
 def test_bfloat16_autocast_on_cpu_runs(tiny_data: Path, pretrained: Path, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ def _requirements() -> list[str]:
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
-            names.append(line.split(">")[0].split("=")[0].split("<")[0].strip().lower())
+            names.append(line.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip().lower())
     return names
 
 
@@ -52,7 +52,7 @@ def test_wheel_holds_every_module_and_declares_its_dependencies(wheel: Path) -> 
     assert any("/" in m.removeprefix("resnet_demo/") for m in modules)  # there are sub-packages to check
     assert modules <= names, sorted(modules - names)
     required = {
-        r.split(">")[0].split("=")[0].split("<")[0].split(";")[0].strip().lower()
+        r.split(">")[0].split("=")[0].split("<")[0].split(";")[0].split("[")[0].strip().lower()
         for r in metadata.get_all("Requires-Dist")
     }
     assert {"torch", "torchvision", "gradio", "captum", "plotly"} <= required

@@ -327,6 +327,9 @@ def test_a_small_cpu_run_ends_with_a_smaller_working_model(slim_data: Path, fine
     after = load_model(arch="resnet50", weights=str(result.finetune.best))
     before = load_model(arch="resnet50", weights=str(finetuned))
     assert after.spec.categories == before.spec.categories
+    # The same slim model as safetensors: its widths travel in the file's metadata.
+    same = load_model(arch="resnet50", weights=str(result.finetune.best.with_suffix(".safetensors")))
+    assert same.spec.widths == after.spec.widths and same.model.widths() == after.model.widths()
     assert model_complexity(after.model)[0] < 0.6 * model_complexity(before.model)[0]
     with torch.no_grad():
         probs = after.model(_x(32)).softmax(1)

@@ -56,20 +56,41 @@ def test_explain_outputs_offline(offline: Path) -> None:
 def test_rerender_other_class_stage_and_full_view(offline: Path) -> None:
     analysis = stored(explain()[0])
     second = analysis.predictions[1]
-    heat, caption, strip, raw, fusion = h.rerender(
+    heat, caption, strip, raw, fusion, slider = h.rerender(
         analysis, "layer3", second.index, h.NO_VERSUS, "gradcam", 0.3, "full"
     )
     assert heat.size == analysis.image.size  # mapped back onto the whole photo
+    assert slider[0] is analysis.image and slider[1] is heat  # the slider: the whole photo against the map on it
     assert md_text(second.label) in caption and "layer3" in caption  # labels such as "curly-coated" are escaped
     assert np.load(raw).shape == (14, 14)  # layer3's map before upsampling, at 224
-    heat_top, caption_top, *_ = h.rerender(analysis, "layer3", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.3, "crop")
+    heat_top, caption_top, *_, slider_top = h.rerender(
+        analysis, "layer3", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.3, "crop"
+    )
     assert md_text(analysis.predictions[0].label) in caption_top
+    assert slider_top[0] is analysis.crop and slider_top[1] is heat_top  # the crop the model saw, then the map
 
 
 def test_pretrained_status(fake_pretrained) -> None:
     fake_pretrained("resnet50", "imagenet-v2")
     status = model_choice.weights_status("resnet50", "imagenet-v2", None)
     assert "ImageNet V2" in status and "80.9%" in status and "UNTRAINED" not in status
+
+
+def test_banner_is_one_line_and_its_details_behind_a_disclosure(offline: Path) -> None:
+    line, details = model_choice.weights_status("resnet50", "imagenet-v2", None).split("\n", 1)
+    assert "UNTRAINED" in line and "Pretrained weights unavailable" in line and ".pth" not in line
+    assert details.startswith("<details><summary>details</summary>\n\n") and details.endswith("\n\n</details>")
+    assert "resnet50-11ad3fa6.pth" in details and "Weights menu" in details  # why, and what to do here
+    chosen = model_choice.weights_status("resnet50", "random", None)
+    assert "UNTRAINED" in chosen and "\n" not in chosen  # random weights picked: nothing more to say
+
+    spec = SimpleNamespace(arch="resnet50")
+    trained = {"warning": None, "cause": None, "untrained": False, "spec": spec, "status": "fine-tuned: <b>.pth"}
+    line, details = model_choice.status_markdown(SimpleNamespace(**trained, source="the <i>file")).split("\n", 1)
+    assert line == "✅ **fine-tuned: &lt;b&gt;.pth**"  # a file's name as it is, never HTML
+    assert "Weights read from the &lt;i&gt;file." in details and "<i>" not in details
+    # A model that does not say where its weights came from: the line alone.
+    assert model_choice.status_markdown(SimpleNamespace(**trained)) == line
 
 
 @pytest.mark.parametrize(

@@ -102,7 +102,7 @@ def test_hostile_class_names_show_as_text_in_every_caption(analysis: Analysis) -
 
 def test_versus_caption_and_map(analysis: Analysis) -> None:
     first, second = _classes(analysis)
-    heat, caption, strip, raw, fusion = h.rerender(analysis, "layer3", first, second, "gradcam", 0.5, "crop")
+    heat, caption, strip, raw, fusion, _slider = h.rerender(analysis, "layer3", first, second, "gradcam", 0.5, "crop")
     assert f"**{md_text(CLASSES[first])}** versus **{md_text(CLASSES[second])}**" in caption
     contrastive = analysis.attribution(stage="layer3", target=first, method="gradcam", versus=second)
     plain = analysis.attribution(stage="layer3", target=first, method="gradcam")
@@ -121,7 +121,7 @@ def test_class_agnostic_method_drops_versus_and_says_so(analysis: Analysis) -> N
 
 def test_fusion_is_the_max_of_the_strip_maps(analysis: Analysis) -> None:
     first, second = _classes(analysis)
-    *_views, fusion = h.rerender(analysis, "layer2", first, second, "layercam", 1.0, "crop")  # the map alone
+    fusion = h.rerender(analysis, "layer2", first, second, "layercam", 1.0, "crop").fusion  # the map alone
     maps = analysis.attributions(stages=STAGES, target=first, method="layercam", versus=second)
     expected = np.max(np.stack([m.heatmap for m in maps.values()]), axis=0)
     fused = analysis.fusion(target=first, method="layercam", versus=second)
@@ -132,9 +132,9 @@ def test_fusion_is_the_max_of_the_strip_maps(analysis: Analysis) -> None:
 
 
 def test_strip_follows_a_quick_method_and_falls_back_to_gradcam(analysis: Analysis) -> None:
-    _heat, _caption, strip, _raw, fusion = h.rerender(analysis, "layer4", TOP, NONE, "gradcam++", 0.5, "crop")
+    _heat, _caption, strip, _raw, fusion, _slider = h.rerender(analysis, "layer4", TOP, NONE, "gradcam++", 0.5, "crop")
     assert strip["label"].startswith("Grad-CAM++") and [c for _i, c in strip["value"]][0].startswith("stem")
-    _heat, _caption, strip, _raw, fusion = h.rerender(analysis, "layer4", TOP, NONE, "cam", 0.5, "crop")
+    _heat, _caption, strip, _raw, fusion, _slider = h.rerender(analysis, "layer4", TOP, NONE, "cam", 0.5, "crop")
     assert strip["label"].startswith("Grad-CAM at") and fusion[0][1] == "Grad-CAM fused"  # CAM: layer4 only
 
 
@@ -297,12 +297,13 @@ def test_evaluate_handler_loads_an_uploaded_checkpoint(tmp_path: Path, torch_hom
 def test_new_photo_resets_versus_and_fuses_in_one_step(small: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(h, "resolve_model", lambda **_kwargs: small)
     out = h.explain_ui(str(CAT), "resnet50", "upload", "small.pth", "layer4", "layercam", 0.5, "crop", progress=None)
-    key, _top5, _status, _classes, _heat, _caption, strip, _features, _raw, picker, fusion = out
+    key, _top5, _status, _classes, heat, _caption, strip, _features, _raw, picker, fusion, slider = out
     assert strip["label"] == "LayerCAM at every stage, same class" and len(strip["value"]) == len(STAGES)
     assert picker["value"] == NONE and picker["choices"][0][1] == NONE
     assert {v for _label, v in picker["choices"][1:]} == set(range(len(CLASSES)))
     assert [c for _img, c in fusion] == ["LayerCAM fused"]
     assert stored(key).loaded is small
+    assert slider == (stored(key).crop, heat)  # the photo against its map
 
 
 def test_progress_reaches_the_bar_for_expensive_methods(analysis: Analysis) -> None:

@@ -174,12 +174,12 @@ def browser_s(url: str, photos: list[Path], *, repeats: int) -> float | None:
     return statistics.median(times)
 
 
-_PANELS = "#heatmap img, #strip img, #features img, #fusion img"
+_PANELS = "#heatmap-slider img, #strip img, #features img, #fusion img"
 _SOURCES = f"() => [...document.querySelectorAll('{_PANELS}')].map(i => i.src)"
-# Every panel's images (1 + 5 + 5 + 1) there, new, and decoded.
+# Every panel's images (the slider's 2 + 5 + 5 + 1) there, new, and decoded.
 _ALL_NEW = f"""(before) => {{
   const imgs = [...document.querySelectorAll('{_PANELS}')];
-  return imgs.length >= 12 && imgs.every(i => !before.includes(i.src) && i.complete && i.naturalWidth > 0);
+  return imgs.length >= 13 && imgs.every(i => !before.includes(i.src) && i.complete && i.naturalWidth > 0);
 }}"""
 
 

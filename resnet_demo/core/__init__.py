@@ -4,7 +4,10 @@ No gradio, plotly or captum here, and nothing from the layers above.
 
 * :mod:`.model`: the ResNet with torchvision's names, and the one block forward;
 * :mod:`.weights`: named weights, checkpoints, the cache of shared models;
+* :mod:`.hub_cache`: the named weights in the Hugging Face Hub cache (timm's copies of torchvision's);
+* :mod:`.state_dict_fit`: the one strict load of a state_dict, and what keeps one from fitting;
 * :mod:`.checkpoint_files`: a ``.pth`` read as hostile input (file type, sizes, NaNs, metadata);
+* :mod:`.safetensors_files`: a ``.safetensors`` read as hostile input, and written with its metadata;
 * :mod:`.class_names`: class names read from files, without the characters that reorder text;
 * :mod:`.images`: photos in (any mode, EXIF, bombs) and the weights' exact preprocessing;
 * :mod:`.fold`: the folded, in-place inference copy of a model;

@@ -1,7 +1,8 @@
-"""A ``.pth`` file as hostile input: whatever a user hands over, read without trusting it.
+"""A ``.pth`` (or ``.safetensors``) file as hostile input: whatever a user hands over, read without trusting it.
 
 * :func:`read_pth` loads plain data only (``torch.load(weights_only=True)``), and says what
-  a file is when it is not a PyTorch checkpoint at all;
+  a file is when it is not a PyTorch checkpoint at all; a ``.safetensors`` file goes to
+  :mod:`.safetensors_files` instead, which gives back the same shapes of data;
 * :func:`check_tensors` refuses NaN, infinite or non-float weights and buffers;
 * :func:`check_preprocessing`, :func:`check_class_names` and :func:`check_widths` check the
   metadata a fine-tune checkpoint carries, every type and every size, within what a ResNet
@@ -26,8 +27,9 @@ import torch
 from torchvision.transforms import InterpolationMode
 
 from .class_names import clean_class_name
-from .errors import UserError
+from .errors import WeightsError
 from .model import ARCH_DEPTHS, Widths, standard_widths
+from .safetensors_files import is_safetensors, read_safetensors
 
 __all__ = [
     "INTERPOLATIONS",
@@ -49,20 +51,6 @@ MAX_SIDE = 1024
 INTERPOLATIONS: tuple[str, ...] = tuple(m.value for m in InterpolationMode)
 MAX_CLASS_NAME = 200  # characters: a name is shown in menus and labels
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or the end record of an empty zip
-
-
-class WeightsError(UserError):
-    """Weights could not be had. The message names the file, the cause and the fix.
-
-    ``problem`` says what is wrong in words fit for anyone; ``cli_fix``, when set, is the
-    command-line remedy (flags, the cache path on this machine) that ``str()`` appends.
-    The app shows ``problem`` with its own remedy instead.
-    """
-
-    def __init__(self, problem: str, *, cli_fix: str = "") -> None:
-        super().__init__(f"{problem} {cli_fix}".rstrip())
-        self.problem = problem
-        self.cli_fix = cli_fix
 
 
 def _short(value: Any) -> str:
@@ -109,7 +97,11 @@ def read_pth(path: Path) -> Any:
 
     A file that is no torch zip or pickle at all "is not a PyTorch checkpoint"; a pickle that
     asks for code to run is refused as such; a torch file that fails half way is "damaged".
+    A ``.safetensors`` file is read by :func:`~.safetensors_files.read_safetensors` instead:
+    a state_dict, or a checkpoint dict with the state_dict as its ``model``, as from a ``.pth``.
     """
+    if is_safetensors(path=path):
+        return read_safetensors(path=path)
     if not path.is_file():
         raise WeightsError(f"{path.name} is not a file, so it is not a PyTorch checkpoint.")
     kind = _file_kind(path)

@@ -1,4 +1,5 @@
-"""The one exception type for mistakes a user can make (bad file, bad weights, bad option).
+"""The one exception type for mistakes a user can make (bad file, bad weights, bad option),
+and its kinds.
 
 The CLI prints its message as one line and exits non-zero; the app shows it as a
 ``gr.Error``. Anything else is a bug and keeps its traceback.
@@ -6,7 +7,7 @@ The CLI prints its message as one line and exits non-zero; the app shows it as a
 
 from __future__ import annotations
 
-__all__ = ["InvalidValue", "UserError"]
+__all__ = ["InvalidValue", "UserError", "WeightsError"]
 
 
 class UserError(Exception):
@@ -16,3 +17,17 @@ class UserError(Exception):
 class InvalidValue(UserError, ValueError):
     """A number out of its range (an opacity above 1): a sentence for the user, and still the
     ``ValueError`` that code calling the function directly expects."""
+
+
+class WeightsError(UserError):
+    """Weights could not be had. The message names the file, the cause and the fix.
+
+    ``problem`` says what is wrong in words fit for anyone; ``cli_fix``, when set, is the
+    command-line remedy (flags, the cache path on this machine) that ``str()`` appends.
+    The app shows ``problem`` with its own remedy instead.
+    """
+
+    def __init__(self, problem: str, *, cli_fix: str = "") -> None:
+        super().__init__(f"{problem} {cli_fix}".rstrip())
+        self.problem = problem
+        self.cli_fix = cli_fix

@@ -4,11 +4,14 @@ Weights are named per architecture:
 
 * ``imagenet-v2`` (default) and ``imagenet-v1``: torchvision's published ImageNet
   weights. Their URL, file name, preprocessing, category names and published figures
-  are read from torchvision's weights enums, never copied by hand. The file lives in
-  torchvision's cache, ``$TORCH_HOME/hub/checkpoints/<file name>``, and is downloaded
-  there when missing (unless downloads are off).
-* a path to a local ``.pth`` file: a torchvision-style state_dict, or a checkpoint
-  written by this project's fine-tune routine (it carries its class names).
+  are read from torchvision's weights enums, never copied by hand. They are looked for
+  first in the Hugging Face Hub cache, where timm publishes the same weights under
+  torchvision's names (``timm/resnet50.tv2_in1k``, ``timm/resnet50.tv_in1k``, ...; a
+  Space pre-loads them at build time), then in torchvision's cache,
+  ``$TORCH_HOME/hub/checkpoints/<file name>``, where they are downloaded when missing
+  (unless downloads are off). :attr:`LoadedModel.source` says where they came from.
+* a path to a local ``.pth`` or ``.safetensors`` file: a torchvision-style state_dict, or
+  a checkpoint written by this project's fine-tune routine (it carries its class names).
 * ``random``: Kaiming-initialised, untrained weights.
 
 Every file is user input, read by :mod:`resnet_demo.core.checkpoint_files`: plain data only
@@ -30,7 +33,6 @@ from typing import Any
 
 import torch
 import torchvision.models as tvm
-from torch import nn
 
 from .cache import BoundedCache
 from .checkpoint_files import (
@@ -44,7 +46,9 @@ from .checkpoint_files import (
     read_pth,
 )
 from .devices import resolve_device
+from .hub_cache import HUB_FILE, hub_cached_file, hub_repo
 from .model import ARCH_DEPTHS, ResNet, Widths, build_model
+from .state_dict_fit import load_strict, state_dict_fit_problem
 
 __all__ = [
     "ARCHES",
@@ -61,8 +65,10 @@ __all__ = [
     "check_arch",
     "clear_model_cache",
     "fetch_weights_file",
+    "hub_repo",
     "is_shared",
     "load_model",
+    "named_weights_on_disk",
     "offline",
     "read_pth",
     "shared_model",
@@ -88,6 +94,7 @@ _TV_ENUMS = {
 _TV_MEMBERS = {"imagenet-v1": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"}
 
 OFFLINE_ENV = "RESNET_DEMO_OFFLINE"
+RANDOM_SOURCE = "random initialisation"
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,7 @@ class WeightsSpec:
     path: Path | None = None  # a local file given by the user
     published: dict[str, float] = field(default_factory=dict)  # acc@1, acc@5, params, GMACs
     widths: Widths | None = None  # a channel-pruned checkpoint's inner widths; None: the standard ones
+    hub_repo: str | None = None  # the same named weights on the Hugging Face Hub ("timm/resnet50.tv2_in1k")
 
     @property
     def num_classes(self) -> int:
@@ -142,13 +150,17 @@ class LoadedModel:
     """A model in eval mode with the spec of its weights.
 
     ``warning`` is set when the caller allowed a fallback and got random weights
-    instead of the ones asked for; it says why and what to do.
+    instead of the ones asked for; it says why and what to do. ``source`` says, for people,
+    where the weights were read: "the Hugging Face Hub cache (timm/resnet50.tv2_in1k)",
+    "torchvision's cache (resnet50-11ad3fa6.pth)", "the file best.pth" or "random
+    initialisation" (:func:`load_model` sets it; empty for a model built by other code).
     """
 
     model: ResNet
     spec: WeightsSpec
     warning: str | None = None
     cause: WeightsError | None = None  # why the fallback happened, for a remedy in the app's words
+    source: str = ""
 
     @property
     def untrained(self) -> bool:
@@ -210,6 +222,7 @@ def _torchvision_spec(arch: str, name: str) -> WeightsSpec:
             "params": float(entry.meta["num_params"]),
             "gmacs": float(entry.meta["_ops"]),
         },
+        hub_repo=hub_repo(arch=arch, weights=name),
     )
 
 
@@ -239,7 +252,7 @@ def _local_path(weights: str) -> Path:
     if not path.exists():
         raise WeightsError(
             f"Unknown weights {path.name[:80]!r}: not one of {', '.join(NAMED_WEIGHTS)}, and no such file exists. "
-            f"Give a weights name or a .pth file."
+            f"Give a weights name or a .pth or .safetensors file."
         )
     return path
 
@@ -251,8 +264,17 @@ def cache_path(spec: WeightsSpec) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / spec.file_name
 
 
+def named_weights_on_disk(*, arch: str, weights: str) -> bool:
+    """Whether the named ``weights`` of ``arch`` can load without a download: their file is in the
+    Hugging Face Hub cache or in torchvision's cache (whether it is a good file is told by loading it)."""
+    spec = weights_spec(arch=arch, weights=weights)
+    if spec.hub_repo is None:  # random weights need no file
+        return True
+    return hub_cached_file(repo=spec.hub_repo) is not None or cache_path(spec).is_file()
+
+
 def _read_local(arch: str, path: Path) -> tuple[WeightsSpec, dict[str, torch.Tensor]]:
-    """A user's .pth: a plain state_dict or a fine-tune checkpoint, every part checked."""
+    """A user's .pth or .safetensors: a plain state_dict or a fine-tune checkpoint, every part checked."""
     obj = read_pth(path)
     name = path.name
     widths = None
@@ -307,48 +329,12 @@ def _finetune_parts(
     return state_dict, categories, Preprocessing.from_dict(obj.get("preprocessing"), name=name)
 
 
-def state_dict_fit_problem(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:
-    """What keeps ``state_dict`` from loading strictly into ``model``, or None when it fits.
-
-    One clause per kind of mismatch (missing, unexpected, wrongly shaped keys), each naming
-    its first three keys, e.g. ``"1 missing (fc.bias); 1 of the wrong shape (fc.weight [10, 2048]
-    where [1000, 2048] is needed)"``: short enough for a one-sentence error.
-    """
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [
-        f"{k} {list(v.shape)} where {list(expected[k].shape)} is needed"
-        for k, v in state_dict.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    parts = [
-        f"{len(keys)} {what} ({', '.join(k[:80] for k in keys[:3])}{', ...' if len(keys) > 3 else ''})"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", shapes))
-        if keys
-    ]
-    return "; ".join(parts) or None
-
-
-def _load_strict(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], *, name: str, arch: str, cli_fix: str = ""
-) -> None:
-    """Load every key of ``state_dict`` into ``model``, or say (naming the file ``name``) why it does not fit."""
-    problem = state_dict_fit_problem(model, state_dict)
-    if problem is not None:
-        raise WeightsError(
-            f"{name} does not fit {arch} (wrong key names or shapes: {problem}); "
-            f"it must hold the weights of a torchvision-compatible {arch}.",
-            cli_fix=cli_fix,
-        )
-    model.load_state_dict(state_dict, strict=True)
-
-
 def _cli_fix(spec: WeightsSpec, path: Path) -> str:
     """What to do about missing or broken named weights, in command-line words (this machine's paths)."""
     return (
-        f"Fix: download {spec.url} and place it at {path}, or pass --weights PATH "
-        f"(a .pth state_dict), or --weights random for an untrained model."
+        f"Fix: download {spec.url} and place it at {path}, or run `hf download {spec.hub_repo} {HUB_FILE}` "
+        f"(the Hugging Face Hub cache), or pass --weights PATH (a .pth or .safetensors state_dict), "
+        f"or --weights random for an untrained model."
     )
 
 
@@ -392,20 +378,35 @@ def _fetch_named(spec: WeightsSpec, *, download: bool, progress: bool) -> Path:
     )
 
 
-def _load_named(spec: WeightsSpec, *, download: bool, progress: bool) -> ResNet:
-    """torchvision's published weights from its cache (downloaded when missing and allowed), checked."""
-    path = _fetch_named(spec, download=download, progress=progress)
-    fix = f"Fix: delete {path} so that it is downloaded again, or pass --weights PATH or --weights random."
+def _load_published(spec: WeightsSpec, path: Path, *, name: str, where: str, fix: str) -> ResNet:
+    """The published state_dict at ``path`` (named ``name`` in ``where``) in a new ``spec.arch``, every part checked."""
     try:
         state_dict = read_pth(path)
         if not is_state_dict(state_dict):
-            raise WeightsError(f"{path.name} in torchvision's cache is not a ResNet state_dict.")
-        check_tensors(state_dict, name=path.name)
+            raise WeightsError(f"{name} in {where} is not a ResNet state_dict.")
+        check_tensors(state_dict, name=name)
         model = build_model(spec.arch)
-        _load_strict(model, state_dict, name=path.name, arch=spec.arch)
+        load_strict(model=model, state_dict=state_dict, name=name, arch=spec.arch)
     except WeightsError as e:
         raise WeightsError(e.problem, cli_fix=fix) from e
     return model
+
+
+def _load_named(spec: WeightsSpec, *, download: bool, progress: bool) -> tuple[ResNet, str]:
+    """Published weights and where they were found: the Hugging Face Hub cache first, then torchvision's
+    cache (downloaded there when missing and allowed)."""
+    assert spec.hub_repo is not None  # named, published weights
+    hub = hub_cached_file(repo=spec.hub_repo)
+    if hub is not None:
+        # Named without the repo's "/": the app's sentences never show one.
+        name = f"{HUB_FILE} of {spec.hub_repo.split('/')[-1]}"
+        fix = f"Fix: run `hf download {spec.hub_repo} {HUB_FILE} --force-download`, or delete {hub}."
+        model = _load_published(spec, hub, name=name, where="the Hugging Face Hub cache", fix=fix)
+        return model, f"the Hugging Face Hub cache ({spec.hub_repo})"
+    path = _fetch_named(spec, download=download, progress=progress)
+    fix = f"Fix: delete {path} so that it is downloaded again, or pass --weights PATH or --weights random."
+    model = _load_published(spec, path, name=path.name, where="torchvision's cache", fix=fix)
+    return model, f"torchvision's cache ({path.name})"
 
 
 def load_model(
@@ -418,7 +419,8 @@ def load_model(
 ) -> LoadedModel:
     """Build ``arch`` and load ``weights`` (a name or a path) into it, in eval mode.
 
-    ``download=None`` downloads missing named weights unless ``RESNET_DEMO_OFFLINE=1``.
+    Named weights are read from the Hugging Face Hub cache when there, else from torchvision's
+    cache; ``download=None`` downloads them there when missing unless ``RESNET_DEMO_OFFLINE=1``.
     With ``fallback_to_random=True``, named weights that cannot be had give a random
     model with a ``warning`` that explains why; otherwise, and always for a file the
     user gave, :class:`WeightsError` is raised and nothing is loaded.
@@ -429,20 +431,21 @@ def load_model(
         if spec.widths is None:  # a pruned model's weights without its widths: say so, not "wrong shapes"
             check_widths_recorded(state_dict, name=Path(spec.name).name, arch=arch)
         model = build_model(arch, num_classes=spec.num_classes, widths=spec.widths)
-        _load_strict(model, state_dict, name=Path(spec.name).name, arch=arch)
-        return LoadedModel(model.eval(), spec)
+        load_strict(model=model, state_dict=state_dict, name=Path(spec.name).name, arch=arch)
+        return LoadedModel(model.eval(), spec, source=f"the file {Path(spec.name).name}")
     spec = weights_spec(arch=arch, weights=weights)
     if weights == "random":
-        return LoadedModel(build_model(arch).eval(), spec)
+        return LoadedModel(build_model(arch).eval(), spec, source=RANDOM_SOURCE)
     try:
-        model = _load_named(spec, download=(not offline()) if download is None else download, progress=progress)
+        download = (not offline()) if download is None else download
+        model, source = _load_named(spec, download=download, progress=progress)
     except WeightsError as e:
         if not fallback_to_random:
             raise
         random_spec = weights_spec(arch=arch, weights="random")
         warning = f"{e} Running on random weights: UNTRAINED."
-        return LoadedModel(build_model(arch).eval(), random_spec, warning=warning, cause=e)
-    return LoadedModel(model.eval(), spec)
+        return LoadedModel(build_model(arch).eval(), random_spec, warning=warning, cause=e, source=RANDOM_SOURCE)
+    return LoadedModel(model.eval(), spec, source=source)
 
 
 # Named weights stay loaded (a handful of models at most); checkpoint files are kept for the

@@ -36,7 +36,9 @@ def add_image_and_class_arguments(parser: argparse.ArgumentParser) -> None:
         "--arch", default="resnet50", metavar="ARCH", help=f"network depth: {', '.join(ARCHES)} (default resnet50)"
     )
     parser.add_argument(
-        "--weights", default=DEFAULT_WEIGHTS, help="imagenet-v2 (default), imagenet-v1, random, or a .pth path"
+        "--weights",
+        default=DEFAULT_WEIGHTS,
+        help="imagenet-v2 (default), imagenet-v1, random, or a .pth or .safetensors path",
     )
     parser.add_argument(
         "--fallback-random", action="store_true", help="use random weights if the weights are unavailable"

@@ -11,9 +11,11 @@ GPU, or gloo on CPU); rank 0 alone logs and writes files. The output folder hold
 * ``last.pth``: the state after the latest epoch (or the cancel), with optimizer and
   scaler state, for ``--resume``;
 * ``best.pth``: the model with the best validation top-1, without optimizer state;
+* ``best.safetensors``: the same model as safetensors (a format that cannot run code),
+  its class names, widths, preprocessing and recipe as JSON in the file's metadata;
 * ``metrics.jsonl``: one line per epoch; ``summary.json`` at the end.
 
-Both checkpoints load in ``resnet_demo.core.weights.load_model(arch=..., weights=PATH)``
+Every checkpoint loads in ``resnet_demo.core.weights.load_model(arch=..., weights=PATH)``
 and carry their class names and preprocessing. Every file is written to a temporary
 name and renamed, so a crash or Ctrl-C never leaves a half-written checkpoint.
 

@@ -1,4 +1,5 @@
-"""The files a fine-tune writes, and reading ``last.pth`` back to resume.
+"""The files a fine-tune writes (``last.pth``, ``best.pth`` and ``best.safetensors``), and reading
+``last.pth`` back to resume.
 
 Every file is written to a temporary name in the same folder and renamed, so a crash
 or Ctrl-C never leaves half a file. The checkpoint layout is the one
@@ -20,12 +21,14 @@ from torch import Tensor, nn
 from ..core.checkpoint_files import check_class_names, check_tensors, is_state_dict, read_pth
 from ..core.errors import UserError
 from ..core.model import ResNet
+from ..core.safetensors_files import write_safetensors
 from ..core.weights import ARCHES, CHECKPOINT_FORMAT, Preprocessing
 from .config import RECIPE_FIELDS, FinetuneConfig
 
 __all__ = [
     "Progress",
     "atomic_save",
+    "atomic_save_safetensors",
     "atomic_write_text",
     "check_resume",
     "checkpoint_arch",
@@ -53,6 +56,15 @@ def atomic_save(obj: Any, path: Path) -> None:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
+
+
+def atomic_save_safetensors(*, checkpoint: dict[str, Any], path: Path) -> None:
+    """``checkpoint`` (one without optimizer state) written as safetensors, as :func:`atomic_save` writes:
+    a temporary name in the same folder, flushed to disk, then renamed."""
+    with _replacing(path) as tmp:
+        write_safetensors(obj=checkpoint, path=tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
 
 
 def atomic_write_text(text: str, path: Path) -> None:

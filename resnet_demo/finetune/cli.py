@@ -34,7 +34,10 @@ def configure_parser(
     a("--data", help="folder of class sub-folders (or train/ and val/), or a .zip of one")
     a("--out", help=f"output folder (default {d.out})")
     a("--arch", choices=ARCHES, help=f"architecture (default {d.arch})")
-    a("--weights", help=f"init weights: imagenet-v2, imagenet-v1, random or a .pth path (default {d.weights})")
+    a(
+        "--weights",
+        help=f"init weights: imagenet-v2, imagenet-v1, random or a .pth or .safetensors path (default {d.weights})",
+    )
     a("--freeze", choices=FREEZE_MODES, help=f"what trains: head, layer4 (+ head) or none frozen (default {d.freeze})")
     a("--freeze-bn", type=_bool, metavar="BOOL", help="BatchNorm in eval mode (default: when batch < 8)")
     a("--epochs", type=int, help=f"default {d.epochs}")

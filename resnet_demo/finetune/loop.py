@@ -31,7 +31,7 @@ from ..core.errors import UserError
 from ..core.weights import read_pth
 from ..data import ImageListDataset, eval_transform, load_image_set, multi_view_transform, train_transform
 from .build import resolve_amp, set_train_mode
-from .checkpoints import Progress, atomic_save, atomic_write_text, cpu_state, make_checkpoint
+from .checkpoints import Progress, atomic_save, atomic_save_safetensors, atomic_write_text, cpu_state, make_checkpoint
 from .config import FinetuneConfig, validate_config
 from .distributed import Dist, ShardSampler, SkipSampler, all_sum, distributed_run, log_main, sync_buffers
 from .evaluate import evaluate
@@ -375,7 +375,9 @@ class _Run:
         if d.main:
             self._save_last(val_top1=val["top1"], complete=p.epoch == cfg.epochs)
             if improved:
-                atomic_save(self._checkpoint(full=False, val_top1=val["top1"]), self.best_path)
+                best = self._checkpoint(full=False, val_top1=val["top1"])
+                atomic_save(best, self.best_path)
+                atomic_save_safetensors(checkpoint=best, path=self.best_path.with_suffix(".safetensors"))
             atomic_write_text("".join(json.dumps(r) + "\n" for r in p.metrics), self.out / "metrics.jsonl")
         log_main(
             d,

@@ -54,7 +54,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     configure_finetune(parser, defaults=d, make_sample=False)
     for action in parser._actions:  # the one option that means something else here
         if action.dest == "weights":
-            action.help = "the fine-tuned checkpoint to slim (best.pth of a finetune run; it records its classes)"
+            action.help = "the fine-tuned checkpoint to slim (best.pth or best.safetensors of a finetune run; it records its classes)"
 
 
 def main(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ def validate_slim(cfg: SlimConfig, *, server: bool = False) -> None:
     if not cfg.resume:
         if not cfg.weights or cfg.weights in NAMED_WEIGHTS:
             raise UserError(
-                "Slim needs the fine-tuned checkpoint to slim (--weights PATH, a .pth written by finetune), "
+                "Slim needs the fine-tuned checkpoint to slim (--weights PATH, a .pth or .safetensors written by finetune), "
                 "not named weights."
             )
         if not Path(cfg.weights).expanduser().is_file():

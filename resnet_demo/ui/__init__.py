@@ -15,6 +15,8 @@
   Gradio's cache, bounded; :mod:`.housekeeping`: the timer and the ``unload`` event that tidy both;
 * :mod:`.downloads`: the bounded folder of raw maps; :mod:`.components`: small shared pieces;
   :mod:`.markdown_text`: user text (class names) shown literally in Markdown;
+* :mod:`.agent_tools`: the tools for AI agents that ``python app.py --mcp`` serves over MCP
+  (``classify_image``, ``explain_image``), the only public endpoints that are MCP tools;
 * :mod:`.events`: ``outputs_of``, the outputs of an event built from the fields of the named tuple its
   handler returns; :mod:`.messages`: the sentences only the app needs (the core says the rest).
 """

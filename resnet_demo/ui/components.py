@@ -1,13 +1,16 @@
 """Small pieces the tabs share: the image input that never shows a stack trace, the error wrapper,
-the example photos."""
+the example photos and their cache."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import html
 import inspect
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +33,21 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 def example_photos() -> list[str]:
     """The example photos shipped with the app, for the tabs' example pickers."""
     return sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
+
+
+def own_cache(examples: gr.Examples) -> gr.Examples:
+    """``examples`` with their cached answers in a new folder of this server's own, removed when it exits.
+
+    Gradio keeps them in ``.gradio/cached_examples/<component id>`` under the working folder, where the
+    next start of the app (on other weights, or other code) or a second server started beside it would
+    serve them as its own. Call before the first click: the cache is made on it.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="resnet-explorer-examples-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    examples.cached_folder = folder
+    examples.cached_file = folder / "log.csv"
+    examples.cached_indices_file = folder / "indices.csv"
+    return examples
 
 
 def user_errors(fn: F) -> F:

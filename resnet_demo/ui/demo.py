@@ -14,6 +14,7 @@ import torch
 from ..core.devices import configure_threads, resolve_device
 from ..core.errors import UserError
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS
+from .agent_tools import add_agent_tools, only_agent_tools
 from .architecture_tab import build_architecture_tab
 from .budget import BUDGET
 from .compare_tab import build_compare_tab
@@ -89,6 +90,8 @@ def build_demo(
             visitor_left(request, blocks=demo)
 
         demo.unload(left)
+        # Last: every endpoint above is the page's, for scripts; agents get tools of their own.
+        only_agent_tools(demo, tools=add_agent_tools())
     start_tidying(demo)
     return demo
 
@@ -112,7 +115,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help=f"refuse requests expected to take longer (default {TIME_BUDGET_S:g}; 0: no limit, for a private run)",
     )
+    parser.add_argument(
+        "--mcp",
+        action=argparse.BooleanOptionalAction,
+        default=_mcp_default(),
+        help="also serve tools for AI agents over the Model Context Protocol at /gradio_api/mcp/ (default: "
+        "Gradio's GRADIO_MCP_SERVER variable, true or false; unset, on only on Hugging Face Spaces)",
+    )
     return parser.parse_args(argv)
+
+
+def _mcp_default() -> bool:
+    # Gradio's own variable first, as launch() itself reads it; a Space (it sets SPACE_ID) is meant to be reached.
+    chosen = os.environ.get("GRADIO_MCP_SERVER")
+    if chosen is not None:
+        return chosen.strip().lower() == "true"
+    return bool(os.environ.get("SPACE_ID"))
 
 
 def _seconds(text: str) -> float:
@@ -135,6 +153,7 @@ def launch_kwargs(args: argparse.Namespace) -> dict[str, object]:
         "theme": THEME,
         "css": CSS,
         "show_error": True,
+        "mcp_server": args.mcp,
     }
 
 

@@ -42,10 +42,17 @@ def outputs_of(result: type[tuple[Any, ...]], tab: object = None, /, **component
     return out
 
 
-def extend(base: type[tuple[Any, ...]], name: str, fields: dict[str, Any], *, doc: str) -> Any:
-    """A named tuple type called ``name``, documented by ``doc``: ``base``'s fields (with their types),
-    then ``fields``. For an event that fills what another fills and more, without writing the shared
-    fields twice. It belongs to ``base``'s module, where its types are named."""
-    made = NamedTuple(name, [*base.__annotations__.items(), *fields.items()])  # type: ignore[misc]
+def extend(
+    base: type[tuple[Any, ...]], name: str, fields: dict[str, Any], *, doc: str, drop: tuple[str, ...] = ()
+) -> Any:
+    """A named tuple type called ``name``, documented by ``doc``: ``base``'s fields (with their types)
+    but those ``drop`` names, then ``fields``. For an event that fills what another fills and more (or
+    less), without writing the shared fields twice. It belongs to ``base``'s module, where its types are
+    named. Raises ``TypeError`` when ``drop`` names no field of ``base``."""
+    stray = sorted(set(drop) - set(base.__annotations__))
+    if stray:
+        raise TypeError(f"{base.__name__} has no field {', '.join(stray)}")
+    kept = [(k, t) for k, t in base.__annotations__.items() if k not in drop]
+    made = NamedTuple(name, [*kept, *fields.items()])  # type: ignore[misc]
     made.__doc__, made.__module__ = doc, base.__module__
     return made

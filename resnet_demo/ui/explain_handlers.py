@@ -3,12 +3,13 @@
 Plain functions, so the tests call them directly; the model, stage, method, class and
 opacity are checked by the core (resnet_demo.core, resnet_demo.explain), which says what is wrong.
 Each event with several outputs gets a named tuple (:class:`Explained`, :class:`ExplainPage`,
-:class:`MapViews`) whose fields are the Explain tab's component names.
+:class:`MapViews`, :class:`ExampleAnswer`) whose fields are the Explain tab's component names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
 import gradio as gr
@@ -47,6 +48,7 @@ STRIP_FALLBACK = "gradcam"  # the strip and the fusion of methods that have no m
 
 Progress = Callable[[float], None]
 Tiles = list[tuple[PIL.Image.Image, str]]  # a gallery's value: (image, caption) pairs
+Pair = tuple[PIL.Image.Image, PIL.Image.Image]  # an image slider's value: left, right
 ResultT = TypeVar("ResultT", "Views", "Explained")
 
 
@@ -76,12 +78,40 @@ class Explained(NamedTuple):
 ExplainPage = extend(
     Explained,
     "ExplainPage",
-    {"versus": Any, "fusion": Tiles},
-    doc="The page's own event for a new photo: /explain's outputs, then what else a new photo resets.",
+    {"versus": Any, "fusion": Tiles, "slider": Pair},
+    doc="The page's own event for a new photo: /explain's outputs, then what else a new photo resets "
+    "and the photo against its map.",
 )
 MapViews = extend(
-    Views, "MapViews", {"fusion": Tiles}, doc="Another view of the same photo: the map's views and the fused map."
+    Views,
+    "MapViews",
+    {"fusion": Tiles, "slider": Pair},
+    doc="Another view of the same photo: the map's views, the fused map and the photo against its map.",
 )
+# Without the analysis key: a cached answer is handed to every visitor, and a key would hand them its
+# analysis. Without the class pickers either: Gradio 6.31 fails to cache a dropdown's update (its
+# choices), and the visitor's own event, which has the photo's analysis, fills them at no cost.
+ExampleAnswer = extend(
+    ExplainPage,
+    "ExampleAnswer",
+    {},
+    drop=("analysis", "target", "versus"),
+    doc="An example photo's page at the settings the page opens with, the same for every visitor: "
+    "what the examples' cache keeps.",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The Explain tab's model and view settings; the defaults are the views a page opens with."""
+
+    arch: str
+    weights: str
+    checkpoint: str | None
+    stage: str = "layer4"
+    method: str = "gradcam"
+    opacity: float = 0.5
+    view: str = "crop"
 
 
 def method_choices(*, arch: str, stage: str = "layer4") -> list[tuple[str, str]]:
@@ -266,6 +296,12 @@ def _views(
     return Views(heatmap=heat, caption=caption, strip=strip, raw=raw)
 
 
+def photo_and_map(analysis: Analysis, heatmap: PIL.Image.Image, *, view: str) -> Pair:
+    """The image slider's pair: the photo as the map shows it (the crop the model saw, or the whole
+    photo's display copy, which the whole-photo map is drawn on), then ``heatmap``, the map over it."""
+    return (analysis.crop if view == "crop" else analysis.image, heatmap)
+
+
 def strip_label(method: str) -> str:
     """The strip's label: which method it shows (see :func:`strip_method`)."""
     return f"{METHODS[strip_method(method)]} at every stage, same class"
@@ -276,14 +312,11 @@ def _label_strip(result: ResultT, method: str) -> ResultT:
     return result._replace(strip=gr.update(value=result.strip, label=strip_label(method)))
 
 
-def explain_photo(
+def analyze_photo(
     image: str | None, arch: str, weights: str, checkpoint: str | None, stage: str, method: str, opacity: float,
-    view: str, *, session: str, progress: Any = None,
-) -> tuple[Analysis, Explained]:  # fmt: skip
-    """One forward pass of a new photo (or model), kept in the store for ``session``, and every view of it.
-
-    Returns the analysis and ``/explain``'s outputs.
-    """
+    view: str,
+) -> Analysis:  # fmt: skip
+    """One forward pass of a new photo (or model), kept nowhere; every setting is checked before any model loads."""
     if image is None:
         raise UserError(NO_PHOTO)
     _check_view(view)
@@ -295,16 +328,44 @@ def explain_photo(
     prepared = prepare(image=image, preprocessing=loaded.spec.preprocessing, display_max=DISPLAY_MAX)
     # The strip's Grad-CAM at every stage: one backward in the same pass beats one per stage later.
     stages = STAGES if get_method(strip_method(method)).class_specific else ()
-    analysis = analyze(image=prepared, topk=5, model=loaded, gradcam_stages=stages)
-    key = ANALYSES.put(analysis, session=session)
+    return analyze(image=prepared, topk=5, model=loaded, gradcam_stages=stages)
+
+
+def _explained(
+    analysis: Analysis, *, key: str, stage: str, method: str, opacity: float, view: str, progress: Any = None
+) -> Explained:
     views = _views(analysis, stage=stage, target=None, method=method, opacity=opacity, view=view, progress=progress)
-    return analysis, Explained(
+    return Explained(
         analysis=key,
         top5=label_dict(analysis),
-        status=status_markdown(loaded),
+        status=status_markdown(analysis.loaded),
         target=gr.update(choices=class_choices(analysis), value=TOP_CLASS),
         features=_features(analysis),
         **views._asdict(),
+    )
+
+
+def explain_photo(
+    image: str | None, arch: str, weights: str, checkpoint: str | None, stage: str, method: str, opacity: float,
+    view: str, *, session: str, progress: Any = None,
+) -> tuple[Analysis, Explained]:  # fmt: skip
+    """One forward pass of a new photo (or model), kept in the store for ``session``, and every view of it.
+
+    Returns the analysis and ``/explain``'s outputs.
+    """
+    analysis = analyze_photo(image, arch, weights, checkpoint, stage, method, opacity, view)
+    key = ANALYSES.put(analysis, session=session)
+    return analysis, _explained(
+        analysis, key=key, stage=stage, method=method, opacity=opacity, view=view, progress=progress
+    )
+
+
+def _page(analysis: Analysis, explained: Explained, *, method: str, opacity: float, view: str) -> ExplainPage:
+    return ExplainPage(
+        **_label_strip(explained, method)._asdict(),
+        versus=gr.update(choices=versus_choices(analysis), value=NO_VERSUS),
+        fusion=fusion_view(analysis, target=None, versus=None, method=method, opacity=opacity),
+        slider=photo_and_map(analysis, explained.heatmap, view=view),
     )
 
 
@@ -338,15 +399,59 @@ def explain_ui(
     progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
 ) -> ExplainPage:  # fmt: skip
     """The tab's own event for a new photo or model: ``/explain``'s outputs and what else a new photo
-    resets (the versus picker, the fused map, the strip's label) in one step, one round trip."""
+    resets (the versus picker, the fused map, the strip's label, the slider) in one step, one round trip."""
     analysis, explained = explain_photo(
         image, arch, weights, checkpoint, stage, method, opacity, view, session=session_name(request), progress=progress
     )
-    return ExplainPage(
-        **_label_strip(explained, method)._asdict(),
-        versus=gr.update(choices=versus_choices(analysis), value=NO_VERSUS),
-        fusion=fusion_view(analysis, target=None, versus=None, method=method, opacity=opacity),
+    return _page(analysis, explained, method=method, opacity=opacity, view=view)
+
+
+@user_errors
+def example_answer(image: str | None, *, first: Settings) -> ExampleAnswer:
+    """An example photo's page at ``first``, the settings the page opens with: the same for every
+    visitor, so the examples' cache computes it on the first click and serves it from then on.
+
+    Its analysis is kept nowhere: each visitor's own follows (:func:`example_followup`).
+    """
+    analysis = analyze_photo(image, first.arch, first.weights, first.checkpoint, first.stage, first.method,
+                             first.opacity, first.view)  # fmt: skip
+    explained = _explained(  # no key: the answer drops it
+        analysis, key="", stage=first.stage, method=first.method, opacity=first.opacity, view=first.view
     )
+    page = _page(analysis, explained, method=first.method, opacity=first.opacity, view=first.view)
+    # The strip's tiles, not the gallery's update that also sets its label: the cache keeps a copy of the
+    # files of a value, not of an update's (the visitor's own event sets the label).
+    return ExampleAnswer(**{f: getattr(page, f) for f in ExampleAnswer._fields})._replace(strip=explained.strip)
+
+
+def example_followup(*, first: Settings) -> Callable[..., ExplainPage]:
+    """The page's handler after an example's cached answer (:func:`example_answer` at ``first``)."""
+
+    @user_errors
+    def after_example(
+        image: str | None, arch: str, weights: str, checkpoint: str | None, stage: str, method: str,
+        opacity: float, view: str, request: gr.Request | None = None,
+        progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
+    ) -> ExplainPage:  # fmt: skip
+        """This visitor's own analysis of the example photo: its key in their state (a key is never
+        cached: the store's analyses are each visitor's), its classes in the class pickers. With settings
+        other than ``first``, the cached answer is not theirs: the whole page is drawn again for them."""
+        now = Settings(arch=arch, weights=weights, checkpoint=checkpoint, stage=stage, method=method,
+                       opacity=opacity, view=view)  # fmt: skip
+        if now != first:
+            return explain_ui(image, arch, weights, checkpoint, stage, method, opacity, view, request, progress)
+        analysis = analyze_photo(image, arch, weights, checkpoint, stage, method, opacity, view)
+        key = ANALYSES.put(analysis, session=session_name(request))
+        own = {
+            "analysis": key,
+            "target": gr.update(choices=class_choices(analysis), value=TOP_CLASS),
+            "versus": gr.update(choices=versus_choices(analysis), value=NO_VERSUS),
+            # The strip shows the cached answer's tiles; its label follows the method, as a new photo's does.
+            "strip": gr.update(label=strip_label(method)),
+        }
+        return ExplainPage(**{**dict.fromkeys(ExplainPage._fields, gr.skip()), **own})
+
+    return after_example
 
 
 @user_errors
@@ -374,6 +479,7 @@ def rerender(
     return MapViews(
         **_label_strip(views, method)._asdict(),
         fusion=fusion_view(analysis, target=t, versus=v, method=method, opacity=opacity),
+        slider=photo_and_map(analysis, views.heatmap, view=view),
     )
 
 

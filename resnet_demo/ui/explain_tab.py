@@ -5,6 +5,7 @@ quick method side by side, how far to trust the map, and the feature maps. Also 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import gradio as gr
 
 from . import explain_handlers as h
 from .cancellation import cancellable
-from .components import OpenRadio, OpenSlider, SafeImage, example_photos, stage_gallery
+from .components import OpenRadio, OpenSlider, SafeImage, example_photos, own_cache, stage_gallery
 from .events import outputs_of
 from .model_choice import ARCH_CHOICES, WEIGHT_CHOICES, checkpoint_visibility, weights_status
 from .settings import IMAGE_FORMAT, INFERENCE_LIMIT
@@ -31,7 +32,6 @@ class ExplainTab:
     checkpoint: gr.File  # a fine-tuned .pth, shown while the weights picker says so
     image: SafeImage
     run: gr.Button
-    examples: gr.Examples
     top5: gr.Label
     stage: gr.Radio
     view: gr.Radio  # the crop the model saw, or the whole photo
@@ -39,13 +39,15 @@ class ExplainTab:
     versus: gr.Dropdown  # an optional second class: "why the first and not this one"
     method: gr.Dropdown
     opacity: gr.Slider
-    heatmap: gr.Image
+    heatmap: gr.Image  # /explain's map, hidden: the page shows the slider
+    slider: gr.ImageSlider  # the photo against its map, drag to compare
     caption: gr.Markdown
     raw: gr.File  # the map before upsampling, as .npy
     strip: gr.Gallery  # the map of every stage
     fusion: gr.Gallery  # every stage's map fused: one tile
     trust: TrustPanel  # the method gallery and "How far to trust this map"
     features: gr.Gallery
+    examples: Any = None  # gr.Examples, made once the components its cached answers fill exist
     explained: Any = None  # the explain event, for what must follow a new photo or model
 
 
@@ -56,8 +58,9 @@ def build_explain_tab(
 
     ``status`` is the weights banner and ``analysis`` the user's state, both above the tabs.
     """
+    first = h.Settings(arch=arch, weights=weights, checkpoint=checkpoint)
     with gr.Row():
-        with gr.Column(scale=2, min_width=300):
+        with gr.Column(scale=2, min_width=300) as left:
             # The inputs of /explain, /predict and /evaluate take any value (OpenRadio, OpenSlider, custom values):
             # the core checks each and answers a wrong one in the command line's sentence, never Gradio's.
             arch_in = OpenRadio(ARCH_CHOICES, value=arch, label="Model", elem_id="arch")
@@ -66,7 +69,7 @@ def build_explain_tab(
             )
             checkpoint_in = gr.File(
                 label="Fine-tuned checkpoint (.pth)",
-                file_types=[".pth", ".pt"],
+                file_types=[".pth", ".pt", ".safetensors"],
                 value=checkpoint,
                 visible=checkpoint is not None,
                 type="filepath",
@@ -80,12 +83,11 @@ def build_explain_tab(
                 height=320,
             )
             run = gr.Button("Explain", variant="primary", elem_id="run")
-            examples = gr.Examples(example_photos(), inputs=[image], label="Examples (click one)")
         with gr.Column(scale=3, min_width=400):
             top5 = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="top5")
             with gr.Row():
-                stage = OpenRadio(h.STAGE_CHOICES, value="layer4", label="Stage", elem_id="stage")
-                view = OpenRadio(h.VIEW_CHOICES, value="crop", label="Show on")
+                stage = OpenRadio(h.STAGE_CHOICES, value=first.stage, label="Stage", elem_id="stage")
+                view = OpenRadio(h.VIEW_CHOICES, value=first.view, label="Show on")
             with gr.Row():
                 target = gr.Dropdown(
                     [("Top class", h.TOP_CLASS)],
@@ -103,11 +105,20 @@ def build_explain_tab(
                 )
             with gr.Row():
                 method = gr.Dropdown(
-                    h.method_choices(arch=arch), value="gradcam", label="Method", elem_id="method",
+                    h.method_choices(arch=arch), value=first.method, label="Method", elem_id="method",
                     allow_custom_value=True,
                 )  # fmt: skip
-                opacity = OpenSlider(0.0, 1.0, value=0.5, step=0.05, label="Heat-map opacity")
-            heatmap = gr.Image(label="Heat map", elem_id="heatmap", format=IMAGE_FORMAT, height=360, interactive=False)
+                opacity = OpenSlider(0.0, 1.0, value=first.opacity, step=0.05, label="Heat-map opacity")
+            heatmap = gr.Image(
+                label="Heat map", elem_id="heatmap", format=IMAGE_FORMAT, height=360, interactive=False, visible=False
+            )
+            slider = gr.ImageSlider(
+                label="Photo | heat map (drag the handle to compare)",
+                elem_id="heatmap-slider",
+                format=IMAGE_FORMAT,
+                height=360,
+                interactive=False,
+            )
             caption = gr.Markdown(elem_id="caption", latex_delimiters=[])
             raw = gr.File(label="Raw map (.npy, before upsampling)", interactive=False)
     with gr.Row(equal_height=True):
@@ -121,11 +132,24 @@ def build_explain_tab(
         label="Feature maps: the most active channels of each stage", elem_id="features", height=260
     )
     tab = ExplainTab(
-        arch=arch_in, weights=weights_in, checkpoint=checkpoint_in, image=image, run=run, examples=examples,
+        arch=arch_in, weights=weights_in, checkpoint=checkpoint_in, image=image, run=run,
         top5=top5, stage=stage, view=view, target=target, versus=versus, method=method, opacity=opacity,
-        heatmap=heatmap, caption=caption, raw=raw, strip=strip, fusion=fusion, trust=trust, features=features,
+        heatmap=heatmap, slider=slider, caption=caption, raw=raw, strip=strip, fusion=fusion, trust=trust,
+        features=features,
     )  # fmt: skip
-    tab.explained = _wire(tab, status=status, analysis=analysis)
+    with left:  # under the photo; made last, as the answers it caches fill the components made since
+        tab.examples = own_cache(
+            gr.Examples(
+                example_photos(),
+                inputs=[image],
+                outputs=outputs_of(h.ExampleAnswer, tab, status=status),
+                fn=functools.partial(h.example_answer, first=first),
+                cache_examples=True,
+                cache_mode="lazy",
+                label="Examples (click one)",
+            )
+        )
+    tab.explained = _wire(tab, first=first, status=status, analysis=analysis)
     return tab
 
 
@@ -133,7 +157,7 @@ _QUIET = {"api_visibility": "private", "queue": False}  # instant UI updates: no
 _VIEW = {"api_visibility": "private", "concurrency_id": "inference", "trigger_mode": "always_last"}
 
 
-def _wire(tab: ExplainTab, *, status: gr.Markdown, analysis: gr.State) -> Any:
+def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: gr.State) -> Any:
     """The tab's events; returns the explain event."""
     model_inputs = [tab.arch, tab.weights, tab.checkpoint]
     tab.weights.change(checkpoint_visibility, tab.weights, tab.checkpoint, api_visibility="private", queue=False)
@@ -161,8 +185,11 @@ def _wire(tab: ExplainTab, *, status: gr.Markdown, analysis: gr.State) -> Any:
         **inference,
     }
     explained = gr.on([tab.run.click, tab.image.upload], api_visibility="private", **page)
-    # Clicking an example fills the photo (no upload event), then explains it.
-    example = tab.examples.load_input_event.then(api_visibility="private", **page)
+    # Clicking an example fills the photo (no upload event) and shows its cached answer (computed on the
+    # first click, for the settings a page opens with); then this visitor's own analysis goes in their state.
+    example = tab.examples.load_input_event.then(
+        **{**page, "fn": cancellable(h.example_followup(first=first))}, api_visibility="private"
+    )
     photo_done = [explained, example]
     # /explain for scripts: the same analysis, its outputs as they always were.
     api_outputs = outputs_of(h.Explained, tab, **above)

@@ -4,6 +4,7 @@ architecture (:func:`~resnet_demo.core.weights.check_arch`) and any checkpoint f
 
 from __future__ import annotations
 
+import html
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -73,18 +74,29 @@ def resolve_model(*, arch: str, weights: str, checkpoint: str | None) -> LoadedM
 
 
 def status_markdown(loaded: LoadedModel) -> str:
-    """The weights status line, and the warning banner when the weights fell back to random."""
+    """The weights banner: one line saying which weights run (with a warning when they fell back to random
+    ones), and behind a "details" disclosure why and what to do, or where the weights were read."""
+    arch = ARCH_LABELS[loaded.spec.arch]
     if loaded.warning:
         why = app_message(loaded.cause) if loaded.cause is not None else loaded.warning
-        return (
-            f"⚠️ **Pretrained weights unavailable: running {ARCH_LABELS[loaded.spec.arch]} on random weights "
-            f"({UNTRAINED_BANNER}).** Every prediction below is meaningless; the views still work.\n\n{why}"
+        return with_details(
+            f"⚠️ **{UNTRAINED_BANNER}: running {arch} on random weights.** "
+            "Pretrained weights unavailable, so every prediction is meaningless.",
+            f"{html.escape(why, quote=False)}\n\nThe views still work: they explain the random model's predictions.",
         )
     if loaded.untrained:
-        return (
-            f"**{ARCH_LABELS[loaded.spec.arch]} on random weights ({UNTRAINED_BANNER}):** predictions are meaningless."
-        )
-    return f"✅ **{loaded.status}**"
+        return f"**{arch} on random weights ({UNTRAINED_BANNER}):** predictions are meaningless."
+    # Set by the core's loader; a model other code built may not say.
+    source = getattr(loaded, "source", None) or getattr(loaded.spec, "source", None)
+    line = f"✅ **{html.escape(loaded.status, quote=False)}**"  # a checkpoint's status names the user's file
+    return with_details(line, f"Weights read from {html.escape(source, quote=False)}.") if source else line
+
+
+def with_details(line: str, details: str) -> str:
+    """Markdown: ``line``, then ``details`` (Markdown) behind a disclosure that says "details"."""
+    # gr.Markdown keeps <details> and <summary> (its sanitiser allows both); the blank lines around
+    # ``details`` make it Markdown again inside the HTML.
+    return f"{line}\n<details><summary>details</summary>\n\n{details}\n\n</details>"
 
 
 @user_errors

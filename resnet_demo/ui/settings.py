@@ -46,4 +46,12 @@ CSS = """
 .banner-warn { border-left: 4px solid #f59e0b; padding-left: 8px; }
 footer { display: none !important; }
 #heatmap img { width: 100%; height: 100%; object-fit: contain; image-rendering: auto; }
+/* The slider's two images in the same box: otherwise the first overflows the set height and sits lower. */
+#heatmap-slider img { height: 100% !important; top: 0 !important; }
+/* The weights banner is one line: its "details" disclosure sits at the end of it, and opens below. */
+#weights-status .md > p:first-child, #weights-status details { display: inline; }
+#weights-status summary { display: inline; cursor: pointer; margin-left: 0.4em; text-decoration: underline dotted; }
+#weights-status summary::before { content: "▸ "; }
+#weights-status details[open] summary::before { content: "▾ "; }
+#weights-status details[open] > p:first-of-type { margin-top: 0.5em; }
 """

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import gradio as gr
 
 from ..core.errors import UserError
-from ..core.weights import ARCH_LABELS, ARCHES, cache_path, weights_spec
+from ..core.weights import ARCH_LABELS, ARCHES, named_weights_on_disk, weights_spec
 from ..data import load_image_set, make_sample_dataset
 from ..finetune.checkpoints import checkpoint_arch, same_classes
 from ..finetune.plots import TrainingHistory, training_figure
@@ -53,10 +53,10 @@ class SlimProgress(NamedTuple):
 
 def teacher_choices() -> list[tuple[str, str]]:
     """The distillation teachers offered: none, the unpruned checkpoint, and the ImageNet
-    ResNet-152 and ResNet-101 when their weights are in this server's cache (nothing downloads)."""
+    ResNet-152 and ResNet-101 when their weights are on this server's disk (Hub or torchvision cache; nothing downloads)."""
     choices = [("None (labels only)", NO_TEACHER), ("The unpruned checkpoint itself (the usual choice)", SELF_TEACHER)]
     for arch in ("resnet152", "resnet101"):
-        if cache_path(weights_spec(arch=arch, weights="imagenet-v2")).is_file():
+        if named_weights_on_disk(arch=arch, weights="imagenet-v2"):
             choices.append((f"{ARCH_LABELS[arch]}, ImageNet (1000 classes)", arch))
     return choices
 

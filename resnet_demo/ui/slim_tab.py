@@ -57,7 +57,7 @@ def build_slim_tab(*, trained: gr.File | None = None) -> SlimTab:
                 value=h.TRAINED if trained is not None else h.UPLOADED,
                 label="Checkpoint to slim",
             )
-            upload = gr.File(label="Fine-tuned checkpoint (.pth)", file_types=[".pth"], type="filepath")
+            upload = gr.File(label="Fine-tuned checkpoint (.pth)", file_types=[".pth", ".safetensors"], type="filepath")
             data = gr.Radio(
                 [("The Fine-tune tab's data", h.FINETUNE_DATA), ("The generated sample set", h.SAMPLE_DATA)],
                 value=h.FINETUNE_DATA,
