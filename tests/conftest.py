@@ -182,11 +182,13 @@ def stop(proc: subprocess.Popen, *, sig: int = signal.SIGINT, timeout_s: float =
 
 
 @contextlib.contextmanager
-def app_py(tmp_path: Path, *args: str, timeout_s: float = 180.0) -> Iterator[tuple[subprocess.Popen, str, Path]]:
+def app_py(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 180.0
+) -> Iterator[tuple[subprocess.Popen, str, Path]]:
     """``python app.py --port P *args`` in a process of its own: offline on an empty weights cache
-    (random weights, marked UNTRAINED), Gradio's cache in ``tmp_path``. Yields the process, its URL
-    and its log once ``launch()`` is past its own check of the page; stops it (Ctrl-C) on leaving
-    unless the test already has."""
+    (random weights, marked UNTRAINED), Gradio's cache in ``tmp_path / "gradio"``, ``env`` added to
+    the environment. Yields the process, its URL and its log once ``launch()`` is past its own check
+    of the page; stops it (Ctrl-C) on leaving unless the test already has."""
     import httpx
 
     port = free_port()
@@ -195,6 +197,7 @@ def app_py(tmp_path: Path, *args: str, timeout_s: float = 180.0) -> Iterator[tup
         "TORCH_HOME": str(tmp_path / "torch_home"),
         "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     env.pop("GRADIO_SERVER_NAME", None)  # the command line's own default host
     log = tmp_path / "app.log"

@@ -78,7 +78,7 @@ def test_peak_memory_with_every_tab_in_use_stays_within_the_budget(tmp_path: Pat
 
     evaluate = (cat, "resnet50", "imagenet-v2", None, "layer4", "gradcam", "", "")
     plans = [
-        [explain(p) for p in PHOTOS] * 2,
+        [explain(p) for p in PHOTOS],
         [transfer("segment", "deeplabv3"), transfer("detect", "fasterrcnn"), transfer("segment", "fcn")],
         [("/evaluate", evaluate), ("cancel", (*evaluate[:5], "ablationcam", "", ""))],
         [transfer("detect", "fasterrcnn"), ("/compare", (cat, "imagenet-v2"))],
