@@ -191,15 +191,8 @@ def _assert_one_sentence(message: str, *, name: str, says: str, server: Path) ->
     assert str(server) not in message and "/" not in message  # the file's name, never a server path
 
 
-@pytest.fixture
-def empty_cache(torch_home: Path) -> None:
-    weights.clear_model_cache()
-    yield
-    weights.clear_model_cache()
-
-
 @pytest.mark.parametrize("case", list(FILES))
-def test_bad_checkpoint_is_one_sentence_and_nothing_is_cached(case: str, tmp_path: Path, empty_cache: None) -> None:
+def test_bad_checkpoint_is_one_sentence_and_nothing_is_cached(case: str, tmp_path: Path, torch_home: Path) -> None:
     content, says = FILES[case]
     path = _write(tmp_path / "server" / "a1b2c3" / "best.pth", content)
     with pytest.raises(WeightsError) as e:
@@ -212,7 +205,7 @@ SAFETENSORS_CASES = [case for case, (content, _) in FILES.items() if _fits_safet
 
 
 @pytest.mark.parametrize("case", SAFETENSORS_CASES)
-def test_bad_safetensors_gets_the_sentence_of_its_pth(case: str, tmp_path: Path, empty_cache: None) -> None:
+def test_bad_safetensors_gets_the_sentence_of_its_pth(case: str, tmp_path: Path, torch_home: Path) -> None:
     content, says = FILES[case]
     sentences = []
     for name in ("best.pth", "best.safetensors"):
@@ -234,7 +227,7 @@ def test_most_cases_are_tried_as_safetensors_too() -> None:
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_good_finetune_checkpoint_loads(suffix: str, tmp_path: Path, empty_cache: None) -> None:
+def test_good_finetune_checkpoint_loads(suffix: str, tmp_path: Path, torch_home: Path) -> None:
     path = _write(tmp_path / f"good{suffix}", _checkpoint(model=random_state_dict("resnet50", num_classes=3)))
     loaded = shared_model(arch="resnet50", weights=str(path))
     assert loaded.source == f"the file good{suffix}"
@@ -244,7 +237,7 @@ def test_good_finetune_checkpoint_loads(suffix: str, tmp_path: Path, empty_cache
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_head_that_does_not_fit_says_which_keys(suffix: str, tmp_path: Path, empty_cache: None) -> None:
+def test_head_that_does_not_fit_says_which_keys(suffix: str, tmp_path: Path, torch_home: Path) -> None:
     path = _write(tmp_path / f"heads{suffix}", _checkpoint())  # valid fields, but a two-tensor model
     with pytest.raises(WeightsError) as e:
         shared_model(arch="resnet50", weights=str(path))
@@ -262,7 +255,7 @@ def test_head_that_does_not_fit_says_which_keys(suffix: str, tmp_path: Path, emp
     [(c, ".pth") for c in ("text", "jpeg", "nan-weight", "resize-huge", "crop-huge")]
     + [(c, ".safetensors") for c in ("nan-weight", "resize-huge", "crop-huge")],
 )
-def test_cli_says_one_line_and_exits_2(case: str, suffix: str, tmp_path: Path, capsys, empty_cache: None) -> None:
+def test_cli_says_one_line_and_exits_2(case: str, suffix: str, tmp_path: Path, capsys, torch_home: Path) -> None:
     content, says = FILES[case]
     path = _write(tmp_path / "ckpt" / f"mine{suffix}", content)
     assert main(["explain", str(CAT), "--weights", str(path), "--out", str(tmp_path / "out")]) == 2
@@ -277,7 +270,7 @@ def test_cli_says_one_line_and_exits_2(case: str, suffix: str, tmp_path: Path, c
     [(c, ".pth") for c in ("jpeg", "nan-in-finetune", "names-too-few", "std-zero")]
     + [(c, ".safetensors") for c in ("nan-in-finetune", "names-too-few", "std-zero")],
 )
-def test_app_upload_shows_the_same_sentence(case: str, suffix: str, tmp_path: Path, empty_cache: None) -> None:
+def test_app_upload_shows_the_same_sentence(case: str, suffix: str, tmp_path: Path, torch_home: Path) -> None:
     import gradio as gr
 
     from resnet_demo.ui.model_choice import UPLOAD, weights_status
@@ -294,13 +287,13 @@ def test_app_upload_shows_the_same_sentence(case: str, suffix: str, tmp_path: Pa
     assert not weights.shared_models()
 
 
-def test_missing_file_names_only_the_file(tmp_path: Path, empty_cache: None) -> None:
+def test_missing_file_names_only_the_file(tmp_path: Path, torch_home: Path) -> None:
     with pytest.raises(WeightsError) as e:
         shared_model(arch="resnet50", weights=str(tmp_path / "gone" / "best.pth"))
     _assert_one_sentence(str(e.value), name="'best.pth'", says="no such file exists", server=tmp_path)
 
 
-def test_unavailable_imagenet_weights_are_told_per_audience(empty_cache: None, torch_home: Path) -> None:
+def test_unavailable_imagenet_weights_are_told_per_audience(torch_home: Path) -> None:
     from resnet_demo.ui.model_choice import app_message, resolve_model, status_markdown
 
     with pytest.raises(WeightsError) as e:
@@ -356,7 +349,7 @@ def _pruned_state(seed: int = 0) -> tuple[dict[str, torch.Tensor], tuple[tuple[i
     return model.state_dict(), model.widths()
 
 
-def test_pruned_state_dict_without_widths_says_they_are_missing(tmp_path: Path, empty_cache: None) -> None:
+def test_pruned_state_dict_without_widths_says_they_are_missing(tmp_path: Path, torch_home: Path) -> None:
     from resnet_demo.core.model import ARCH_DEPTHS, standard_widths
 
     state, widths = _pruned_state()
@@ -382,7 +375,7 @@ def test_pruned_state_dict_without_widths_says_they_are_missing(tmp_path: Path, 
     assert "recorded widths" not in str(e.value)
 
 
-def test_class_names_lose_their_direction_controls(tmp_path: Path, empty_cache: None) -> None:
+def test_class_names_lose_their_direction_controls(tmp_path: Path, torch_home: Path) -> None:
     names = ["\u202egpj.tac", "\u2066dog\u2069", "bird\u200f"]
     ckpt = _checkpoint(model=random_state_dict("resnet50", num_classes=3), class_names=names)
     loaded = shared_model(arch="resnet50", weights=str(_write(tmp_path / "rtl.pth", ckpt)))

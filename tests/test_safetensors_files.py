@@ -63,15 +63,8 @@ FILES: dict[str, tuple[Any, str]] = {
 }
 
 
-@pytest.fixture
-def empty_cache(torch_home: Path) -> None:
-    weights.clear_model_cache()
-    yield
-    weights.clear_model_cache()
-
-
 @pytest.mark.parametrize("case", list(FILES))
-def test_a_file_that_is_no_safetensors_is_one_sentence(case: str, tmp_path: Path, empty_cache: None) -> None:
+def test_a_file_that_is_no_safetensors_is_one_sentence(case: str, tmp_path: Path, torch_home: Path) -> None:
     write, says = FILES[case]
     path = tmp_path / "server" / "f00d" / "mine.safetensors"
     path.parent.mkdir(parents=True)
@@ -97,7 +90,7 @@ def _pruned_finetuned() -> torch.nn.Module:
     return prune_model(model.eval(), fraction=0.3, criterion="l1")
 
 
-def test_a_finetuned_checkpoint_round_trips_through_safetensors(tmp_path: Path, empty_cache: None) -> None:
+def test_a_finetuned_checkpoint_round_trips_through_safetensors(tmp_path: Path, torch_home: Path) -> None:
     from resnet_demo.core.weights import Preprocessing
     from resnet_demo.finetune import FinetuneConfig
     from resnet_demo.finetune.checkpoints import Progress, atomic_save, atomic_save_safetensors, make_checkpoint
@@ -142,7 +135,7 @@ def test_a_finetuned_checkpoint_round_trips_through_safetensors(tmp_path: Path, 
     assert not (tmp_path / "last.safetensors").exists()
 
 
-def test_explain_takes_a_safetensors_file(tmp_path: Path, capsys, empty_cache: None) -> None:
+def test_explain_takes_a_safetensors_file(tmp_path: Path, capsys, torch_home: Path) -> None:
     from .conftest import save_checkpoint
     from .test_checkpoints import _write_safetensors
 

@@ -27,7 +27,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 
 from .class_names import clean_class_name
-from .errors import WeightsError
+from .errors import WeightsError, damaged_file
 from .model import ARCH_DEPTHS, Widths, standard_widths
 from .safetensors_files import is_safetensors, read_safetensors
 
@@ -126,10 +126,7 @@ def read_pth(path: Path) -> Any:
     except MemoryError:
         raise
     except Exception as e:  # noqa: BLE001 - zip, storage and unpickling errors all mean a broken file
-        raise WeightsError(
-            f"{path.name} is a damaged PyTorch checkpoint ({type(e).__name__} while reading it): "
-            f"it may be incomplete, so save or download it again."
-        ) from e
+        raise damaged_file(path.name, kind="PyTorch checkpoint", why=f"{type(e).__name__} while reading it") from e
 
 
 def is_state_dict(obj: Any) -> bool:

@@ -7,7 +7,7 @@ The CLI prints its message as one line and exits non-zero; the app shows it as a
 
 from __future__ import annotations
 
-__all__ = ["InvalidValue", "UserError", "WeightsError"]
+__all__ = ["InvalidValue", "UserError", "WeightsError", "damaged_file"]
 
 
 class UserError(Exception):
@@ -31,3 +31,9 @@ class WeightsError(UserError):
         super().__init__(f"{problem} {cli_fix}".rstrip())
         self.problem = problem
         self.cli_fix = cli_fix
+
+
+def damaged_file(name: str, *, kind: str, why: str) -> WeightsError:
+    """The one sentence for a weights file that is the right kind but broken: ``name`` is a damaged
+    ``kind`` (``why``), and what to do about it."""
+    return WeightsError(f"{name} is a damaged {kind} ({why}): it may be incomplete, so save or download it again.")

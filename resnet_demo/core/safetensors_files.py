@@ -23,7 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import WeightsError
+from .errors import WeightsError, damaged_file
 
 __all__ = ["METADATA_KEY", "SUFFIX", "is_safetensors", "read_safetensors", "write_safetensors"]
 
@@ -38,27 +38,23 @@ def is_safetensors(*, path: Path) -> bool:
     return path.suffix.lower() == SUFFIX
 
 
-def _header_problem(path: Path) -> str | None:
-    """Why ``path`` is no safetensors file at all, from its first bytes (8 bytes of header length,
-    then the JSON header), or None when it looks like one."""
+def _check_header(path: Path) -> None:
+    """Refuse ``path`` (a :class:`WeightsError`) if its first bytes (8 bytes of header length, then
+    the JSON header) show it is no safetensors file, or one cut short."""
     name = path.name
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(9)
     except OSError as e:
-        return f"Could not read {name} ({e.strerror or type(e).__name__})."
+        raise WeightsError(f"Could not read {name} ({e.strerror or type(e).__name__}).") from e
     if size == 0:
-        return f"{name} is empty, so it is not a safetensors file."
+        raise WeightsError(f"{name} is empty, so it is not a safetensors file.")
     length = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
     if not 2 <= length <= MAX_HEADER or head[8:9] != b"{":
-        return f"{name} is not a safetensors file: it does not start with the length of a JSON header."
+        raise WeightsError(f"{name} is not a safetensors file: it does not start with the length of a JSON header.")
     if length > size - 8:
-        return (
-            f"{name} is a damaged safetensors file (its header is cut short): "
-            f"it may be incomplete, so save or download it again."
-        )
-    return None
+        raise damaged_file(name, kind="safetensors file", why="its header is cut short")
 
 
 def read_safetensors(*, path: Path) -> dict[str, Any]:
@@ -72,9 +68,7 @@ def read_safetensors(*, path: Path) -> dict[str, Any]:
     name = path.name
     if not path.is_file():
         raise WeightsError(f"{name} is not a file, so it is not a safetensors file.")
-    problem = _header_problem(path)
-    if problem:
-        raise WeightsError(problem)
+    _check_header(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
@@ -82,10 +76,7 @@ def read_safetensors(*, path: Path) -> dict[str, Any]:
     except MemoryError:
         raise
     except Exception as e:  # noqa: BLE001 - header, offset and dtype errors all mean a broken file
-        raise WeightsError(
-            f"{name} is a damaged safetensors file ({type(e).__name__} while reading it): "
-            f"it may be incomplete, so save or download it again."
-        ) from e
+        raise damaged_file(name, kind="safetensors file", why=f"{type(e).__name__} while reading it") from e
     text = metadata.get(METADATA_KEY)
     if text is None:
         return tensors

@@ -68,7 +68,7 @@ def build_explain_tab(
                 WEIGHT_CHOICES, value=weights, label="Weights", elem_id="weights", allow_custom_value=True
             )
             checkpoint_in = gr.File(
-                label="Fine-tuned checkpoint (.pth)",
+                label="Fine-tuned checkpoint (.pth)",  # the API parameter's name: it takes .safetensors too
                 file_types=[".pth", ".pt", ".safetensors"],
                 value=checkpoint,
                 visible=checkpoint is not None,
@@ -109,18 +109,7 @@ def build_explain_tab(
                     allow_custom_value=True,
                 )  # fmt: skip
                 opacity = OpenSlider(0.0, 1.0, value=first.opacity, step=0.05, label="Heat-map opacity")
-            heatmap = gr.Image(
-                label="Heat map", elem_id="heatmap", format=IMAGE_FORMAT, height=360, interactive=False, visible=False
-            )
-            slider = gr.ImageSlider(
-                label="Photo | heat map (drag the handle to compare)",
-                elem_id="heatmap-slider",
-                format=IMAGE_FORMAT,
-                height=360,
-                interactive=False,
-            )
-            caption = gr.Markdown(elem_id="caption", latex_delimiters=[])
-            raw = gr.File(label="Raw map (.npy, before upsampling)", interactive=False)
+            heatmap, slider, caption, raw = _map_views()
     with gr.Row(equal_height=True):
         strip = stage_gallery(label="Grad-CAM at every stage, same class", elem_id="strip", height=220, scale=5)
         # A one-tile gallery, so the fused map looks and scales like the strip's tiles.
@@ -138,19 +127,43 @@ def build_explain_tab(
         features=features,
     )  # fmt: skip
     with left:  # under the photo; made last, as the answers it caches fill the components made since
-        tab.examples = own_cache(
-            gr.Examples(
-                example_photos(),
-                inputs=[image],
-                outputs=outputs_of(h.ExampleAnswer, tab, status=status),
-                fn=functools.partial(h.example_answer, first=first),
-                cache_examples=True,
-                cache_mode="lazy",
-                label="Examples (click one)",
-            )
-        )
+        tab.examples = _examples(tab, first=first, status=status)
     tab.explained = _wire(tab, first=first, status=status, analysis=analysis)
     return tab
+
+
+def _map_views() -> tuple[gr.Image, gr.ImageSlider, gr.Markdown, gr.File]:
+    """The map's views: /explain's heat map (hidden: the page shows the slider), the photo against
+    its map, the caption and the raw map's file."""
+    heatmap = gr.Image(
+        label="Heat map", elem_id="heatmap", format=IMAGE_FORMAT, height=360, interactive=False, visible=False
+    )
+    slider = gr.ImageSlider(
+        label="Photo | heat map (drag the handle to compare)",
+        elem_id="heatmap-slider",
+        format=IMAGE_FORMAT,
+        height=360,
+        interactive=False,
+    )
+    caption = gr.Markdown(elem_id="caption", latex_delimiters=[])
+    raw = gr.File(label="Raw map (.npy, before upsampling)", interactive=False)
+    return heatmap, slider, caption, raw
+
+
+def _examples(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown) -> gr.Examples:
+    """The example photos, their answers at the opening settings cached on first click (see
+    :func:`.explain_handlers.example_answer`), in a cache folder of this server's own."""
+    return own_cache(
+        gr.Examples(
+            example_photos(),
+            inputs=[tab.image],
+            outputs=outputs_of(h.ExampleAnswer, tab, status=status),
+            fn=functools.partial(h.example_answer, first=first),
+            cache_examples=True,
+            cache_mode="lazy",
+            label="Examples (click one)",
+        )
+    )
 
 
 _QUIET = {"api_visibility": "private", "queue": False}  # instant UI updates: no queue, no API

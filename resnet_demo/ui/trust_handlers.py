@@ -109,6 +109,12 @@ def _rankable(stage: str, versus: int | None) -> list[str]:
     return out
 
 
+def _map_stage(method: str, stage: str) -> str:
+    """The stage ``method``'s map is priced at: ``stage``, or its last one where it has none at ``stage``."""
+    entry = get_method(method)
+    return stage if entry.stages is None or stage in entry.stages else entry.stages[-1]
+
+
 def expected_seconds(
     analysis: Analysis, *, stage: str, method: str, versus: int | None, steps: int
 ) -> dict[str, float]:
@@ -117,9 +123,7 @@ def expected_seconds(
     # 0.43 for the ranking, 0.6 for one map's curves): the images go through in batches, and the timed
     # forward of a new photo includes its first call's overheads.
     per_image = _BATCHED_IMAGE * _forward_s(analysis)
-    entry = get_method(method)
-    where = stage if entry.stages is None or stage in entry.stages else entry.stages[-1]
-    map_s = method_cost(method=method, arch=analysis.arch, stage=where)
+    map_s = method_cost(method=method, arch=analysis.arch, stage=_map_stage(method, stage))
     # Each sanity step: a copy of the model and its folded inference copy (by the weights'
     # size), a forward and the map.
     params = sum(p.numel() for p in analysis.loaded.model.parameters())
@@ -134,8 +138,7 @@ def expected_seconds(
 def _check_time(analysis: Analysis, *, check: str, stage: str, method: str, versus: int | None, steps: int) -> None:
     """A trust check's expected time (``check``: a key of :func:`expected_seconds`, or "all" for
     the map and every check) against the server's limit, before any of it runs."""
-    entry = get_method(method)
-    where = stage if entry.stages is None or stage in entry.stages else entry.stages[-1]
+    where = _map_stage(method, stage)
     costs = expected_seconds(analysis, stage=stage, method=method, versus=versus, steps=steps)
     seconds = sum(costs.values()) if check == "all" else costs[check]
     what = {"faithfulness": "The faithfulness curves", "ranking": "The ranking", "sanity": "The randomisation check"}
