@@ -1,4 +1,4 @@
-"""Command line: ``python -m resnet_demo {info,explain,evaluate,finetune,slim,transfer,bench} ...``.
+"""Command line: ``python -m resnet_demo {info,explain,evaluate,finetune,slim,transfer,audit,bench} ...``.
 
 Each command lives in its own module, which defines ``configure_parser(parser)`` and
 ``main(args) -> int``; this file only dispatches. A :class:`UserError` (bad file, bad
@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "resnet_demo.transfer.cli",
         "the ResNet backbone in segmentation and detection: masks, boxes, Grad-CAM",
     ),
+    "audit": ("resnet_demo.audit.cli", "audit a whole image set: every image explained, each class's maps clustered"),
     "bench": ("resnet_demo.bench.cli", "benchmark the explanation engine against references"),
 }
 

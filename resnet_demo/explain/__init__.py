@@ -45,6 +45,12 @@ from . import score_cams  # noqa: F401
 from . import captum_methods  # noqa: F401
 
 # isort: split
+from . import lrp, smoothgrad, rise  # noqa: F401  ("which pixels": relevance, gradients, perturbations)
+
+# isort: split
+from . import crp, dff  # noqa: F401  ("what": concepts)
+
+# isort: split
 from .analysis import Analysis, overlay_on_full
 from .analyze import analyze, predict
 from .captum_methods import IG_STEPS
