@@ -397,6 +397,15 @@ def test_feature_maps_top_channels_by_mean_activation(r50: LoadedModel) -> None:
     for bad in ("layer5", "layer3.9", "stem.0"):
         with pytest.raises(UserError):
             analysis.feature_maps(bad)
+    # A channel a user picked (a concept) comes first, then the strongest others, none twice.
+    means = ref.stages["layer3"][0].mean(dim=(1, 2))
+    weakest = int(means.argmin())
+    pinned = analysis.feature_maps("layer3", n=6, first=[weakest, fm_top := int(means.argmax())])
+    assert pinned.channels[:2] == [weakest, fm_top] and len(set(pinned.channels)) == 6
+    assert pinned.channels[2:] == [i for i in torch.topk(means, 7).indices.tolist() if i != fm_top][:4]
+    assert pinned.means[0] == pytest.approx(float(means[weakest]), rel=1e-5)
+    with pytest.raises(UserError, match="channels 0 to 1023"):
+        analysis.feature_maps("layer3", first=[1024])
 
 
 # --------------------------------------------------------------------------- other methods

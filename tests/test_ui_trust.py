@@ -23,7 +23,7 @@ from torch import nn
 from resnet_demo.core.model import STAGES, ResNet
 from resnet_demo.core.render import overlay
 from resnet_demo.core.weights import CHECKPOINT_FORMAT, LoadedModel, Preprocessing, WeightsSpec
-from resnet_demo.explain import REGISTRY, Analysis, analyze, cheap_methods
+from resnet_demo.explain import QUESTIONS, REGISTRY, Analysis, analyze, cheap_methods
 from resnet_demo.explain.faithfulness import MAX_STEPS
 from resnet_demo.explain.sanity import randomization_check, verdict_step
 from resnet_demo.ui import explain_handlers as h
@@ -150,8 +150,13 @@ def test_unsupported_stage_is_a_sentence_and_the_picker_moves(analysis: Analysis
 
 def test_method_picker_lists_the_registry_with_costs_and_limits() -> None:
     choices = h.method_choices(arch="resnet152", stage="layer4")
-    assert [v for _label, v in choices] == list(REGISTRY)
+    assert sorted(v for _label, v in choices) == sorted(REGISTRY)
     labels = dict((v, label) for label, v in choices)
+    # Grouped by the question the map answers, in QUESTIONS' order, each label saying its group.
+    groups = [REGISTRY[v].answers for _label, v in choices]
+    assert groups == sorted(groups, key=list(QUESTIONS).index)
+    assert all(label.startswith(REGISTRY[v].answers.capitalize() + " · ") for label, v in choices)
+    assert labels["guided-gradcam"].startswith("Which pixels · ")
     assert "(layer4 only)" in labels["cam"]
     assert "s here)" in labels["scorecam"] and "s here)" not in labels["gradcam"]
 

@@ -45,7 +45,7 @@ from . import score_cams  # noqa: F401
 from . import captum_methods  # noqa: F401
 
 # isort: split
-from . import lrp, smoothgrad, rise  # noqa: F401  ("which pixels": relevance, gradients, perturbations)
+from . import lrp, rise, smoothgrad  # noqa: F401  ("which pixels": relevance, gradients, perturbations)
 
 # isort: split
 from . import crp, dff  # noqa: F401  ("what": concepts)
@@ -57,13 +57,25 @@ from .captum_methods import IG_STEPS
 from .classes import find_class, resolve_class
 from .cost import check_budget, method_cost
 from .inputs import prepare
-from .methods import METHODS, REGISTRY, Method, MethodCall, cheap_methods, get_method, register, unregister
+from .methods import (
+    METHODS,
+    QUESTIONS,
+    REGISTRY,
+    Method,
+    MethodCall,
+    cheap_methods,
+    get_method,
+    grouped_methods,
+    register,
+    unregister,
+)
 from .network import inference_model
 from .results import Attribution, BlockStat, FeatureGrid, Prediction, Prepared
 
 __all__ = [
     "IG_STEPS",
     "METHODS",
+    "QUESTIONS",
     "REGISTRY",
     "Analysis",
     "Attribution",
@@ -77,6 +89,7 @@ __all__ = [
     "cheap_methods",
     "find_class",
     "get_method",
+    "grouped_methods",
     "inference_model",
     "check_budget",
     "method_cost",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -200,14 +200,14 @@ class Analysis:
         return self._probs.copy()
 
     # --- feature maps
-    def feature_maps(self, stage: str, *, n: int = 16, tile: int = 96) -> FeatureGrid:
-        """The ``n`` channels with the highest mean activation, as a grid image.
+    def feature_maps(self, stage: str, *, n: int = 16, tile: int = 96, first: Sequence[int] = ()) -> FeatureGrid:
+        """The ``n`` channels with the highest mean activation, as a grid image (``first``: channels shown before them).
 
         ``stage`` is a stage ("layer3") or a block ("layer3.0"). A block's output is
         recomputed from the stored output of the stage before it (at most one stage of
         the network, in inference mode: the same numbers the forward pass produced).
         """
-        return feature_grid(self._activation(stage)[0], stage=stage, n=n, tile=tile)
+        return feature_grid(self._activation(stage)[0], stage=stage, n=n, tile=tile, first=first)
 
     def _activation(self, name: str) -> Tensor:
         if name in self._acts:

@@ -151,6 +151,7 @@ GUIDED_GRADCAM = register(
         cost=lambda stage, options: 3.2,
         compute=_guided_gradcam,
         finish=finish_pixel_map,
+        question="which pixels",  # Grad-CAM's region sharpened to the pixels that carry it
     )
 )
 INTEGRATED_GRADIENTS = register(

@@ -36,13 +36,25 @@ __all__ = [
     "FinishedMap",
     "Method",
     "MethodCall",
+    "QUESTIONS",
+    "Question",
     "cheap_methods",
     "get_method",
+    "grouped_methods",
     "method_options",
     "no_progress",
     "register",
     "unregister",
 ]
+
+
+Question = Literal["where", "what", "which pixels"]
+# What each kind of map answers, in the order menus group them.
+QUESTIONS: dict[Question, str] = {
+    "where": "which region of the photo a stage used for the class (the CAM family: one backward, or forwards per channel)",
+    "what": "which concepts (channels or factors of a stage) carry the class, and where each one is",
+    "which pixels": "which pixels the score depends on (relevance, gradients, perturbations: one backward to thousands of forwards)",
+}
 
 
 def no_progress(fraction: float) -> None:
@@ -103,6 +115,14 @@ class Method:
     stages: tuple[str, ...] | None = None
     # False: the map ignores the class (Eigen-CAM), so it has no contrastive version.
     class_specific: bool = True
+    # The question the map answers, for grouping menus (see QUESTIONS); None: from ``space``,
+    # "where" for a map at a stage, "which pixels" for a map on the pixels.
+    question: Question | None = None
+
+    @property
+    def answers(self) -> Question:
+        """The question this method's map answers: "where", "what" or "which pixels"."""
+        return self.question or ("where" if self.space == "layer" else "which pixels")
 
     @property
     def supported_stages(self) -> tuple[str, ...]:
@@ -141,6 +161,12 @@ def get_method(name: str) -> Method:
     if method is None:
         raise UserError(f"Unknown method {name!r:.40}; choose one of {', '.join(REGISTRY)}.")
     return method
+
+
+def grouped_methods() -> list[str]:
+    """Every method's name, grouped by the question it answers (:data:`QUESTIONS`' order), registry order within."""
+    methods = list(REGISTRY.values())
+    return [m.name for q in QUESTIONS for m in methods if m.answers == q]
 
 
 def cheap_methods() -> list[str]:

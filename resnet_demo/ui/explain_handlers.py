@@ -20,11 +20,13 @@ from ..core.model import STAGES
 from ..core.render import check_opacity, overlay
 from ..explain import (
     METHODS,
+    QUESTIONS,
     REGISTRY,
     Analysis,
     Attribution,
     analyze,
     get_method,
+    grouped_methods,
     method_cost,
     overlay_on_full,
     prepare,
@@ -115,11 +117,12 @@ class Settings:
 
 
 def method_choices(*, arch: str, stage: str = "layer4") -> list[tuple[str, str]]:
-    """Method picker entries in registry order; the slow ones say their expected time here at ``stage``,
-    the ones tied to some stages say which."""
+    """Method picker entries grouped by the question they answer ("Where · Grad-CAM"), registry order
+    within; the slow ones say their expected time here at ``stage``, the ones tied to some stages say which."""
     out = []
-    for name, label in METHODS.items():
+    for name in grouped_methods():
         entry = REGISTRY[name]
+        label = f"{entry.answers.capitalize()} · {entry.label}"
         supported = entry.space == "input" or entry.stages is None or stage in entry.stages
         text = label if entry.stages is None or entry.space == "input" else f"{label} ({', '.join(entry.stages)} only)"
         # Priced where it would run: an unsupported stage is switched to the method's first one.
@@ -127,6 +130,11 @@ def method_choices(*, arch: str, stage: str = "layer4") -> list[tuple[str, str]]
         cost = method_cost(method=name, arch=arch, stage=where)
         out.append((text if cost < 1.0 else f"{text} (~{cost:.0f} s here)", name))
     return out
+
+
+def method_guide() -> str:
+    """One line per group of the method picker: the question its maps answer."""
+    return "\n".join(f"- **{q.capitalize()}**: {text}." for q, text in QUESTIONS.items())
 
 
 def method_picker(arch: str, stage: str = "layer4") -> dict[str, Any]:

@@ -14,6 +14,7 @@ import gradio as gr
 from . import explain_handlers as h
 from .cancellation import cancellable
 from .components import OpenRadio, OpenSlider, SafeImage, example_photos, own_cache, stage_gallery
+from .concepts_panel import ConceptsPanel, build_concepts_panel, wire_concepts_panel
 from .events import outputs_of
 from .model_choice import ARCH_CHOICES, WEIGHT_CHOICES, checkpoint_visibility, weights_status
 from .settings import IMAGE_FORMAT, INFERENCE_LIMIT
@@ -45,6 +46,7 @@ class ExplainTab:
     raw: gr.File  # the map before upsampling, as .npy
     strip: gr.Gallery  # the map of every stage
     fusion: gr.Gallery  # every stage's map fused: one tile
+    concepts: ConceptsPanel  # "What the network looks for": CRP's and DFF's concepts at the stage
     trust: TrustPanel  # the method gallery and "How far to trust this map"
     features: gr.Gallery
     examples: Any = None  # gr.Examples, made once the components its cached answers fill exist
@@ -109,6 +111,8 @@ def build_explain_tab(
                     allow_custom_value=True,
                 )  # fmt: skip
                 opacity = OpenSlider(0.0, 1.0, value=first.opacity, step=0.05, label="Heat-map opacity")
+            with gr.Accordion("What each kind of method answers", open=False, elem_id="method-guide"):
+                gr.Markdown(h.method_guide(), latex_delimiters=[])
             heatmap, slider, caption, raw = _map_views()
     with gr.Row(equal_height=True):
         strip = stage_gallery(label="Grad-CAM at every stage, same class", elem_id="strip", height=220, scale=5)
@@ -116,6 +120,7 @@ def build_explain_tab(
         fusion = gr.Gallery(
             label="Fused (max)", columns=1, height=220, elem_id="fusion", scale=1, min_width=220, format=IMAGE_FORMAT
         )
+    concepts = build_concepts_panel()
     trust = build_trust_panel()
     features = stage_gallery(
         label="Feature maps: the most active channels of each stage", elem_id="features", height=260
@@ -123,7 +128,8 @@ def build_explain_tab(
     tab = ExplainTab(
         arch=arch_in, weights=weights_in, checkpoint=checkpoint_in, image=image, run=run,
         top5=top5, stage=stage, view=view, target=target, versus=versus, method=method, opacity=opacity,
-        heatmap=heatmap, slider=slider, caption=caption, raw=raw, strip=strip, fusion=fusion, trust=trust,
+        heatmap=heatmap, slider=slider, caption=caption, raw=raw, strip=strip, fusion=fusion, concepts=concepts,
+        trust=trust,
         features=features,
     )  # fmt: skip
     with left:  # under the photo; made last, as the answers it caches fill the components made since
@@ -225,6 +231,7 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
         "checkpoint": tab.checkpoint,
     }  # fmt: skip
     wire_trust_panel(tab.trust, analysis=analysis, controls=controls, photo_done=photo_done)
+    wire_concepts_panel(tab.concepts, analysis=analysis, controls=controls, features=tab.features)
     # /predict: top-5 only, for scripts. A hidden trigger gives it real components, so
     # gradio_client sees an image input and a label output in the API schema.
     gr.Button(visible=False).click(

@@ -1,0 +1,140 @@
+"""Handlers of "What the network looks for": the concepts of a stage on the user's photo.
+
+Two kinds, both from the engine (:mod:`resnet_demo.explain.crp`, :mod:`resnet_demo.explain.dff`):
+
+* CRP: the k channels of the stage carrying the most relevance of the explained class, each a
+  tile "concept 1 · channel 1234: 23% of the relevance" showing where on the photo that
+  relevance comes from; a click on a tile shows that channel first in the feature maps;
+* DFF: the stage's activations factorised into k parts, drawn together in one colour each, with a
+  legend naming the classes each part supports most.
+
+Each result is a named tuple whose fields are the :class:`~.concepts_panel.ConceptsPanel`'s
+component names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import gradio as gr
+import PIL.Image
+
+from ..core.model import STAGES
+from ..core.render import overlay
+from ..explain import Analysis
+from .analysis_store import stored
+from .components import user_errors
+from .explain_handlers import class_index
+from .markdown_text import md_text
+from .messages import unknown_pick
+
+__all__ = ["CONCEPT_KINDS", "ConceptsView", "PickedConcept", "concept_defaults", "concepts_view", "picked_concept"]
+
+# (label, engine name) for the radio; the defaults of k are the engine's.
+CONCEPT_KINDS = [
+    ("Relevance (CRP): the channels that carry the class", "crp"),
+    ("Factorisation (DFF): the stage split into parts", "dff"),
+]
+DEFAULT_K = {"crp": 6, "dff": 5}  # TEMP until the engine lands
+
+Tiles = list[tuple[PIL.Image.Image, str]]
+
+
+class ConceptsView(NamedTuple):
+    concept_tiles: Tiles
+    concept_legend: str
+    concept_channels: list[int]  # the CRP tiles' channels, in tile order (none for DFF: its parts mix channels)
+    concept_stage: str  # the stage the tiles belong to, for a click
+
+
+class PickedConcept(NamedTuple):
+    features: Tiles
+    concept_note: str
+
+
+def concept_defaults(kind: str) -> Any:
+    """The k slider's value for a newly picked kind: the engine's default for it."""
+    return gr.update(value=DEFAULT_K.get(kind, DEFAULT_K["crp"]))
+
+
+def _kind(kind: str) -> str:
+    if kind not in DEFAULT_K:
+        raise gr.Error(unknown_pick(kind))
+    return kind
+
+
+@user_errors
+def concepts_view(
+    analysis: Analysis | str | None,
+    kind: str,
+    stage: str,
+    target: int | str | None,
+    k: int,
+    opacity: float,
+    progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
+) -> ConceptsView:
+    """The concepts of ``stage`` on the stored photo: CRP's tiles for the class, or DFF's parts in colour."""
+    analysis = stored(analysis)
+    kind = _kind(kind)
+    t = class_index(target, categories=analysis.categories)
+    t = analysis.predictions[0].index if t is None else t
+    progress(0.0, desc="Finding the concepts…")
+    from ..explain.crp import concepts as crp_concepts  # TEMP
+    from ..explain.dff import concepts as dff_concepts  # TEMP
+    from ..explain.dff import dff_overlay  # TEMP
+
+    if kind == "crp":
+        found = crp_concepts(analysis=analysis, stage=stage, target=t, k=int(k))
+        tiles = [
+            (
+                overlay(image=analysis.crop, heatmap=c.heatmap, opacity=opacity),
+                f"concept {i + 1} · channel {c.channel}: {c.share:.0%} of the relevance, here",
+            )
+            for i, c in enumerate(found)
+        ]
+        total = sum(c.share for c in found)
+        legend = (
+            f"The {len(found)} channels of **{stage}** that carry the most relevance of "
+            f"class **{md_text(analysis.categories[t])}** ({analysis.prob(t):.1%}): together {total:.0%} of it. Each tile shows where on the photo "
+            "its relevance comes from. **Click a tile** to see that channel first in the feature maps below."
+        )
+        return ConceptsView(
+            concept_tiles=tiles, concept_legend=legend, concept_channels=[c.channel for c in found], concept_stage=stage
+        )
+    result = dff_concepts(analysis=analysis, stage=stage, k=int(k))
+    image, keys = dff_overlay(result=result, image=analysis.crop, opacity=opacity)
+    tiles = [(image, f"{len(keys)} parts of {stage}, one colour each")]
+    tiles += [
+        (overlay(image=analysis.crop, heatmap=part.heatmap, opacity=opacity), f"part {i + 1}: {text}")
+        for i, (part, (_colour, text)) in enumerate(zip(result.concepts, keys, strict=True))
+    ]
+    rows = "\n".join(
+        f'- <span style="color:{colour}">■</span> part {i + 1}: {md_text(text)}'
+        for i, (colour, text) in enumerate(keys)
+    )
+    legend = (
+        f"**{stage}** factorised into {len(keys)} parts (non-negative matrix factorisation of its activations):\n{rows}"
+    )
+    return ConceptsView(concept_tiles=tiles, concept_legend=legend, concept_channels=[], concept_stage=stage)
+
+
+@user_errors
+def picked_concept(
+    analysis: Analysis | str | None, channels: list[int], stage: str, evt: gr.SelectData
+) -> PickedConcept:
+    """A click on a CRP tile: the feature maps with that tile's channel first at its stage."""
+    if not channels or evt is None or not isinstance(evt.index, int) or not 0 <= evt.index < len(channels):
+        return PickedConcept(features=gr.skip(), concept_note=gr.skip())  # a DFF part, or a stale click
+    analysis = stored(analysis)
+    channel = channels[evt.index]
+    tiles = []
+    for s in STAGES:
+        grid = analysis.feature_maps(s, first=[channel] if s == stage else ())
+        caption = (
+            f"{s} · channel {channel} first (concept {evt.index + 1}), then the most active"
+            if s == stage
+            else grid.caption
+        )
+        tiles.append((grid.image, caption))
+    note = f"Feature maps: **{stage}** shows channel **{channel}** (concept {evt.index + 1}) first."
+    return PickedConcept(features=tiles, concept_note=note)
