@@ -74,5 +74,5 @@ def test_every_event_with_several_outputs_returns_its_named_tuple() -> None:
         assert len(getattr(result, "_fields", ())) == len(d.outputs), (d.name, result)
     public = {d.api_name: d for d in demo.fns.values() if d.api_visibility == "public"}
     # The API: the named endpoints only, their outputs as they were.
-    assert set(public) == {"explain", "predict", "evaluate", "compare", "transfer", *AGENT_TOOLS}
+    assert set(public) == {"explain", "predict", "evaluate", "compare", "transfer", "audit", *AGENT_TOOLS}
     assert [len(public[n].outputs) for n in ("explain", "compare", "transfer")] == [9, 9, 7]

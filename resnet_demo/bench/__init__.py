@@ -7,6 +7,8 @@
 - ``serve.py``: the app as its visitors see it (``--serve``);
 - ``transfer.py``: the segmentation and detection models and their Grad-CAM, against the
   classifier's forward (``--transfer``);
+- ``audit.py``: the audit's batched Grad-CAM at every stage against torchvision's forward, and
+  the clustering of 1,000 maps (``--audit``);
 - ``report.py``: what they share: interleaved timing, the description of the machine, and
   the table writers;
 - ``cli.py``: the command.

@@ -48,6 +48,12 @@ def _serve(args: argparse.Namespace) -> int:
     return int(serve.main(args) or 0)
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from . import audit
+
+    return int(audit.main(args) or 0)
+
+
 def _transfer(args: argparse.Namespace) -> int:
     from . import transfer
 
@@ -71,6 +77,7 @@ MODES: dict[str, Mode] = {
     "train": Mode("benchmark fine-tuning instead (resnet_demo.bench.train)", _train, 5, 1, own_threads=True),
     "slim": Mode("benchmark pruning and distillation (resnet_demo.bench.slim)", _slim),
     "trust": Mode("benchmark the trust checks instead (resnet_demo.bench.trust)", _trust),
+    "audit": Mode("benchmark the audit's batched maps and clustering (resnet_demo.bench.audit)", _audit, 5, 1),
     "serve": Mode("benchmark the app as visitors see it instead (resnet_demo.bench.serve)", _serve),
     "transfer": Mode(
         "benchmark the segmentation and detection models and their Grad-CAM (resnet_demo.bench.transfer)",

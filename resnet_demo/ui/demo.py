@@ -16,6 +16,7 @@ from ..core.errors import UserError
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS
 from .agent_tools import add_agent_tools, only_agent_tools
 from .architecture_tab import build_architecture_tab
+from .audit_tab import build_audit_tab
 from .budget import BUDGET
 from .compare_tab import build_compare_tab
 from .events import outputs_of
@@ -76,6 +77,8 @@ def build_demo(
                 finetune = build_finetune_tab()
             with gr.Tab("Slim", id="slim"):
                 slimmed = build_slim_tab(trained=finetune.checkpoint)
+            with gr.Tab("Audit", id="audit"):
+                build_audit_tab(arch=arch, weights=weights)
 
         # The diagram shows the model of the last explained photo, coloured by it.
         explain.explained.then(lambda a: a, explain.arch, architecture.arch, api_visibility="private", queue=False)
