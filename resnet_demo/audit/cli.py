@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from ..core.model import STAGES
+from ..core.process_group import distributed_run
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS, check_arch, shared_model
 from ..explain import METHODS
-from .distributed import distributed_run
 from .run import BATCH_SIZE, audit
 
 __all__ = ["configure_parser", "main"]

@@ -25,6 +25,7 @@ from ..core.cancel import check_cancelled
 from ..core.devices import configure_threads
 from ..core.errors import UserError
 from ..core.images import ImageError
+from ..core.process_group import Dist
 from ..core.weights import LoadedModel
 from ..data.zips import ZipLimits
 from ..explain import get_method, inference_model, prepare
@@ -32,7 +33,7 @@ from ..explain.baselines import make_baseline
 from ..explain.faithfulness import deletion_insertion
 from ..explain.network import input_of
 from .clusters import downsample
-from .distributed import Dist, gather_to_main
+from .distributed import gather_to_main
 from .engine import batch_maps, default_stage
 from .report import ImageRecord, summarise, write_outputs
 from .sources import ZIP_LIMITS, AuditSet, open_audit_set

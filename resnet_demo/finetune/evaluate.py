@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .distributed import Dist, all_sum
+from ..core.process_group import Dist
+from .distributed import all_sum
 from .steps import accuracy
 
 __all__ = ["evaluate"]

@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..core.devices import available_cores
 from ..core.errors import UserError
+from ..core.process_group import Dist
 from ..data import safe_extract_zip
 from .config import FinetuneConfig
-from .distributed import Dist
 
 __all__ = ["default_workers", "make_loader", "run_data"]
 

@@ -28,12 +28,13 @@ from tqdm import tqdm
 
 from ..core.devices import resolve_device
 from ..core.errors import UserError
+from ..core.process_group import Dist, distributed_run
 from ..core.weights import read_pth
 from ..data import ImageListDataset, eval_transform, load_image_set, multi_view_transform, train_transform
 from .build import resolve_amp, set_train_mode
 from .checkpoints import Progress, atomic_save, atomic_save_safetensors, atomic_write_text, cpu_state, make_checkpoint
 from .config import FinetuneConfig, validate_config
-from .distributed import Dist, ShardSampler, SkipSampler, all_sum, distributed_run, log_main, sync_buffers
+from .distributed import ShardSampler, SkipSampler, all_sum, log_main, sync_buffers
 from .evaluate import evaluate
 from .events import EventKind, FinetuneResult, TrainEvent, TrainingDiverged
 from .loaders import default_workers, make_loader, run_data

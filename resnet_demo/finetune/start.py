@@ -17,12 +17,13 @@ from torch import nn
 from ..core.checkpoint_files import check_widths
 from ..core.errors import UserError
 from ..core.model import ResNet, build_model
+from ..core.process_group import Dist
 from ..core.weights import Preprocessing, read_pth, state_dict_fit_problem
 from .build import build_finetune_model, make_optimizer, prepare_for_training
 from .checkpoints import Progress, check_resume
 from .config import FinetuneConfig
 from .distill import make_criterion
-from .distributed import Dist, log_main
+from .distributed import log_main
 
 __all__ = ["ModelBuilder", "RunStart", "start_run"]
 

@@ -21,11 +21,12 @@ import torch
 from ..core.complexity import model_complexity
 from ..core.fold import inference_copy
 from ..core.model import ResNet
+from ..core.process_group import Dist
 from ..core.weights import Preprocessing
 from ..data import ImageListDataset, eval_transform, load_image_set
 from ..finetune.build import resolve_amp
 from ..finetune.checkpoints import atomic_write_text
-from ..finetune.distributed import Dist, ShardSampler
+from ..finetune.distributed import ShardSampler
 from ..finetune.evaluate import evaluate
 from ..finetune.loaders import default_workers, make_loader, run_data
 from .config import SlimConfig
