@@ -173,6 +173,17 @@ CASES: list[Case] = [
         process=True,
     ),
     Case("transfer", "wrong type", lambda f: [CAT, *SEGMENT, "--threshold", "abc"], "invalid float value: 'abc'"),
+    # audit reads a folder or zip of photos. No "unknown class" row: its classes are the data's folders.
+    Case("audit", "missing file", lambda f: [str(f.missing)], "No folder or .zip named missing.jpg"),
+    Case("audit", "non-image file", lambda f: [str(f.notes)], "No folder or .zip named notes.jpg"),
+    Case(
+        "audit",
+        "misfit weights",
+        lambda f: [str(f.data), "--weights", str(f.misfit), "--out", str(f.out)],
+        "misfit.pth does not fit resnet50",
+        process=True,
+    ),
+    Case("audit", "wrong type", lambda f: [str(f.data), "--batch-size", "abc"], "invalid int value: 'abc'"),
     # bench times a photo on ResNet weights. No "unknown class" row: it takes no class (it times the top one).
     Case("bench", "missing file", lambda f: ["--image", str(f.missing)], "No file at 'missing.jpg'"),
     Case(

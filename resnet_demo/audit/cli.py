@@ -15,8 +15,9 @@ from pathlib import Path
 from ..core.model import STAGES
 from ..core.process_group import distributed_run
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS, check_arch, shared_model
-from ..explain import METHODS
+from ..explain import REGISTRY
 from .run import BATCH_SIZE, audit
+from .sources import check_data_path
 
 __all__ = ["configure_parser", "main"]
 
@@ -28,7 +29,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     a("--arch", default="resnet50", metavar="ARCH", help=f"network depth: {', '.join(ARCHES)} (default resnet50)")
     a("--weights", default=DEFAULT_WEIGHTS, help="imagenet-v2 (default), imagenet-v1, random, or a .pth/.safetensors")
     a("--fallback-random", action="store_true", help="use random weights if the weights are unavailable")
-    a("--method", default="gradcam", metavar="NAME", help=f"a layer method: {', '.join(METHODS)} (default gradcam)")
+    layer_methods = ", ".join(name for name, m in REGISTRY.items() if m.space == "layer")
+    a("--method", default="gradcam", metavar="NAME", help=f"a layer method: {layer_methods} (default gradcam)")
     a("--stage", metavar="STAGE", help=f"{', '.join(STAGES)} (default: layer4 at 224 px, earlier for small crops)")
     a("--batch-size", type=int, default=BATCH_SIZE, help=f"images per batch per process (default {BATCH_SIZE})")
     a("--faithfulness", action="store_true", help="add each map's deletion and insertion areas (34 forwards each)")
@@ -40,6 +42,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the ``audit`` command; bad input is a :class:`UserError` (one line, exit status 2)."""
     check_arch(args.arch)
+    check_data_path(args.data)  # before a model loads: a typo costs nothing
     out = Path(args.out) if args.out else Path(f"audit-{Path(args.data).stem}")
     with distributed_run(args.device) as d:
         # Under torchrun on CUDA the process group has made this process's GPU the current one.

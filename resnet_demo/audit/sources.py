@@ -20,7 +20,7 @@ from ..core.errors import UserError
 from ..data.folders import IMAGE_EXTENSIONS, find_dataset_root, is_hidden, is_image_name
 from ..data.zips import ZipLimits, safe_extract_zip
 
-__all__ = ["AuditItem", "AuditSet", "open_audit_set"]
+__all__ = ["AuditItem", "AuditSet", "check_data_path", "open_audit_set"]
 
 _SPLIT_DIRS = ("train", "val", "validation", "valid", "test")
 ZIP_LIMITS = ZipLimits()  # the fine-tune's limits
@@ -103,20 +103,24 @@ def _scan(root: Path, name: str) -> AuditSet:
     return AuditSet(name, tuple(items), tuple(classes), tuple(not_images), tuple(loose))
 
 
+def check_data_path(data: str | Path) -> Path:
+    """``data`` if it is a folder or a ``.zip``: what a command checks before it loads a model."""
+    data = Path(data)
+    if (data.is_file() and data.suffix.lower() == ".zip") or data.is_dir():
+        return data
+    name = data.name or "the data"
+    raise UserError(f"No folder or .zip named {name}: pass a folder of images (or of class sub-folders), or a zip.")
+
+
 def open_audit_set(data: str | Path, *, unpack_to: Path, limits: ZipLimits = ZIP_LIMITS) -> AuditSet:
     """The images of ``data`` (a folder or a ``.zip``), a zip unpacked into ``unpack_to`` (new or empty).
 
     A missing path, a damaged or hostile zip, or data without a single image file is a
     :class:`UserError` in one sentence; files that are not images are listed in the result.
     """
-    data = Path(data)
+    data = check_data_path(data)
     name = data.name or "the data"
-    if data.is_file() and data.suffix.lower() == ".zip":
-        folder = safe_extract_zip(data, unpack_to, limits=limits)
-    elif data.is_dir():
-        folder = data
-    else:
-        raise UserError(f"No folder or .zip named {name}: pass a folder of images (or of class sub-folders), or a zip.")
+    folder = safe_extract_zip(data, unpack_to, limits=limits) if data.is_file() else data
     found = _scan(find_dataset_root(folder, name=name), name)
     if not found.items:
         what = f" ({len(found.not_images)} file(s) that are not images were skipped)" if found.not_images else ""
