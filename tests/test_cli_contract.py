@@ -262,7 +262,7 @@ def processes(files: Files) -> Iterator[dict[str, subprocess.Popen[str]]]:
             proc.wait()
 
 
-@pytest.mark.slow  # seven interpreters importing torch on a shared CPU: tens of seconds together
+@pytest.mark.slow  # eight interpreters importing torch on a shared CPU: tens of seconds together
 @pytest.mark.parametrize("case", PROCESS_CASES, ids=lambda c: f"{c.command}-{c.kind}")
 def test_a_real_process_prints_one_line(case: Case, files: Files, processes: dict[str, subprocess.Popen[str]]) -> None:
     proc = processes[case.command]
