@@ -296,19 +296,7 @@ class Analysis:
         t0 = time.perf_counter()
         need = tuple(s for s in todo if s not in raws)
         if need:
-            call = MethodCall(
-                self._model,
-                self._prepared.tensor,
-                self._acts,
-                self.spec.preprocessing,
-                need,
-                target,
-                opts,
-                versus=versus,
-                gradients=functools.partial(self._grads.get, target=target, versus=versus),
-                progress=progress or no_progress,
-            )
-            got = entry.compute(call)
+            got = entry.compute(self._call(need, target, versus, opts, progress))
             raws.update({s: got[s] for s in need})
             for s, raw in got.items():
                 if s not in need or raw_key is not key:
@@ -320,6 +308,45 @@ class Analysis:
             made = self._make(s, target, versus, entry.name, *finished[s], seconds)
             results[s] = self._maps.put((*key, s), made)
         return {s: results[s] for s in wanted}
+
+    def method_call(
+        self,
+        *,
+        method: str,
+        stages: Iterable[str] | None = None,
+        target: int | None = None,
+        versus: int | None = None,
+        progress: Callable[[float], None] | None = None,
+        **options: int,
+    ) -> MethodCall:
+        """What ``method``'s ``compute`` is given for this request, every argument checked as
+        :meth:`attributions` checks it (its target the top class when None): for engines that
+        need more of a method than its map (CRP's and DFF's concepts, LRP's conservation)."""
+        entry = get_method(method)
+        target, versus = self._classes(entry, target, versus)
+        opts = method_options(entry, options)
+        return self._call(tuple(self._stages_of(entry, stages)), target, versus, opts, progress)
+
+    def _call(
+        self,
+        stages: tuple[str, ...],
+        target: int,
+        versus: int | None,
+        options: dict[str, int],
+        progress: Callable[[float], None] | None,
+    ) -> MethodCall:
+        return MethodCall(
+            self._model,
+            self._prepared.tensor,
+            self._acts,
+            self.spec.preprocessing,
+            stages,
+            target,
+            options,
+            versus=versus,
+            gradients=functools.partial(self._grads.get, target=target, versus=versus),
+            progress=progress or no_progress,
+        )
 
     def fusion(
         self,

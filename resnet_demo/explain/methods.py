@@ -10,7 +10,8 @@ contrastive). :meth:`~resnet_demo.explain.Analysis.attribution` and
 :func:`~resnet_demo.explain.method_cost` read everything from the entry, so adding a
 method is one ``register(Method(...))`` call. The built-in entries live in
 :mod:`.cams` (the CAM family), :mod:`.score_cams` (Score-CAM, Ablation-CAM) and
-:mod:`.captum_methods` (Guided Grad-CAM, Integrated Gradients, Occlusion).
+:mod:`.captum_methods` (Guided Grad-CAM, Integrated Gradients, Occlusion), :mod:`.lrp` and
+:mod:`.crp` (relevance and its concepts), :mod:`.smoothgrad`, :mod:`.rise` and :mod:`.dff`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Literal
 
 from torch import Tensor
 
-from ..core.errors import UserError
+from ..core.errors import InvalidValue, UserError
 from ..core.model import STAGES, ResNet, check_stage
 from ..core.weights import Preprocessing
 from .gradcam import GradientCache
@@ -39,6 +40,7 @@ __all__ = [
     "QUESTIONS",
     "Question",
     "cheap_methods",
+    "check_range",
     "get_method",
     "grouped_methods",
     "method_options",
@@ -167,6 +169,13 @@ def grouped_methods() -> list[str]:
     """Every method's name, grouped by the question it answers (:data:`QUESTIONS`' order), registry order within."""
     methods = list(REGISTRY.values())
     return [m.name for q in QUESTIONS for m in methods if m.answers == q]
+
+
+def check_range(*, value: int, low: int, high: int, what: str, method: str) -> int:
+    """``value`` if ``low <= value <= high``; else an :class:`~resnet_demo.core.errors.InvalidValue` saying so."""
+    if not low <= value <= high:
+        raise InvalidValue(f"{method} takes {low} to {high} {what}, not {value}.")
+    return value
 
 
 def cheap_methods() -> list[str]:
