@@ -133,3 +133,20 @@ def test_explain_bad_method_stage_or_contrast_is_one_line(extra, message, tmp_pa
     assert main(["explain", str(CAT), "--weights", "random", "--out", str(tmp_path / "x"), *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_explain_passes_the_newer_methods_options(tmp_path: Path, capsys, torch_home: Path) -> None:
+    from resnet_demo.core.weights import shared_model
+    from resnet_demo.explain import analyze
+
+    out = tmp_path / "s"
+    argv = ["explain", str(CAT), "--weights", "random", "--method", "smoothgrad", "--samples", "2", "--seed", "3"]
+    assert main([*argv, "--out", str(out)]) == 0
+    analysis = analyze(image=CAT, model=shared_model(arch="resnet50", weights="random"))
+    expected = analysis.attribution(method="smoothgrad", smoothgrad_samples=2, seed=3).raw
+    assert np.allclose(np.load(out / "map_smoothgrad_input.npy"), expected, atol=1e-6)
+    other = analysis.attribution(method="smoothgrad", smoothgrad_samples=2, seed=4).raw
+    assert not np.allclose(other, expected, atol=1e-6)  # the seed reached the method
+    capsys.readouterr()
+    assert main(["explain", str(CAT), "--weights", "random", "--method", "rise", "--masks", "10"]) == 2
+    assert capsys.readouterr().err.strip() == "error: RISE takes 50 to 4000 masks, not 10."

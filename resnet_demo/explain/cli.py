@@ -74,6 +74,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"Score-CAM / Ablation-CAM: weigh the N strongest channels, 0: all (default {DEFAULT_CHANNELS})",
     )
+    # The newer methods' options: given ones only reach the method (its own defaults and ranges otherwise).
+    for flag, meta, text in METHOD_FLAGS:
+        parser.add_argument(flag, type=int, default=None, metavar=meta, help=text)
     parser.add_argument("--topk", type=int, default=5, help="how many predictions to list (default 5)")
     parser.add_argument("--opacity", type=float, default=0.5, help="heat-map opacity in the overlays (default 0.5)")
     parser.add_argument("--out", help="folder for the files (default explain-<image name>)")
@@ -181,6 +184,31 @@ def _print_text(analysis: Analysis, atts: list[Attribution], method: str, skippe
     print(f"Forward {analysis.timings['forward'] * 1000:.0f} ms. Files in {out}/")
 
 
+# flag, metavar, help; each flag's value goes to the options named in METHOD_OPTIONS.
+METHOD_FLAGS = [
+    ("--samples", "N", "SmoothGrad: noisy copies (default 25)"),
+    ("--sigma-pct", "P", "SmoothGrad: noise, percent of the input's range (default 15)"),
+    ("--masks", "N", "RISE: random masks (default 300)"),
+    ("--grid", "S", "RISE: mask cells per side (default 7)"),
+    ("--concepts", "K", "CRP / DFF: concepts to find (default 6 / 5)"),
+    ("--seed", "N", "SmoothGrad, RISE, DFF: the random seed (default 0)"),
+]
+METHOD_OPTIONS = {
+    "samples": ("smoothgrad_samples",),
+    "sigma_pct": ("smoothgrad_sigma_pct",),
+    "masks": ("rise_masks",),
+    "grid": ("rise_grid",),
+    "concepts": ("crp_concepts", "dff_concepts"),
+    "seed": ("seed",),
+}
+
+
+def method_flags(args: argparse.Namespace) -> dict[str, int]:
+    """The options the newer methods' flags set (those given only), by the registry's option names."""
+    return {name: value for flag, names in METHOD_OPTIONS.items() if (value := getattr(args, flag)) is not None
+            for name in names}  # fmt: skip
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the ``explain`` command; bad input is a :class:`UserError` (one line, exit status 2)."""
     if args.topk < 1:
@@ -209,7 +237,7 @@ def main(args: argparse.Namespace) -> int:
     analysis = analyze(
         image=image, model=loaded, topk=args.topk, gradcam_stages=stages if gradients else (), compile=args.compile
     )
-    options = {"noise_tunnel_samples": args.noise_tunnel, "channels": args.channels}
+    options = {"noise_tunnel_samples": args.noise_tunnel, "channels": args.channels, **method_flags(args)}
     if args.stage == "fusion":
         atts = [analysis.fusion(target=target, method=args.method, versus=versus, **options)]
     else:

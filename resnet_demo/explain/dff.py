@@ -279,5 +279,6 @@ DFF = register(
         compute=_dff,
         finish=finish_layer_map,
         options={"dff_concepts": CONCEPTS, "seed": 0},
+        question="what",
     )
 )
