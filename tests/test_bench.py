@@ -115,7 +115,7 @@ def test_training_benchmark_runs_its_rows(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_bench_trust_rows(capsys, torch_home: Path) -> None:
-    rc = main(["bench", "--trust", "--repeats", "1", "--warmup", "0", "--size", "32", "--json"])
+    rc = main(["bench", "--trust", "--repeats", "1", "--warmup", "0", "--size", "32", "--masks", "64", "--json"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     rows = {r["name"]: r for r in report["results"]["resnet50"]}
@@ -131,6 +131,13 @@ def test_bench_trust_rows(capsys, torch_home: Path) -> None:
     # The curves are a ratio to the batched forward per image, the rest to the unit.
     assert rows["deletion + insertion, per image"]["reference"] == "batched forward of 8, per image"
     assert rows["batched forward of 8, per image"]["reference"] == unit
+    # The relevance, concept and perturbation methods, each against its own reference.
+    assert rows["lrp"]["goal"] == 3.0 and rows["lrp"]["reference"] == unit
+    assert rows["crp (k = 6) at layer4"]["goal"] == 8.0 and rows["crp (k = 6) at layer3"]["median_s"] > 0
+    assert rows["DFF at layer4 on an existing analysis"]["goal"] == 0.3
+    assert rows["RISE, 64 masks"]["reference"] == "batched forward of 64 images"
+    assert rows["SmoothGrad, 25 samples"]["reference"] == "25 batched forward + backwards"
+    assert [r["name"] for r in report["results"]["resnet50"]].count(unit) == 1
 
 
 @pytest.fixture

@@ -150,3 +150,15 @@ def test_explain_passes_the_newer_methods_options(tmp_path: Path, capsys, torch_
     capsys.readouterr()
     assert main(["explain", str(CAT), "--weights", "random", "--method", "rise", "--masks", "10"]) == 2
     assert capsys.readouterr().err.strip() == "error: RISE takes 50 to 4000 masks, not 10."
+
+
+def test_explain_lrp_reports_where_the_relevance_went(fake_pretrained, tmp_path: Path, capsys) -> None:
+    fake_pretrained("resnet50", "imagenet-v2")  # biases after folding: some relevance is absorbed
+    assert main(["explain", str(CAT), "--method", "lrp", "--out", str(tmp_path / "l"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    points = summary["conservation"]["points"]
+    assert list(points) == ["fc", "layer4", "layer3", "layer2", "layer1", "input"]
+    for share in points.values():  # what arrived plus what biases and stabilisers took: all of the score
+        assert share["relevance"] + share["biases"] + share["stabilisers"] == pytest.approx(1.0, abs=1e-3)
+    assert points["fc"]["relevance"] == pytest.approx(1.0 - points["fc"]["biases"], abs=1e-3)
+    assert any(abs(p["biases"]) > 1e-3 for p in points.values())

@@ -109,6 +109,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the usable cores)")
     parser.add_argument("--batch-size", type=int, default=8, help="batch size (the --train benchmark)")
+    parser.add_argument("--masks", type=int, default=1000, help="RISE's masks in the --trust benchmark (default 1000)")
     parser.add_argument("--no-reference", action="store_true", help="skip the naive and pytorch-grad-cam rows")
     parser.add_argument(
         "--methods", action="store_true", help="also time on-demand Grad-CAM, Guided Grad-CAM, IG, Occlusion (slow)"
@@ -136,6 +137,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError("--warmup must be 0 or more.")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1.")
+    if args.trust:
+        from ..explain.methods import check_range
+        from ..explain.rise import MASKS_RANGE
+
+        check_range(value=args.masks, low=MASKS_RANGE[0], high=MASKS_RANGE[1], what="masks", method="RISE")
     if args.image is not None:
         # A photo named but missing or unreadable is an error, not a silent synthetic photo.
         load_image(args.image)

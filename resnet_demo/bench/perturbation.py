@@ -25,8 +25,7 @@ from ..explain.results import Prepared
 from ..explain.rise import rise_batch_size
 from ..explain.smoothgrad import smoothgrad_batches
 from .explain import torchvision_twin
-from .report import time_interleaved
-from .trust import TrustRow
+from .report import TrustRow, time_interleaved
 
 __all__ = ["PERTURBATION_GOALS", "bench_perturbation"]
 

@@ -17,7 +17,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["cpu_description", "cpu_name", "device_name", "markdown", "text_table", "time_interleaved", "write_text"]
+__all__ = [
+    "TrustRow",
+    "cpu_description",
+    "cpu_name",
+    "device_name",
+    "markdown",
+    "text_table",
+    "time_interleaved",
+    "write_text",
+]
 
 
 def time_interleaved(
@@ -119,3 +128,14 @@ def print_json_report(
         "results": {a: [dataclasses.asdict(r) for r in rows] for a, rows in results.items()},
     }
     print(json.dumps(report, indent=2))
+
+
+@dataclasses.dataclass
+class TrustRow:
+    name: str
+    median_s: float  # per call, or per image for the per-image rows
+    min_s: float
+    reference: str  # the row this one is a ratio to
+    ratio: float  # median / median of the reference
+    min_ratio: float  # min / min of the reference
+    goal: float | None = None

@@ -13,14 +13,17 @@ reference in the same run:
   stage (what a user pays to switch method), against the unit;
 * deletion and insertion curves of one map (16 steps each, 32 images), per image,
   against a batched forward of the same network and batch size (8), per image: the
-  overhead of building the perturbed images. Ranking the cheap methods costs one such
+  overhead of building the perturbed images;
+* LRP and CRP's six concepts at layer4 and layer3 (:mod:`.relevance`), against the unit;
+  DFF on an existing analysis against the unit, RISE's 1,000 masks against a batched forward
+  of 1,000 images and SmoothGrad's 25 samples against 25 batched forward + backwards
+  (:mod:`.perturbation`, timed in a round of their own). Ranking the cheap methods costs one such
   pair of curves per method (and one for the random map), so it needs no row of its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +38,9 @@ from ..explain import Analysis, analyze, cheap_methods, get_method, prepare
 from ..explain.baselines import blurred_baseline
 from ..explain.faithfulness import deletion_insertion
 from .explain import bench_model, torchvision_twin
-from .report import cpu_description, markdown, print_json_report, text_table, time_interleaved, write_text
+from .perturbation import bench_perturbation
+from .relevance import goal_of, relevance_rows
+from .report import TrustRow, cpu_description, markdown, print_json_report, text_table, time_interleaved, write_text
 
 __all__ = ["GOALS", "TrustRow", "bench_arch", "main"]
 
@@ -49,17 +54,6 @@ GOALS = {
     "one more cheap method at layer3": 0.05,
     "deletion + insertion, per image": 1.10,
 }
-
-
-@dataclasses.dataclass
-class TrustRow:
-    name: str
-    median_s: float  # per call, or per image for the per-image rows
-    min_s: float
-    reference: str  # the row this one is a ratio to
-    ratio: float  # median / median of the reference
-    min_ratio: float  # min / min of the reference
-    goal: float | None = None
 
 
 def _methods_at(stage: str) -> list[str]:
@@ -130,6 +124,7 @@ def bench_arch(args: argparse.Namespace, arch: str) -> list[TrustRow]:
         LATER: _every_map(lm, image, same_pass=False),
         "one more cheap method at layer3": one_more,
         **_curve_rows(analysis),
+        **relevance_rows(analysis),  # LRP, and CRP's default tiles at layer4 and layer3
     }
     times = time_interleaved(rows, repeats=args.repeats, warmup=args.warmup)
     # Per image: the curves forward 2 * STEPS images, the batched reference BATCH.
@@ -152,10 +147,15 @@ def bench_arch(args: argparse.Namespace, arch: str) -> list[TrustRow]:
                 labels.get(ref, ref),
                 statistics.median(ts) / statistics.median(times[ref]),
                 min(ts) / min(times[ref]),
-                GOALS.get(name),
+                GOALS.get(name, goal_of(name)),
             )
         )
-    return rows_out
+    # DFF, RISE and SmoothGrad against their own references (a batched forward of as many images),
+    # timed apart: RISE's 1,000 masks would stretch every other row's interleaving.
+    perturbation = bench_perturbation(
+        loaded=lm, image=image, repeats=args.repeats, warmup=args.warmup, rise_masks=args.masks
+    )
+    return rows_out + [r for r in perturbation if r.name != labels[UNIT]]
 
 
 def _cells(row: TrustRow) -> list[str]:

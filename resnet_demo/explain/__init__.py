@@ -22,6 +22,10 @@ Where each part lives:
   :mod:`resnet_demo.core.cam`'s, shared with the transfer engine);
 * :mod:`.score_cams`: Score-CAM and Ablation-CAM, batched forwards from the stored pass;
 * :mod:`.captum_methods`: Guided Grad-CAM, Integrated Gradients (+ NoiseTunnel), Occlusion;
+* :mod:`.lrp` (+ :mod:`.lrp_rules`): layer-wise relevance propagation (ε-z⁺-flat) through the residual sums, with
+  where the relevance went (conservation); :mod:`.crp`: the channels of a stage carrying it (concepts);
+* :mod:`.smoothgrad`: SmoothGrad; :mod:`.rise`: RISE (random masks); :mod:`.dff`: Deep Feature
+  Factorization (a stage's activations as k concepts, drawn in colours);
 * :mod:`.cost`: :func:`method_cost`, the expected seconds of a map on this machine, and :func:`check_budget`, which refuses work over a time limit;
 * :mod:`.classes`: :func:`find_class` and :func:`resolve_class`;
 * :mod:`.faithfulness` (deletion and insertion curves, the ranking of the cheap methods),

@@ -23,6 +23,7 @@ from ..core.model import STAGES, check_stage
 from ..core.render import check_opacity, overlay
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS, check_arch, shared_model
 from . import METHODS, Analysis, Attribution, analyze, get_method, overlay_on_full, resolve_class
+from .lrp import relevance_conservation
 from .score_cams import DEFAULT_CHANNELS
 
 __all__ = ["add_image_and_class_arguments", "configure_parser", "main"]
@@ -203,6 +204,15 @@ METHOD_OPTIONS = {
 }
 
 
+def conservation_text(conservation: dict[str, Any]) -> str:
+    """LRP's conservation report as lines: per point, the relevance arriving and what biases and
+    stabilisers took, as shares of the explained score."""
+    lines = ["Relevance conservation (shares of the explained score: arrived / biases / stabilisers):"]
+    for point, share in conservation["points"].items():
+        lines.append(f"  {point:<7} {share['relevance']:7.1%} {share['biases']:7.1%} {share['stabilisers']:7.1%}")
+    return "\n".join(lines)
+
+
 def method_flags(args: argparse.Namespace) -> dict[str, int]:
     """The options the newer methods' flags set (those given only), by the registry's option names."""
     return {name: value for flag, names in METHOD_OPTIONS.items() if (value := getattr(args, flag)) is not None
@@ -248,9 +258,16 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(f"explain-{Path(args.image).stem}")
     out.mkdir(parents=True, exist_ok=True)
     summary = _summary(args, analysis, atts, skipped, out)
+    if args.method == "lrp":  # where the explained score's relevance went, stage by stage
+        first = atts[0]
+        summary["conservation"] = relevance_conservation(
+            analysis=analysis, target=first.target, versus=first.versus
+        ).to_json()
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         _print_text(analysis, atts, args.method, skipped, out)
+        if "conservation" in summary:
+            print(conservation_text(summary["conservation"]))
     return 0

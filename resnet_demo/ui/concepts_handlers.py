@@ -19,23 +19,41 @@ from typing import Any, NamedTuple
 import gradio as gr
 import PIL.Image
 
+from ..core.errors import UserError
 from ..core.model import STAGES
 from ..core.render import overlay
-from ..explain import Analysis
+from ..explain import Analysis, method_cost
+from ..explain.crp import DEFAULT_CONCEPTS as CRP_DEFAULT
+from ..explain.crp import concepts as crp_concepts
+from ..explain.dff import CONCEPTS as DFF_DEFAULT
+from ..explain.dff import concept_overlay
+from ..explain.dff import concepts as dff_concepts
 from .analysis_store import stored
+from .budget import within_budget
 from .components import user_errors
 from .explain_handlers import class_index
 from .markdown_text import md_text
 from .messages import unknown_pick
 
-__all__ = ["CONCEPT_KINDS", "ConceptsView", "PickedConcept", "concept_defaults", "concepts_view", "picked_concept"]
+__all__ = [
+    "CONCEPT_KINDS",
+    "ConceptsView",
+    "PickedConcept",
+    "concept_defaults",
+    "concepts_button",
+    "concepts_cost",
+    "concepts_view",
+    "picked_concept",
+]
 
 # (label, engine name) for the radio; the defaults of k are the engine's.
 CONCEPT_KINDS = [
     ("Relevance (CRP): the channels that carry the class", "crp"),
     ("Factorisation (DFF): the stage split into parts", "dff"),
 ]
-DEFAULT_K = {"crp": 6, "dff": 5}  # TEMP until the engine lands
+DEFAULT_K = {"crp": CRP_DEFAULT, "dff": DFF_DEFAULT}
+LABELS = {"crp": "CRP's concepts", "dff": "DFF's concepts"}
+FIND = "Find the concepts"
 
 Tiles = list[tuple[PIL.Image.Image, str]]
 
@@ -79,43 +97,67 @@ def concepts_view(
     t = class_index(target, categories=analysis.categories)
     t = analysis.predictions[0].index if t is None else t
     progress(0.0, desc="Finding the concepts…")
-    from ..explain.crp import concepts as crp_concepts  # TEMP
-    from ..explain.dff import concepts as dff_concepts  # TEMP
-    from ..explain.dff import dff_overlay  # TEMP
 
+    within_budget(seconds=concepts_cost(arch=analysis.arch, kind=kind, stage=stage), what=f"{LABELS[kind]} at {stage}")
+    progress(0.0, desc="Finding the concepts…")
     if kind == "crp":
-        found = crp_concepts(analysis=analysis, stage=stage, target=t, k=int(k))
-        tiles = [
-            (
-                overlay(image=analysis.crop, heatmap=c.heatmap, opacity=opacity),
-                f"concept {i + 1} · channel {c.channel}: {c.share:.0%} of the relevance, here",
-            )
-            for i, c in enumerate(found)
-        ]
-        total = sum(c.share for c in found)
-        legend = (
-            f"The {len(found)} channels of **{stage}** that carry the most relevance of "
-            f"class **{md_text(analysis.categories[t])}** ({analysis.prob(t):.1%}): together {total:.0%} of it. Each tile shows where on the photo "
-            "its relevance comes from. **Click a tile** to see that channel first in the feature maps below."
+        return _crp_view(analysis, stage=stage, target=t, k=k, opacity=opacity)
+    return _dff_view(analysis, stage=stage, target=t, k=k, opacity=opacity)
+
+
+def _crp_view(analysis: Analysis, *, stage: str, target: int, k: int, opacity: float) -> ConceptsView:
+    found = crp_concepts(analysis=analysis, stage=stage, target=target, k=int(k))
+    tiles = [
+        (
+            overlay(image=analysis.crop, heatmap=c.heatmap, opacity=opacity),
+            f"concept {i + 1} · channel {c.channel}: {c.share:.0%} of the relevance, here",
         )
-        return ConceptsView(
-            concept_tiles=tiles, concept_legend=legend, concept_channels=[c.channel for c in found], concept_stage=stage
-        )
-    result = dff_concepts(analysis=analysis, stage=stage, k=int(k))
-    image, keys = dff_overlay(result=result, image=analysis.crop, opacity=opacity)
-    tiles = [(image, f"{len(keys)} parts of {stage}, one colour each")]
+        for i, c in enumerate(found)
+    ]
+    total = sum(c.share for c in found)
+    legend = (
+        f"The {len(found)} channels of **{stage}** that carry the most relevance of class "
+        f"**{md_text(analysis.categories[target])}** ({analysis.prob(target):.1%}): together {total:.0%} of it. "
+        "Each tile shows where on the photo its relevance comes from. "
+        "**Click a tile** to see that channel first in the feature maps below."
+    )
+    channels = [c.channel for c in found]
+    return ConceptsView(concept_tiles=tiles, concept_legend=legend, concept_channels=channels, concept_stage=stage)
+
+
+def _dff_view(analysis: Analysis, *, stage: str, target: int, k: int, opacity: float) -> ConceptsView:
+    result = dff_concepts(analysis=analysis, stage=stage, k=int(k), target=target)
+    image, keys = concept_overlay(result=result, image=analysis.crop, opacity=opacity)
+    tiles = [(image, f"{len(keys)} concepts of {stage}, one colour each")]
     tiles += [
-        (overlay(image=analysis.crop, heatmap=part.heatmap, opacity=opacity), f"part {i + 1}: {text}")
-        for i, (part, (_colour, text)) in enumerate(zip(result.concepts, keys, strict=True))
+        (overlay(image=analysis.crop, heatmap=concept.heatmap, opacity=opacity), text)
+        for concept, (_colour, text) in zip(result.concepts, keys, strict=True)
     ]
     rows = "\n".join(
-        f'- <span style="color:{colour}">■</span> part {i + 1}: {md_text(text)}'
-        for i, (colour, text) in enumerate(keys)
+        f'- <span style="color:#{r:02x}{g:02x}{b:02x}">■</span> {md_text(text)}' for (r, g, b), text in keys
+    )
+    named = (
+        "" if stage == "layer4" else " (the classes each supports are named at layer4, where the classifier reads it)"
     )
     legend = (
-        f"**{stage}** factorised into {len(keys)} parts (non-negative matrix factorisation of its activations):\n{rows}"
+        f"**{stage}** factorised into {len(keys)} concepts (non-negative matrix factorisation of its "
+        f"activations){named}:\n{rows}"
     )
     return ConceptsView(concept_tiles=tiles, concept_legend=legend, concept_channels=[], concept_stage=stage)
+
+
+def concepts_cost(*, arch: str, kind: str, stage: str) -> float:
+    """Expected seconds of the concepts of ``kind`` at ``stage`` on this machine (the registry's price)."""
+    return method_cost(method=_kind(kind), arch=arch, stage=stage)
+
+
+def concepts_button(arch: str, kind: str, stage: str) -> Any:
+    """The button, saying how long it should take here."""
+    try:
+        seconds = concepts_cost(arch=arch, kind=kind, stage=stage)
+    except (UserError, gr.Error):
+        return gr.update(value=FIND)
+    return gr.update(value=f"{FIND} (~{seconds:.0f} s here)" if seconds >= 1 else FIND)
 
 
 @user_errors

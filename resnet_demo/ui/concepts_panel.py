@@ -44,7 +44,7 @@ def build_concepts_panel() -> ConceptsPanel:
         with gr.Row():
             kind = OpenRadio(c.CONCEPT_KINDS, value="crp", label="Concepts by", elem_id="concept-kind", scale=3)
             k = OpenSlider(2, 12, value=c.DEFAULT_K["crp"], step=1, label="How many (k)", elem_id="concept-k", scale=2)
-            button = gr.Button("Find the concepts", elem_id="concepts-run", scale=1)
+            button = gr.Button(c.FIND, elem_id="concepts-run", scale=1)
         tiles = gr.Gallery(
             label="Concepts", columns=6, height=240, elem_id="concept-tiles", object_fit="contain",
             format=IMAGE_FORMAT, allow_preview=False,
@@ -60,9 +60,17 @@ def build_concepts_panel() -> ConceptsPanel:
 def wire_concepts_panel(
     panel: ConceptsPanel, *, analysis: gr.State, controls: dict[str, Any], features: gr.Gallery
 ) -> None:
-    """Connect the panel to the tab's ``controls`` (stage, target, opacity) and its feature maps."""
+    """Connect the panel to the tab's ``controls`` (arch, stage, target, opacity) and its feature maps."""
     private = {"api_visibility": "private"}
     panel.concept_kind.change(c.concept_defaults, panel.concept_kind, panel.concept_k, queue=False, **private)
+    gr.on(
+        [panel.concept_kind.change, controls["stage"].change, controls["arch"].change],
+        c.concepts_button,
+        [controls["arch"], panel.concept_kind, controls["stage"]],
+        panel.concept_button,
+        queue=False,
+        **private,
+    )
     panel.concept_button.click(
         cancellable(c.concepts_view),
         [analysis, panel.concept_kind, controls["stage"], controls["target"], panel.concept_k, controls["opacity"]],

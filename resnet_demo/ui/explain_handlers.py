@@ -32,6 +32,7 @@ from ..explain import (
     prepare,
     resolve_class,
 )
+from ..explain.lrp import relevance_conservation
 from .analysis_store import ANALYSES, DISPLAY_MAX, stored
 from .budget import within_budget
 from .components import user_errors
@@ -224,9 +225,27 @@ def _caption(analysis: Analysis, att: Attribution, *, dropped_versus: bool = Fal
             "⚠️ The map is all zero: at this stage nothing in the image counts as positive "
             "evidence for this class (all of its evidence is negative)."
         )
+    if att.method == "lrp":
+        parts.append(conservation_line(analysis, att))
     if analysis.untrained:
         parts.insert(0, f"**{UNTRAINED_BANNER}** (random weights): this map explains a meaningless prediction.")
     return "\n\n".join(parts)
+
+
+def _pct(share: float) -> str:
+    return f"{round(share, 3) + 0.0:.1%}"  # + 0.0: never "-0.0%"
+
+
+def conservation_line(analysis: Analysis, att: Attribution) -> str:
+    """Where LRP's relevance went: the share of the explained score arriving at each stage's input
+    and at the pixels, and what the biases and stabilisers took on the way (as Markdown)."""
+    points = relevance_conservation(analysis=analysis, target=att.target, versus=att.versus).to_json()["points"]
+    arrived = " → ".join(f"{name} {share['relevance']:.0%}" for name, share in points.items())
+    taken = points["input"]
+    return (
+        f"Relevance conserved through the residual sums: of the explained score, {arrived} arrive "
+        f"(biases took {_pct(taken['biases'])}, stabilisers {_pct(taken['stabilisers'])} by the pixels)."
+    )
 
 
 def strip_method(method: str) -> str:
