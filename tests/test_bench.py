@@ -138,6 +138,9 @@ def test_bench_trust_rows(capsys, torch_home: Path) -> None:
     assert rows["RISE, 64 masks"]["reference"] == "batched forward of 64 images"
     assert rows["SmoothGrad, 25 samples"]["reference"] == "25 batched forward + backwards"
     assert [r["name"] for r in report["results"]["resnet50"]].count(unit) == 1
+    assert rows["the whole card of one map"]["goal"] == 60.0 and rows["the whole card of one map"]["median_s"] > 0
+    road = next(name for name in rows if name.startswith("road alone ("))
+    assert rows[road]["goal"] == pytest.approx(1.1 * int(road.split("(")[1].split()[0]), rel=0.05)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from gradio_client import Client, handle_file
 
 from resnet_demo.core.weights import ARCHES, LoadedModel
 from resnet_demo.explain import analyze
-from resnet_demo.ui import compare_handlers, trust_handlers
+from resnet_demo.ui import compare_handlers, evaluate_api
 from resnet_demo.ui import explain_handlers as h
 from resnet_demo.ui.model_choice import UNTRAINED_BANNER, resolve_model, untrained_name
 
@@ -74,7 +74,7 @@ def test_compare_marks_each_summary(trained: bool, fake_pretrained: Callable[...
 
 def test_evaluate_marks_the_model(trained: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     _served(trained=trained)
-    monkeypatch.setattr(trust_handlers, "DEFAULT_STEPS", 2)  # the curves' length is not what is tested
-    out = trust_handlers.evaluate(CAT, "resnet50", WEIGHTS, None, "layer4", "gradcam", "", "")
+    monkeypatch.setattr(evaluate_api, "DEFAULT_STEPS", 2)  # the curves' length is not what is tested
+    out = evaluate_api.evaluate(CAT, "resnet50", WEIGHTS, None, "layer4", "gradcam", "", "")
     assert out["model"]["untrained"] is not trained
     assert ("untrained" in json.dumps(out["model"]["weights"]).lower()) is not trained

@@ -26,8 +26,10 @@ from resnet_demo.core.weights import CHECKPOINT_FORMAT, LoadedModel, Preprocessi
 from resnet_demo.explain import QUESTIONS, REGISTRY, Analysis, analyze, cheap_methods
 from resnet_demo.explain.faithfulness import MAX_STEPS
 from resnet_demo.explain.sanity import randomization_check, verdict_step
+from resnet_demo.ui import evaluate_api as ev
 from resnet_demo.ui import explain_handlers as h
 from resnet_demo.ui import method_gallery as g
+from resnet_demo.ui import metric_cards_handlers as mc
 from resnet_demo.ui import trust_handlers as t
 from resnet_demo.ui.analysis_store import stored
 from resnet_demo.ui.markdown_text import md_text
@@ -244,10 +246,10 @@ def test_trust_buttons_say_the_time_before_a_check(analysis: Analysis) -> None:
 
 
 def test_evaluate_handler_and_its_errors(analysis: Analysis, small: LoadedModel, monkeypatch) -> None:
-    monkeypatch.setattr(t, "resolve_model", lambda **kw: small)
-    monkeypatch.setattr(t, "DEFAULT_STEPS", 4)
+    monkeypatch.setattr(ev, "resolve_model", lambda **kw: small)
+    monkeypatch.setattr(ev, "DEFAULT_STEPS", 4)
     first, second = _classes(analysis)
-    out = t.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer3", "gradcam", str(first), CLASSES[second])
+    out = ev.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer3", "gradcam", str(first), CLASSES[second])
     assert out["map"] == {
         "method": "gradcam", "stage": "layer3", "target": first, "target_label": CLASSES[first],
         "versus": second, "versus_label": CLASSES[second],
@@ -255,25 +257,25 @@ def test_evaluate_handler_and_its_errors(analysis: Analysis, small: LoadedModel,
     faith = out["faithfulness"]
     assert faith["steps"] == 4 and all(0.0 <= faith[k] <= 1.0 for k in faith if k.endswith("auc"))
     assert faith["baseline"] == "blur"  # the default when a script passes the first eight
-    mean = t.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer3", "gradcam", str(first), "", "mean")
+    mean = ev.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer3", "gradcam", str(first), "", "mean")
     assert mean["faithfulness"]["baseline"] == "mean"
     with pytest.raises(gr.Error, match="Unknown baseline 'grey'"):
-        t.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer4", "gradcam", "", "", "grey")
+        ev.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer4", "gradcam", "", "", "grey")
     assert out["ranking"]["methods"] and "eigencam" not in [m["method"] for m in out["ranking"]["methods"]]
     assert [s["randomized"] for s in out["sanity"]["steps"]] == ["fc", "layer4", "layer3", "layer2", "layer1"]
     assert set(out["timings"]) == {"analysis", "faithfulness", "ranking", "sanity", "total"}
     assert json.loads(json.dumps(out)) == out  # JSON-able as it is
     with pytest.raises(gr.Error, match="No class matches"):
-        t.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer4", "gradcam", "zebra", "")
+        ev.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer4", "gradcam", "zebra", "")
     with pytest.raises(gr.Error, match="layer4"):
-        t.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer2", "cam", "", "")
+        ev.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer2", "cam", "", "")
     with pytest.raises(gr.Error, match="Send an image"):
-        t.evaluate(None, "resnet50", "upload", "small.pth", "layer4", "gradcam", "", "")
+        ev.evaluate(None, "resnet50", "upload", "small.pth", "layer4", "gradcam", "", "")
 
 
 def test_evaluate_handler_loads_an_uploaded_checkpoint(tmp_path: Path, torch_home: Path, monkeypatch) -> None:
     # The real loader on a real file: a ResNet-50 checkpoint with three (hostile) class names at 64 px.
-    monkeypatch.setattr(t, "DEFAULT_STEPS", 4)  # fewer curve points; the loading is untouched
+    monkeypatch.setattr(ev, "DEFAULT_STEPS", 4)  # fewer curve points; the loading is untouched
     state = random_state_dict("resnet50", seed=4, num_classes=len(CLASSES))
     ckpt = tmp_path / "three.pth"
     torch.save(
@@ -281,7 +283,7 @@ def test_evaluate_handler_loads_an_uploaded_checkpoint(tmp_path: Path, torch_hom
          "preprocessing": Preprocessing(resize_size=73, crop_size=64).to_dict()},
         ckpt,
     )  # fmt: skip
-    out = t.evaluate(str(CAT), "resnet50", "upload", str(ckpt), "layer4", "gradcam", "", "")
+    out = ev.evaluate(str(CAT), "resnet50", "upload", str(ckpt), "layer4", "gradcam", "", "")
     assert out["model"] == {"arch": "resnet50", "weights": "fine-tuned: three.pth", "untrained": False}
     # The top class is the file's: torchvision's ResNet-50 with the same weights on the same crop.
     reference = tvm.resnet50(num_classes=len(CLASSES))
@@ -295,7 +297,7 @@ def test_evaluate_handler_loads_an_uploaded_checkpoint(tmp_path: Path, torch_hom
     # A file that does not fit is the reason, naming the file and not the server's folder.
     torch.save({"fc.weight": torch.zeros(3, 5)}, tmp_path / "misfit.pth")
     with pytest.raises(gr.Error, match="misfit.pth does not fit resnet50") as e:
-        t.evaluate(str(CAT), "resnet50", "upload", str(tmp_path / "misfit.pth"), "layer4", "gradcam", "", "")
+        ev.evaluate(str(CAT), "resnet50", "upload", str(tmp_path / "misfit.pth"), "layer4", "gradcam", "", "")
     assert str(tmp_path) not in str(e.value.message)
 
 
@@ -332,8 +334,11 @@ def test_explain_tab_builds_with_api_endpoints_unchanged() -> None:
     assert [c.label for c in api["explain"].inputs] == [
         "Photo", "Model", "Weights", "Fine-tuned checkpoint (.pth)", "Stage", "Method", "Heat-map opacity", "Show on",
     ]  # fmt: skip
-    assert len(api["evaluate"].inputs) == 9 and len(api["explain"].outputs) == 9
-    baseline = api["evaluate"].inputs[-1]  # last, so that the first eight keep their places
+    assert len(api["evaluate"].inputs) == 12 and len(api["explain"].outputs) == 9
+    baseline = api["evaluate"].inputs[8]  # ninth, so that the first eight keep their places
+    # Then the metric cards' inputs, empty by default: existing scripts get the same answers.
+    assert [c.label.split(" ")[0] for c in api["evaluate"].inputs[9:]] == ["metrics", "box", "object"]
+    assert all(c.value in ("", None) for c in api["evaluate"].inputs[9:])
     assert isinstance(baseline, gr.Radio) and baseline.value == "blur"
     assert [v for _label, v in baseline.choices] == ["blur", "mean"]
     panels = {d.name: d for d in demo.fns.values() if d.name in ("faithfulness_panel", "ranking_panel")}
@@ -403,3 +408,78 @@ def test_a_class_typo_gets_the_command_lines_sentence(tmp_path: Path, torch_home
         t.faithfulness_panel(imagenet, "layer4", "persain cat", NONE, "gradcam", 4)
     assert app.value.message == cli
     assert "283 (Persian cat)" in cli and cli.count("(") <= 3  # a few close names, not the 1,000 classes
+
+
+# ----------------------------------------------------------------------------- metric cards
+
+
+def test_metric_cards_panel(analysis: Analysis) -> None:
+    from resnet_demo.explain.metric_cards import Settings, metric_cards
+    from resnet_demo.explain.pointing import box_mask
+
+    names = ["confidence", "sparseness", "complexity", "pointing", "energy-pointing"]  # in the cards' order
+    rows, fig, note = mc.metric_cards_panel(
+        analysis, "layer4", TOP, NONE, "gradcam", 4, "blur", names, "100,50,300,250", "", False
+    )
+    assert [r[0] for r in rows] == names and len(rows[0]) == len(mc.CARD_HEADERS)
+    att = analysis.attribution(stage="layer4")
+    mask = box_mask(analysis.prepared, (100, 50, 300, 250))
+    engine = metric_cards(analysis, attribution=att, metrics=names, object_mask=mask, settings=Settings(steps=4))
+    for row in rows:
+        card = engine.cards[row[0]]
+        assert row[1] == mc._cell(card.value) and row[2] == mc._cell(card.random)
+        assert row[3] == {True: "better", False: "worse", None: "n/a"}[card.better_than_random]
+    assert fig.layout.height and len(fig.data) == 2  # this map and the random map, a bar per metric each
+    assert list(fig.data[0].x) == names and all(0 <= y <= 1 for y in fig.data[0].y if y is not None)
+    # Without an object, the pointing games are named as skipped only when every metric is asked for.
+    everything = [*names, "road", "max-sensitivity", "random-logit", "deletion", "insertion"]
+    with pytest.raises(gr.Error, match="needs the object"):
+        mc.metric_cards_panel(analysis, "layer4", TOP, NONE, "gradcam", 4, "blur", names, "", "", False)
+    _rows, compared, _note = mc.metric_cards_panel(
+        analysis, "layer4", TOP, NONE, "gradcam", 4, "blur", ["sparseness", "complexity"], "", "", True
+    )
+    assert len(compared.data) == len(cheap_methods()) + 1  # every quick method at layer4, and the random map
+    assert len(everything) == len(mc.parse_metrics("all")[0])
+
+
+@pytest.mark.parametrize(
+    ("box", "object_class", "metrics", "words"),
+    [
+        ("300,50,100,250", "", ["pointing"], "inverted"),
+        ("100,50,100,250", "", ["pointing"], "no area"),
+        ("100,50,900,250", "", ["pointing"], "outside the photo"),
+        ("", "unicorn", ["pointing"], "does not know 'unicorn'"),
+        ("1,1,50,50", "cat", ["pointing"], "not both"),
+        ("", "", [], "at least one metric"),
+    ],
+)
+def test_metric_cards_bad_input_is_one_sentence(analysis: Analysis, box, object_class, metrics, words) -> None:
+    with pytest.raises(gr.Error, match=words):
+        mc.metric_cards_panel(analysis, "layer4", TOP, NONE, "gradcam", 4, "blur", metrics, box, object_class, False)
+
+
+def test_cards_button_says_the_time(analysis: Analysis) -> None:
+    assert mc.cards_button(None, "layer4", "gradcam", 16, ["road"], False)["value"] == mc.CARDS_LABEL
+    one = mc.cards_button(analysis, "layer4", "gradcam", 16, ["road", "deletion"], False)["value"]
+    assert one.startswith(mc.CARDS_LABEL + " (")
+    few = mc.cards_seconds(analysis, stage="layer4", method="gradcam", metrics=["sparseness", "road"], steps=16)
+    more = mc.cards_seconds(analysis, stage="layer4", method="gradcam", metrics="all", steps=16, maps=3)
+    assert 0 < few < more
+
+
+def test_evaluate_gains_metric_cards(analysis: Analysis, small: LoadedModel, monkeypatch) -> None:
+    monkeypatch.setattr(ev, "resolve_model", lambda **kw: small)
+    monkeypatch.setattr(ev, "DEFAULT_STEPS", 4)
+    args = (str(CAT), "resnet50", "upload", "small.pth", "layer4", "gradcam", "", "")
+    plain = ev.evaluate(*args)
+    assert "metrics" not in plain  # the defaults: today's answer
+    out = ev.evaluate(*args, "blur", "sparseness,pointing,energy-pointing", "100,50,300,250", "")
+    cards = out["metrics"]["cards"]
+    assert list(cards) == ["sparseness", "pointing", "energy-pointing"] and out["metrics"]["skipped"] == {}
+    assert cards["pointing"]["better"] == "higher" and cards["sparseness"]["range"] == "[0, 1]"
+    assert set(cards["sparseness"]) >= {"value", "random_value", "better_than_random", "cost_forwards", "reference"}
+    assert plain["faithfulness"] == out["faithfulness"]  # the rest unchanged
+    with pytest.raises(gr.Error, match="inverted"):
+        ev.evaluate(*args, "blur", "pointing", "300,50,100,250", "")
+    with pytest.raises(gr.Error, match="Unknown metric"):
+        ev.evaluate(*args, "blur", "pointing,roads", "", "")

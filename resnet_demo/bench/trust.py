@@ -17,7 +17,8 @@ reference in the same run:
 * LRP and CRP's six concepts at layer4 and layer3 (:mod:`.relevance`), against the unit;
   DFF on an existing analysis against the unit, RISE's 1,000 masks against a batched forward
   of 1,000 images and SmoothGrad's 25 samples against 25 batched forward + backwards
-  (:mod:`.perturbation`, timed in a round of their own). Ranking the cheap methods costs one such
+  (:mod:`.perturbation`, timed in a round of their own);
+* the metric cards of one map, whole and metric by metric (:mod:`.metrics`), against the unit. Ranking the cheap methods costs one such
   pair of curves per method (and one for the random map), so it needs no row of its own.
 """
 
@@ -38,6 +39,7 @@ from ..explain import Analysis, analyze, cheap_methods, get_method, prepare
 from ..explain.baselines import blurred_baseline
 from ..explain.faithfulness import deletion_insertion
 from .explain import bench_model, torchvision_twin
+from .metrics import bench_metric_cards
 from .perturbation import bench_perturbation
 from .relevance import goal_of, relevance_rows
 from .report import TrustRow, cpu_description, markdown, print_json_report, text_table, time_interleaved, write_text
@@ -155,7 +157,11 @@ def bench_arch(args: argparse.Namespace, arch: str) -> list[TrustRow]:
     perturbation = bench_perturbation(
         loaded=lm, image=image, repeats=args.repeats, warmup=args.warmup, rise_masks=args.masks
     )
-    return rows_out + [r for r in perturbation if r.name != labels[UNIT]]
+    # The metric cards: the whole card of one map, and every metric alone, against the unit.
+    cards = bench_metric_cards(
+        arch=arch, weights=args.weights, size=args.size, image=args.image, repeats=args.repeats, warmup=args.warmup
+    )
+    return rows_out + [r for r in [*perturbation, *cards] if r.name != labels[UNIT]]
 
 
 def _cells(row: TrustRow) -> list[str]:

@@ -30,7 +30,10 @@ Where each part lives:
 * :mod:`.classes`: :func:`find_class` and :func:`resolve_class`;
 * :mod:`.faithfulness` (deletion and insertion curves, the ranking of the cheap methods),
   :mod:`.baselines` (what a removed pixel shows) and :mod:`.sanity` (the randomisation
-  check): how far a map can be trusted; :mod:`.plots`: their figure (plotly);
+  check): how far a map can be trusted; :mod:`.metric_cards` (every metric's card and the one
+  entry point that computes them) with the metrics in :mod:`.road`, :mod:`.confidence`,
+  :mod:`.map_statistics`, :mod:`.sensitivity` and :mod:`.pointing`, and :mod:`.reliability`
+  (how consistently each metric ranks the methods across photos); :mod:`.plots`: their figures (plotly);
 * :mod:`.evaluate_cli`: the ``python -m resnet_demo evaluate`` command;
 * :mod:`.cli`: the ``python -m resnet_demo explain`` command.
 

@@ -62,10 +62,17 @@ __all__ = [
     "Faithfulness",
     "MethodScore",
     "check_steps",
+    "class_scores",
     "deletion_insertion",
     "describe",
     "faithfulness",
+    "forward_of",
+    "forward_scores",
+    "map_digest",
+    "pixel_ranks",
+    "random_map",
     "rank_methods",
+    "supports",
 ]
 
 MAX_STEPS = 256  # more points than that only adds forwards, not information
@@ -175,7 +182,7 @@ def _check_batch_size(batch_size: int) -> None:
         raise UserError("The batch size must be at least 1.")
 
 
-def _pixel_ranks(heatmap: np.ndarray, seed: int) -> np.ndarray:
+def pixel_ranks(heatmap: np.ndarray, seed: int) -> np.ndarray:
     """Each pixel's position in the map's order (0: most important), ties in a seeded random order. (N,)"""
     heat = np.nan_to_num(np.asarray(heatmap, dtype=np.float32).ravel(), nan=0.0, posinf=0.0, neginf=0.0)
     shuffled = np.random.default_rng(seed).permutation(heat.size)
@@ -197,7 +204,7 @@ def _auc(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
 
 
-def _scores(logits: Tensor, target: int, versus: int | None) -> Tensor:
+def class_scores(logits: Tensor, target: int, versus: int | None) -> Tensor:
     """(B,) the score of the module docstring: p(target), or p(target) in the choice target vs versus."""
     logits = logits.float()
     if versus is None:
@@ -231,7 +238,7 @@ def _curves_many(
         if tuple(np.shape(heat)) != (h, w):
             raise ValueError(f"a heat map of shape {np.shape(heat)} does not fit a {h}x{w} image")
     counts = _counts(n, steps)
-    ranks = torch.as_tensor(np.stack([_pixel_ranks(m, seed) for m in heatmaps]), device=image.device)  # (M, N)
+    ranks = torch.as_tensor(np.stack([pixel_ranks(m, seed) for m in heatmaps]), device=image.device)  # (M, N)
     # Jobs: (map, pixel count, deletion?). Job 0 is the photo, job 1 the baseline: shared by every curve.
     inner = [(m, int(k), d) for m in range(len(heatmaps)) for d in (True, False) for k in counts[1:-1]]
     jobs = [(0, 0, True), (0, n, True), *inner]
@@ -247,7 +254,7 @@ def _curves_many(
             on_baseline = (ranks[which] < ks) == deleting  # (b, N)
             batch = torch.where(on_baseline.view(-1, 1, h, w), baseline, image)  # (b, C, H, W)
             logits = forward(batch.contiguous(memory_format=layout))  # (b, classes)
-            scores[start : start + len(chunk)] = _scores(logits, target, versus).cpu()
+            scores[start : start + len(chunk)] = class_scores(logits, target, versus).cpu()
             if progress is not None:
                 progress(min(1.0, (start + len(chunk)) / len(jobs)))
     return _assemble(scores.numpy().astype(np.float64), len(heatmaps), counts, n)
@@ -306,7 +313,22 @@ def deletion_insertion(
 # ----------------------------------------------------------------------------- on an analysis
 
 
-def _forward_of(analysis: Analysis) -> Forward:
+def forward_scores(
+    *, forward: Forward, images: Tensor, target: int, versus: int | None = None, batch_size: int = 8
+) -> np.ndarray:
+    """The score of the module docstring for each of ``images`` (B, 3, H, W), forwarded ``batch_size`` at a
+    time under inference mode in the photo's memory layout: (B,) float64. The batching every metric shares."""
+    _check_batch_size(batch_size)
+    scores = torch.empty(images.shape[0])
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start : start + batch_size].contiguous(memory_format=torch.channels_last)
+            scores[start : start + batch.shape[0]] = class_scores(forward(batch), target, versus).cpu()
+    return scores.numpy().astype(np.float64)
+
+
+def forward_of(analysis: Analysis) -> Forward:
+    """The analysis's shared inference network as a batch -> logits function (call it under inference mode)."""
     model = analysis.model
     return lambda batch: model(batch)  # the caller holds inference mode
 
@@ -321,12 +343,13 @@ def _inputs(analysis: Analysis, kind: str) -> tuple[Tensor, Tensor]:
     return image, baseline
 
 
-def _digest(heatmap: np.ndarray) -> bytes:
+def map_digest(heatmap: np.ndarray) -> bytes:
     """A key for a map's content: equal maps share their curves whichever method made them."""
     return hashlib.blake2b(np.ascontiguousarray(heatmap, dtype=np.float32).tobytes(), digest_size=16).digest()
 
 
-def _random_map(shape: tuple[int, int], seed: int) -> np.ndarray:
+def random_map(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """The seeded random map (uniform in [0, 1)) every trust check compares a map with: what chance scores."""
     return np.random.default_rng(seed + 1).random(shape, dtype=np.float32)  # apart from the tie-break's stream
 
 
@@ -344,7 +367,7 @@ def _evaluate(
     steps = check_steps(steps)
     check_baseline(baseline)
     target, versus = atts[0].target, atts[0].versus
-    keys = [(_digest(a.heatmap), target, versus, steps, seed, baseline) for a in atts]
+    keys = [(map_digest(a.heatmap), target, versus, steps, seed, baseline) for a in atts]
     random_key = ("random", target, versus, steps, seed, baseline)
     found = {k: _CACHE.get(analysis, k) for k in keys}
     random = _CACHE.get(analysis, random_key)
@@ -353,10 +376,10 @@ def _evaluate(
         image, fill = _inputs(analysis, baseline)
         heatmaps = [a.heatmap for _, a in todo]
         if random is None:
-            heatmaps.append(_random_map(tuple(image.shape[-2:]), seed))
+            heatmaps.append(random_map(tuple(image.shape[-2:]), seed))
         t0 = time.perf_counter()
         curves = _curves_many(
-            forward=_forward_of(analysis),
+            forward=forward_of(analysis),
             image=image,
             baseline=fill,
             heatmaps=heatmaps,
@@ -411,7 +434,8 @@ def faithfulness(
     return _evaluate(analysis, [attribution], steps=steps, seed=seed, baseline=baseline, progress=progress)[0]
 
 
-def _supports(name: str, stage: str, versus: int | None) -> bool:
+def supports(name: str, stage: str, versus: int | None) -> bool:
+    """Whether method ``name`` makes a map at ``stage`` (and, with ``versus``, a contrastive one)."""
     entry = get_method(name)
     if entry.space == "layer" and entry.stages is not None and stage not in entry.stages:
         return False
@@ -438,7 +462,7 @@ def rank_methods(
     """
     stage = check_stage(stage)
     check_baseline(baseline)
-    names = [m for m in cheap_methods() if _supports(m, stage, versus)]
+    names = [m for m in cheap_methods() if supports(m, stage, versus)]
     if not names:
         raise UserError(f"No cheap method supports {stage}{' with a second class' if versus is not None else ''}.")
     atts = []

@@ -4,6 +4,11 @@
 random map (:func:`resnet_demo.explain.faithfulness.faithfulness`), side by side, with
 the areas under the curves in the legend. Transparent background and theme-aware text,
 like the architecture diagram, so it reads on the app's light and dark pages.
+
+:func:`metric_cards_figure` compares the metric cards of several maps (one per method) and of
+a random map as grouped bars, one group per metric, each scaled so that the best of the bars
+shown reaches 1 and the worst 0 in the metric's own better direction (the raw values in the
+hover): the metrics' ranges differ, their direction does not.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from plotly.subplots import make_subplots
 from ..diagram.theme import Theme
 from .faithfulness import Curves, Faithfulness
 from .methods import METHODS
+from .metric_cards import CardReport
 
-__all__ = ["FIGURE_HEIGHT", "faithfulness_figure"]
+__all__ = ["FIGURE_HEIGHT", "faithfulness_figure", "metric_cards_figure"]
 
 FIGURE_HEIGHT = 360  # always set: plotly's autosize has rendered at zero height in gr.Plot
 # One colour for the map and a grey for the random map, in both panels; both read on white and near-black.
@@ -71,6 +77,62 @@ def faithfulness_figure(result: Faithfulness, *, dark: bool = False, height: int
         hoverlabel={"bgcolor": theme.hover_bg, "font": {"color": theme.text}},
         legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0, "font": {"color": theme.text}},
         margin={"l": 56, "r": 16, "t": 40, "b": 96},
+        dragmode=False,
+    )
+    return fig
+
+
+_SERIES = ("#f97316", "#0ea5e9", "#22c55e", "#a855f7", "#eab308", "#ef4444", "#14b8a6", "#ec4899", "#6366f1")
+
+
+def _scaled(values: list[float | None], higher: bool) -> list[float | None]:
+    """Each value as its place between the worst (0) and the best (1) of ``values``; all equal: 0.5."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return [None] * len(values)
+    lo, hi = min(known), max(known)
+    if hi == lo:
+        return [None if v is None else 0.5 for v in values]
+    return [None if v is None else ((v - lo) if higher else (hi - v)) / (hi - lo) for v in values]
+
+
+def metric_cards_figure(reports: list[CardReport], *, dark: bool = False, height: int = FIGURE_HEIGHT) -> go.Figure:
+    """Grouped bars: per metric, every report's map and the random map (of the first report), scaled per metric
+    so that 1 is the best shown and 0 the worst (see the module docstring)."""
+    theme = Theme.of(dark)
+    names = [n for n in reports[0].cards if all(n in r.cards for r in reports)]
+    series = [(METHODS.get(r.method, r.method), [r.cards[n].value for n in names]) for r in reports]
+    series.append(("random map", [reports[0].cards[n].random for n in names]))
+    columns = [
+        _scaled([vals[i] for _, vals in series], reports[0].cards[n].card.better == "higher")
+        for i, n in enumerate(names)
+    ]
+    fig = go.Figure()
+    for k, (label, raw) in enumerate(series):
+        color = _RANDOM if label == "random map" else _SERIES[k % len(_SERIES)]
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=[columns[i][k] for i in range(len(names))],
+                name=html.escape(label),
+                marker={"color": color},
+                customdata=[("n/a" if v is None else f"{v:.4g}") for v in raw],
+                hovertemplate=f"{html.escape(label)}<br>%{{x}}: %{{customdata}}<extra></extra>",
+            )
+        )
+    grid = "rgba(148,163,184,0.25)"
+    fig.update_yaxes(range=[0, 1.05], gridcolor=grid, zeroline=False, fixedrange=True, color=theme.muted,
+                     title_text="1: best shown, 0: worst")  # fmt: skip
+    fig.update_xaxes(color=theme.muted, fixedrange=True)
+    fig.update_layout(
+        height=height,
+        barmode="group",
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        font={"color": theme.text, "size": 12},
+        hoverlabel={"bgcolor": theme.hover_bg, "font": {"color": theme.text}},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0, "font": {"color": theme.text}},
+        margin={"l": 56, "r": 16, "t": 24, "b": 96},
         dragmode=False,
     )
     return fig

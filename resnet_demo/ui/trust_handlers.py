@@ -1,5 +1,5 @@
 """Handlers of "How far to trust this map": deletion and insertion curves, the ranking of the
-quick methods, the randomisation sanity check, and the ``/evaluate`` API endpoint.
+quick methods, the randomisation sanity check, the metric cards, and the ``/evaluate`` API endpoint.
 
 Each check costs dozens of forward passes, so nothing runs until the user asks; the
 buttons say beforehand how long each should take here, from the forward pass the
@@ -9,18 +9,14 @@ user's own analysis timed. Each panel's result is a named tuple whose fields are
 
 from __future__ import annotations
 
-import time
 from typing import Any, NamedTuple
 
 import gradio as gr
 import PIL.Image
 
-from ..core.errors import UserError
-from ..core.model import STAGES
 from ..core.render import overlay
-from ..explain import METHODS, REGISTRY, Analysis, analyze, cheap_methods, get_method, method_cost
-from ..explain.baselines import BASELINES, check_baseline
-from ..explain.classes import resolve_class
+from ..explain import METHODS, REGISTRY, Analysis, cheap_methods, get_method, method_cost
+from ..explain.baselines import BASELINES
 from ..explain.faithfulness import Faithfulness, MethodScore, check_steps, faithfulness, rank_methods
 from ..explain.plots import faithfulness_figure
 from ..explain.sanity import SANITY_STEPS, SanityCheck, randomization_check, verdict_step
@@ -29,8 +25,6 @@ from .budget import within_budget
 from .components import user_errors
 from .explain_handlers import class_index, progress_for, subject, versus_for
 from .markdown_text import md_text
-from .messages import NO_PHOTO
-from .model_choice import resolve_model
 
 DEFAULT_STEPS = 16  # points per curve: the engine's default, and /evaluate's
 DEFAULT_BASELINE = "blur"  # the engine's default: the gentlest change to the photo
@@ -39,7 +33,7 @@ BASELINE_CHOICES = [("blur", "blur"), ("mean colour", "mean")]
 # Copying, re-initialising and folding a model, per weight: about 0.2 s for ResNet-50's 25.6 M on
 # the 2-core EPYC (a layer4 Grad-CAM sanity step at 224 px took 0.57 s against a 0.125 s forward).
 _COPY_S_PER_PARAM = 8e-9
-_BATCHED_IMAGE = 0.5
+BATCHED_IMAGE = 0.5
 RANK_HEADERS = ["#", "Method", "Insertion AUC (higher is better)", "Deletion AUC (lower is better)", "Score"]
 FAITH_LABEL = "Deletion & insertion curves of this map"
 RANK_LABEL = "Rank every quick method"
@@ -85,12 +79,15 @@ class TrustResults(NamedTuple):
     rank_note: str = ""
     sanity: Tiles | None = None
     verdict: str = ""
+    cards_table: list[list[Any]] | None = None
+    cards_plot: Any = None
+    cards_note: str = ""
 
 
 # ----------------------------------------------------------------------------- expected times
 
 
-def _forward_s(analysis: Analysis) -> float:
+def forward_s(analysis: Analysis) -> float:
     """Seconds of one forward pass of this analysis's model here (the user's own pass timed it)."""
     return float(analysis.timings.get("forward", 0.1))
 
@@ -100,7 +97,7 @@ def _curve_images(steps: int, maps: int) -> int:
     return 2 + 2 * (steps - 1) * (maps + 1)
 
 
-def _rankable(stage: str, versus: int | None) -> list[str]:
+def rankable(stage: str, versus: int | None) -> list[str]:
     out = []
     for name in cheap_methods():
         entry = REGISTRY[name]
@@ -109,7 +106,7 @@ def _rankable(stage: str, versus: int | None) -> list[str]:
     return out
 
 
-def _map_stage(method: str, stage: str) -> str:
+def map_stage(method: str, stage: str) -> str:
     """The stage ``method``'s map is priced at: ``stage``, or its last one where it has none at ``stage``."""
     entry = get_method(method)
     return stage if entry.stages is None or stage in entry.stages else entry.stages[-1]
@@ -122,23 +119,23 @@ def expected_seconds(
     # A curve's image costs about half the analysis's timed forward (measured on the 2-core EPYC, ResNet-50:
     # 0.43 for the ranking, 0.6 for one map's curves): the images go through in batches, and the timed
     # forward of a new photo includes its first call's overheads.
-    per_image = _BATCHED_IMAGE * _forward_s(analysis)
-    map_s = method_cost(method=method, arch=analysis.arch, stage=_map_stage(method, stage))
+    per_image = BATCHED_IMAGE * forward_s(analysis)
+    map_s = method_cost(method=method, arch=analysis.arch, stage=map_stage(method, stage))
     # Each sanity step: a copy of the model and its folded inference copy (by the weights'
     # size), a forward and the map.
     params = sum(p.numel() for p in analysis.loaded.model.parameters())
-    sanity = len(SANITY_STEPS) * (_COPY_S_PER_PARAM * params + 2 * _forward_s(analysis) + map_s)
+    sanity = len(SANITY_STEPS) * (_COPY_S_PER_PARAM * params + 2 * forward_s(analysis) + map_s)
     return {
         "faithfulness": _curve_images(steps, 1) * per_image,
-        "ranking": _curve_images(steps, len(_rankable(stage, versus))) * per_image,
+        "ranking": _curve_images(steps, len(rankable(stage, versus))) * per_image,
         "sanity": sanity,
     }
 
 
-def _check_time(analysis: Analysis, *, check: str, stage: str, method: str, versus: int | None, steps: int) -> None:
+def check_time(analysis: Analysis, *, check: str, stage: str, method: str, versus: int | None, steps: int) -> None:
     """A trust check's expected time (``check``: a key of :func:`expected_seconds`, or "all" for
     the map and every check) against the server's limit, before any of it runs."""
-    where = _map_stage(method, stage)
+    where = map_stage(method, stage)
     costs = expected_seconds(analysis, stage=stage, method=method, versus=versus, steps=steps)
     seconds = sum(costs.values()) if check == "all" else costs[check]
     what = {"faithfulness": "The faithfulness curves", "ranking": "The ranking", "sanity": "The randomisation check"}
@@ -149,7 +146,7 @@ def _check_time(analysis: Analysis, *, check: str, stage: str, method: str, vers
     )
 
 
-def _about(seconds: float) -> str:
+def about(seconds: float) -> str:
     """ "~3 s", with a no-break space so that it stays on one line when the button's label wraps."""
     if seconds < 1:
         return "under\u00a01\u00a0s"
@@ -167,16 +164,16 @@ def trust_buttons(
     versus_index = versus_for(method, class_index(versus, categories=analysis.categories))
     cost = expected_seconds(analysis, stage=stage, method=method, versus=versus_index, steps=check_steps(steps))
     return TrustButtons(
-        faith_button=gr.update(value=f"{FAITH_LABEL} ({_about(cost['faithfulness'])})"),
-        rank_button=gr.update(value=f"{RANK_LABEL} ({_about(cost['ranking'])})"),
-        sanity_button=gr.update(value=f"{SANITY_LABEL} ({_about(cost['sanity'])})"),
+        faith_button=gr.update(value=f"{FAITH_LABEL} ({about(cost['faithfulness'])})"),
+        rank_button=gr.update(value=f"{RANK_LABEL} ({about(cost['ranking'])})"),
+        sanity_button=gr.update(value=f"{SANITY_LABEL} ({about(cost['sanity'])})"),
     )
 
 
 # ----------------------------------------------------------------------------- the panels
 
 
-def _classes(analysis: Analysis, target: Any, versus: Any) -> tuple[int | None, int | None]:
+def trust_classes(analysis: Analysis, target: Any, versus: Any) -> tuple[int | None, int | None]:
     """The class pickers' values as class indices of ``analysis`` (None: the top class / no second class)."""
     categories = analysis.categories
     return class_index(target, categories=categories), class_index(versus, categories=categories)
@@ -221,9 +218,9 @@ def faithfulness_panel(
     """The tab's current map: its deletion and insertion curves against a random map's."""
     analysis = stored(analysis)
     steps = check_steps(steps)  # before the map: a bad value costs nothing
-    t, v = _classes(analysis, target, versus)
+    t, v = trust_classes(analysis, target, versus)
     v = versus_for(method, v)
-    _check_time(analysis, check="faithfulness", stage=stage, method=method, versus=v, steps=steps)
+    check_time(analysis, check="faithfulness", stage=stage, method=method, versus=v, steps=steps)
     progress(0.0, desc="Computing the map…")
     att = analysis.attribution(
         stage=stage, target=t, method=method, versus=v, progress=progress_for(progress, f"{METHODS[method]}…")
@@ -264,8 +261,8 @@ def ranking_panel(
     """Every quick method at the tab's stage and class, ranked on this photo."""
     analysis = stored(analysis)
     steps = check_steps(steps)
-    t, v = _classes(analysis, target, versus)
-    _check_time(analysis, check="ranking", stage=stage, method="gradcam", versus=v, steps=steps)
+    t, v = trust_classes(analysis, target, versus)
+    check_time(analysis, check="ranking", stage=stage, method="gradcam", versus=v, steps=steps)
     scores = rank_methods(
         analysis, stage=stage, target=t, versus=v, steps=steps, baseline=baseline,
         progress=progress_for(progress, "Ranking…"),
@@ -320,81 +317,11 @@ def sanity_panel(
 ) -> SanityView:
     """The randomisation check of the tab's current map."""
     analysis = stored(analysis)
-    t, v = _classes(analysis, target, versus)
-    _check_time(analysis, check="sanity", stage=stage, method=method, versus=None, steps=DEFAULT_STEPS)
+    t, v = trust_classes(analysis, target, versus)
+    check_time(analysis, check="sanity", stage=stage, method=method, versus=None, steps=DEFAULT_STEPS)
     check = randomization_check(
         analysis, stage=stage, target=t, method=method,
         progress=progress_for(progress, "Randomising the network, top down…"),
     )  # fmt: skip
     verdict = sanity_verdict(check, versus_dropped=v is not None)
     return SanityView(sanity=sanity_tiles(analysis, check, opacity=float(opacity)), verdict=verdict)
-
-
-# ----------------------------------------------------------------------------- /evaluate
-
-
-def _class_arg(analysis: Analysis, value: str | int | float | None) -> int | None:
-    """An API class argument: empty for none, else an index or (part of) a name."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, float):
-        value = int(value)
-    return resolve_class(categories=analysis.categories, query=value)
-
-
-def _scores_json(scores: list[MethodScore]) -> list[dict[str, Any]]:
-    return [
-        {"method": s.method, "label": s.label, "score": s.score, "insertion_auc": s.insertion_auc,
-         "deletion_auc": s.deletion_auc, "all_zero": s.all_zero}
-        for s in scores
-    ]  # fmt: skip
-
-
-@user_errors
-def evaluate(
-    image: str | None, arch: str, weights: str, checkpoint: str | None,  # the photo and the model, as /explain's
-    stage: str, method: str, target: str | None, versus: str | None,  # the map: class and versus as free text
-    baseline: str = DEFAULT_BASELINE,  # last, so that scripts passing the first eight keep working
-) -> dict[str, Any]:  # fmt: skip
-    """API (``/evaluate``): how far to trust one map, as JSON-able data.
-
-    ``target`` and ``versus`` are a class index or name ("" or None: the top class / no
-    second class); ``baseline`` what removed pixels show ("blur" or "mean"). Returns the
-    map's deletion and insertion AUCs against a random map's, every quick method ranked,
-    the randomisation check's correlations and verdict, and the seconds each part took.
-    """
-    if image is None:
-        raise UserError(NO_PHOTO)
-    # "" or None: the default, as for the class arguments; checked before any model loads.
-    baseline = check_baseline(baseline or DEFAULT_BASELINE)
-    started = time.perf_counter()
-    loaded = resolve_model(arch=arch, weights=weights, checkpoint=checkpoint)
-    analysis = analyze(image=image, topk=5, model=loaded)
-    t, v = _class_arg(analysis, target), _class_arg(analysis, versus)
-    _check_time(analysis, check="all", stage=stage, method=method, versus=v, steps=DEFAULT_STEPS)
-    att = analysis.attribution(stage=stage, target=t, method=method, versus=v)
-    timings = {"analysis": time.perf_counter() - started}
-    mark = time.perf_counter()
-    faith = faithfulness(analysis, attribution=att, steps=DEFAULT_STEPS, baseline=baseline)
-    timings["faithfulness"], mark = time.perf_counter() - mark, time.perf_counter()
-    layer_stage = att.stage if att.stage in STAGES else "layer4"  # input methods: rank at layer4
-    ranking = rank_methods(
-        analysis, stage=layer_stage, target=att.target, versus=att.versus, steps=DEFAULT_STEPS, baseline=baseline
-    )
-    timings["ranking"], mark = time.perf_counter() - mark, time.perf_counter()
-    check = randomization_check(analysis, stage=stage, target=att.target, method=method)
-    timings["sanity"] = time.perf_counter() - mark
-    timings["total"] = time.perf_counter() - started
-    return {
-        "model": {"arch": analysis.arch, "weights": analysis.spec.label, "untrained": analysis.untrained},
-        "map": {"method": att.method, "stage": att.stage, "target": att.target, "target_label": att.target_label,
-                "versus": att.versus, "versus_label": att.versus_label},
-        "faithfulness": {"steps": faith.steps, "baseline": faith.baseline,
-                         "deletion_auc": faith.curves.deletion_auc, "insertion_auc": faith.curves.insertion_auc,
-                         "random_deletion_auc": faith.random.deletion_auc,
-                         "random_insertion_auc": faith.random.insertion_auc},
-        "ranking": {"stage": layer_stage, "methods": _scores_json(ranking)},
-        "sanity": {"steps": [{"randomized": s.name, "spearman": s.correlation} for s in check.steps],
-                   "passed": check.passed, "verdict": check.verdict},
-        "timings": timings,
-    }  # fmt: skip

@@ -8,9 +8,12 @@ from typing import Any
 
 import gradio as gr
 
+from ..explain.metric_cards import METRICS, POINTING
+from . import metric_cards_handlers as mc
 from . import trust_handlers as t
 from .cancellation import cancellable
 from .components import OpenRadio, OpenSlider
+from .evaluate_api import evaluate
 from .events import outputs_of
 from .method_gallery import method_gallery
 from .settings import IMAGE_FORMAT
@@ -24,6 +27,9 @@ TRUST_INTRO = """Two checks of the map above, computed only when you ask (each c
   then show the photo's average colour, with no shapes left at all.
 * **Randomisation** (Adebayo et al., 2018): re-initialise the network from the top down and recompute the map. A map
   that survives random weights (high rank correlation ρ) shows the photo's edges, not what the network learned.
+* **Metric cards**: ROAD, the drop in confidence, sparseness, complexity, max-sensitivity, the random-logit test, the
+  pointing games (give the object as a box `x0,y0,x1,y1` in the photo's pixels, or a class such as `cat` to
+  segment) and the deletion and insertion areas, each beside what a random map scores on this photo.
 """
 
 
@@ -44,6 +50,14 @@ class TrustPanel:
     rank_note: gr.Markdown
     sanity: gr.Gallery
     verdict: gr.Markdown
+    metrics: gr.CheckboxGroup  # the metric names
+    box: gr.Textbox  # "x0,y0,x1,y1" in the photo's pixels
+    object_class: gr.Textbox  # a class the segmentation model knows
+    compare: gr.Checkbox  # every quick method's cards too, for the figure
+    cards_button: gr.Button
+    cards_table: gr.Dataframe
+    cards_plot: gr.Plot
+    cards_note: gr.Markdown
 
 
 def build_trust_panel() -> TrustPanel:
@@ -81,11 +95,34 @@ def build_trust_panel() -> TrustPanel:
             columns=6, height=240, elem_id="sanity", object_fit="contain", format=IMAGE_FORMAT,
         )  # fmt: skip
         verdict = gr.Markdown(elem_id="verdict", latex_delimiters=[])
+        cards = _build_cards()
     return TrustPanel(
         show_gallery=show, gallery=gallery, steps=steps, baseline=baseline, faith_button=faith_btn,
         rank_button=rank_btn, sanity_button=sanity_btn, faith_plot=plot, faith_summary=faith_md, ranking=table,
-        rank_note=rank_md, sanity=sanity, verdict=verdict,
+        rank_note=rank_md, sanity=sanity, verdict=verdict, **cards,
     )  # fmt: skip
+
+
+def _build_cards() -> dict[str, Any]:
+    """The metric cards' controls and results, inside the accordion."""
+    metrics = gr.CheckboxGroup(
+        list(METRICS), value=[m for m in METRICS if m not in POINTING],
+        label="Metrics", elem_id="card-metrics",
+    )  # fmt: skip
+    with gr.Row():
+        box = gr.Textbox(label="Object box x0,y0,x1,y1 (photo pixels)", placeholder="e.g. 40,30,400,290",
+                         elem_id="card-box")  # fmt: skip
+        object_class = gr.Textbox(label="…or object class to segment", placeholder="e.g. cat", elem_id="card-object")
+        compare = gr.Checkbox(value=False, label="Compare every quick method (slower)", elem_id="card-compare")
+    button = gr.Button(mc.CARDS_LABEL, elem_id="cards-run")
+    table = gr.Dataframe(headers=mc.CARD_HEADERS, label="Metric cards of this map", interactive=False,
+                         elem_id="cards", wrap=True)  # fmt: skip
+    plot = gr.Plot(label="Methods on every metric", show_label=False, elem_id="cards-plot")
+    note = gr.Markdown(elem_id="cards-note", latex_delimiters=[])
+    return {
+        "metrics": metrics, "box": box, "object_class": object_class, "compare": compare, "cards_button": button,
+        "cards_table": table, "cards_plot": plot, "cards_note": note,
+    }  # fmt: skip
 
 
 def clear_results() -> t.TrustResults:
@@ -109,9 +146,14 @@ def wire_trust_panel(panel: TrustPanel, *, analysis: gr.State, controls: dict[st
     label_inputs = [analysis, c["stage"], c["method"], c["versus"], panel.steps]
     label_triggers = [c["stage"].change, c["method"].change, c["versus"].change, panel.steps.change]
     gr.on(label_triggers, t.trust_buttons, label_inputs, buttons, api_visibility="private", queue=False)
+    card_label_inputs = [analysis, c["stage"], c["method"], panel.steps, panel.metrics, panel.compare]
+    card_triggers = [c["stage"].change, c["method"].change, panel.steps.change, panel.metrics.change,
+                     panel.compare.change]  # fmt: skip
+    gr.on(card_triggers, mc.cards_button, card_label_inputs, panel.cards_button, api_visibility="private", queue=False)
     for event in photo_done:
         event.then(cancellable(method_gallery), gallery_inputs, panel.gallery, **heavy)
         event.then(t.trust_buttons, label_inputs, buttons, api_visibility="private", queue=False)
+        event.then(mc.cards_button, card_label_inputs, panel.cards_button, api_visibility="private", queue=False)
         event.then(clear_results, None, results, api_visibility="private", queue=False)
     panel.faith_button.click(
         cancellable(t.faithfulness_panel),
@@ -126,13 +168,23 @@ def wire_trust_panel(panel: TrustPanel, *, analysis: gr.State, controls: dict[st
         cancellable(t.sanity_panel), [analysis, c["method"], c["stage"], c["target"], c["versus"], c["opacity"]],
         outputs_of(t.SanityView, panel), **checks,
     )  # fmt: skip
+    panel.cards_button.click(
+        cancellable(mc.metric_cards_panel),
+        [analysis, c["stage"], c["target"], c["versus"], c["method"], panel.steps, panel.baseline, panel.metrics,
+         panel.box, panel.object_class, panel.compare],
+        outputs_of(mc.CardsView, panel), **checks,
+    )  # fmt: skip
     # /evaluate: the checks as JSON for scripts. The class arguments are free text (an index or a
     # name), so they get their own hidden boxes rather than the pickers, which accept listed values only.
-    # The baseline comes last, from the panel's radio: its value makes it optional for scripts.
+    # The baseline comes next, from the panel's radio: its value makes it optional for scripts; then the
+    # metric cards' inputs, empty by default so that the answers of existing scripts do not change.
     target_text = gr.Textbox(visible=False, label="target (class index or name; empty: the top class)")
     versus_text = gr.Textbox(visible=False, label="versus (class index or name; empty: none)")
+    metrics_text = gr.Textbox(visible=False, label="metrics (all, or a comma list of names; empty: no metric cards)")
+    box_text = gr.Textbox(visible=False, label="box (x0,y0,x1,y1 in the photo's pixels; empty: none)")
+    object_text = gr.Textbox(visible=False, label="object (a class to segment, e.g. cat; empty: none)")
     gr.Button(visible=False).click(
-        cancellable(t.evaluate),
+        cancellable(evaluate),
         [
             c["image"],
             c["arch"],
@@ -143,6 +195,9 @@ def wire_trust_panel(panel: TrustPanel, *, analysis: gr.State, controls: dict[st
             target_text,
             versus_text,
             panel.baseline,
+            metrics_text,
+            box_text,
+            object_text,
         ],
         gr.JSON(visible=False),
         api_name="evaluate",
