@@ -447,6 +447,14 @@ def test_metadata_and_accessors(small: LoadedModel, analysis: Analysis) -> None:
         "ablationcam",
     ]
     assert cheap_methods() == list(METHODS)[:8]
+    # Side by side (gallery, ranking): the cheap maps and those within QUICK_FORWARDS at every stage.
+    from resnet_demo.explain.methods import QUICK_FORWARDS, quick_methods
+
+    assert set(quick_methods()) - set(cheap_methods()) == {"guided-gradcam", "lrp", "crp", "dff"}
+    for slow in ("scorecam", "ig", "occlusion", "smoothgrad", "rise"):
+        entry = get_method(slow)
+        stages = ("input",) if entry.space == "input" else entry.supported_stages
+        assert max(entry.cost(s, dict(entry.options)) for s in stages) > QUICK_FORWARDS
     assert get_method("cam").supported_stages == ("layer4",) and get_method("gradcam").supported_stages == STAGES
     assert [m for m in METHODS if not get_method(m).class_specific] == ["eigencam"]
     assert analysis.loaded is small and analysis.prepared.crop.size == (SIZE, SIZE)

@@ -10,7 +10,7 @@ from torch import nn
 
 from resnet_demo.core.errors import UserError
 from resnet_demo.core.weights import LoadedModel
-from resnet_demo.explain import analyze, cheap_methods, get_method
+from resnet_demo.explain import analyze, get_method, quick_methods
 from resnet_demo.explain.baselines import BASELINES, blurred_baseline, make_baseline, mean_baseline
 from resnet_demo.explain.faithfulness import Curves, deletion_insertion, faithfulness, rank_methods
 from resnet_demo.explain.plots import faithfulness_figure
@@ -193,11 +193,11 @@ def test_faithfulness_of_an_analysis_is_cached_and_shares_the_random_map(small: 
     assert len(fig.data) == 4 and f"{first.curves.deletion_auc:.3f}" in fig.data[0].name
 
 
-def test_rank_methods_scores_every_cheap_method_of_the_stage(small: LoadedModel) -> None:  # noqa: F811
+def test_rank_methods_scores_every_quick_method_of_the_stage(small: LoadedModel) -> None:  # noqa: F811
     analysis = analyze(image=CAT, model=small)
     rows = rank_methods(analysis, stage="layer3")
-    expected = {m for m in cheap_methods() if get_method(m).stages is None or "layer3" in get_method(m).stages}
-    assert {r.method for r in rows} == expected and "gradcam" in expected
+    expected = {m for m in quick_methods() if get_method(m).stages is None or "layer3" in get_method(m).stages}
+    assert {r.method for r in rows} == expected and {"gradcam", "lrp", "crp", "dff"} <= expected
     assert [r.score for r in rows] == sorted((r.score for r in rows), reverse=True)
     for r in rows:
         assert r.score == pytest.approx(r.insertion_auc - r.deletion_auc)

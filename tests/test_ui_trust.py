@@ -23,7 +23,7 @@ from torch import nn
 from resnet_demo.core.model import STAGES, ResNet
 from resnet_demo.core.render import overlay
 from resnet_demo.core.weights import CHECKPOINT_FORMAT, LoadedModel, Preprocessing, WeightsSpec
-from resnet_demo.explain import QUESTIONS, REGISTRY, Analysis, analyze, cheap_methods
+from resnet_demo.explain import QUESTIONS, REGISTRY, Analysis, analyze, quick_methods
 from resnet_demo.explain.faithfulness import MAX_STEPS
 from resnet_demo.explain.sanity import randomization_check, verdict_step
 from resnet_demo.ui import evaluate_api as ev
@@ -167,13 +167,13 @@ def test_method_gallery_shows_every_quick_method(analysis: Analysis) -> None:
     first, second = _classes(analysis)
     update = g.method_gallery(analysis, True, "layer3", first, second, 0.5)
     tiles = update["value"]
-    assert update["visible"] is True and len(tiles) == len(cheap_methods())
-    captions = dict(zip(cheap_methods(), (c for _img, c in tiles), strict=True))
+    assert update["visible"] is True and len(tiles) == len(quick_methods())
+    captions = dict(zip(quick_methods(), (c for _img, c in tiles), strict=True))
     assert captions["cam"] == "CAM: not available at layer3 (layer4 only)"
     assert "ignores the class" in captions["eigencam"]
     assert captions["layercam"].startswith("LayerCAM · ")
     assert all(img.size == analysis.crop.size for img, _c in tiles)
-    for name, (img, _c) in zip(cheap_methods(), tiles, strict=True):
+    for name, (img, _c) in zip(quick_methods(), tiles, strict=True):
         if name != "cam":  # each tile is that method's own contrastive map (Eigen-CAM's plain one)
             v = second if REGISTRY[name].class_specific else None
             heat = analysis.attribution(stage="layer3", target=first, method=name, versus=v).heatmap
@@ -204,7 +204,7 @@ def test_faithfulness_panel(analysis: Analysis) -> None:
 def test_ranking_panel_ranks_the_quick_methods(analysis: Analysis) -> None:
     rows, note = t.ranking_panel(analysis, "layer4", TOP, NONE, 4)
     ranked, chance = rows[:-1], rows[-1]
-    assert len(ranked) == len(cheap_methods())  # every quick method works at layer4
+    assert len(ranked) == len(quick_methods())  # every quick method works at layer4
     assert [r[0] for r in ranked] == [str(i) for i in range(1, len(ranked) + 1)]
     scores = [float(r[4]) for r in ranked]
     assert all(float(r[4]) == pytest.approx(float(r[2]) - float(r[3]), abs=2e-3) for r in rows)
@@ -438,7 +438,7 @@ def test_metric_cards_panel(analysis: Analysis) -> None:
     _rows, compared, _note = mc.metric_cards_panel(
         analysis, "layer4", TOP, NONE, "gradcam", 4, "blur", ["sparseness", "complexity"], "", "", True
     )
-    assert len(compared.data) == len(cheap_methods()) + 1  # every quick method at layer4, and the random map
+    assert len(compared.data) == len(quick_methods()) + 1  # every quick method at layer4, and the random map
     assert len(everything) == len(mc.parse_metrics("all")[0])
 
 

@@ -73,6 +73,7 @@ from .methods import (
     cheap_methods,
     get_method,
     grouped_methods,
+    quick_methods,
     register,
     unregister,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "find_class",
     "get_method",
     "grouped_methods",
+    "quick_methods",
     "inference_model",
     "check_budget",
     "method_cost",

@@ -30,7 +30,7 @@ Choices, in one place:
   ``batch_size`` under inference mode; several maps share one stream of batches.
 
 :func:`faithfulness` scores one map of an :class:`~resnet_demo.explain.Analysis` (cached
-per analysis); :func:`rank_methods` scores every cheap method at one stage and ranks them.
+per analysis); :func:`rank_methods` scores every quick method (:func:`~.methods.quick_methods`) at one stage and ranks them.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from ..core.errors import InvalidValue, UserError
 from ..core.model import check_stage
 from .analysis import Analysis
 from .baselines import BASELINES, check_baseline, make_baseline
-from .methods import cheap_methods, get_method
+from .methods import get_method, quick_methods
 from .results import Attribution
 
 __all__ = [
@@ -452,7 +452,7 @@ def rank_methods(
     baseline: str = "blur",
     progress: Progress | None = None,
 ) -> list[MethodScore]:
-    """Every cheap method that supports ``stage`` (and ``versus``), ranked by insertion AUC
+    """Every quick method that supports ``stage`` (and ``versus``), ranked by insertion AUC
     minus deletion AUC on this photo, best first.
 
     One ``baseline`` (a key of :data:`BASELINES`) and one random-map curve serve all
@@ -462,14 +462,14 @@ def rank_methods(
     """
     stage = check_stage(stage)
     check_baseline(baseline)
-    names = [m for m in cheap_methods() if supports(m, stage, versus)]
+    names = [m for m in quick_methods() if supports(m, stage, versus)]
     if not names:
-        raise UserError(f"No cheap method supports {stage}{' with a second class' if versus is not None else ''}.")
+        raise UserError(f"No quick method supports {stage}{' with a second class' if versus is not None else ''}.")
     atts = []
     for i, name in enumerate(names):
         atts.append(analysis.attribution(stage=stage, target=target, method=name, versus=versus))
         if progress is not None:
-            progress(0.1 * (i + 1) / len(names))  # the maps are cheap; the forwards are the work
+            progress(0.1 * (i + 1) / len(names))  # the maps take a few forwards at most; the curves are the work
 
     def curve_progress(done: float) -> None:
         if progress is not None:

@@ -37,12 +37,14 @@ __all__ = [
     "FinishedMap",
     "Method",
     "MethodCall",
+    "QUICK_FORWARDS",
     "QUESTIONS",
     "Question",
     "cheap_methods",
     "check_range",
     "get_method",
     "grouped_methods",
+    "quick_methods",
     "method_options",
     "no_progress",
     "register",
@@ -176,6 +178,24 @@ def check_range(*, value: int, low: int, high: int, what: str, method: str) -> i
     if not low <= value <= high:
         raise InvalidValue(f"{method} takes {low} to {high} {what}, not {value}.")
     return value
+
+
+# A map that costs at most this many forward passes at every stage it supports (default options)
+# joins the cheap ones in the side-by-side gallery and the faithfulness ranking.
+QUICK_FORWARDS = 10.0
+
+
+def quick_methods() -> list[str]:
+    """Names of the methods quick enough to compute side by side: the cheap ones, and those whose map
+    costs at most :data:`QUICK_FORWARDS` forwards at every stage (LRP, CRP, DFF, Guided Grad-CAM), in
+    registry order."""
+    out = []
+    for name, m in list(REGISTRY.items()):
+        options = dict(m.options)
+        stages = ("input",) if m.space == "input" else m.supported_stages
+        if m.cheap or max(m.cost(s, options) for s in stages) <= QUICK_FORWARDS:
+            out.append(name)
+    return out
 
 
 def cheap_methods() -> list[str]:

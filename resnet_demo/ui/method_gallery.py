@@ -1,7 +1,7 @@
 """The "compare methods" gallery: every quick method's map at one stage, for one class, side by side.
 
-All of them come from the analysis in the user's state (its stored pass and at most one
-shared backward): no new forward pass.
+The cheap ones come from the analysis in the user's state (its stored pass and at most one
+shared backward); the others (LRP, CRP, DFF, Guided Grad-CAM) cost a few forwards each.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import PIL.Image
 import PIL.ImageEnhance
 
 from ..core.render import overlay
-from ..explain import REGISTRY, Analysis, cheap_methods
+from ..explain import REGISTRY, Analysis, quick_methods
 from .analysis_store import stored
 from .components import user_errors
 from .explain_handlers import class_index
@@ -50,7 +50,7 @@ def gallery_tiles(
     """Every quick method (registry order) at ``stage`` for ``target`` (None: the top class)."""
     return [
         _tile(analysis, name=name, stage=stage, target=target, versus=versus, opacity=opacity)
-        for name in cheap_methods()
+        for name in quick_methods()
     ]
 
 

@@ -15,7 +15,7 @@ import gradio as gr
 import PIL.Image
 
 from ..core.render import overlay
-from ..explain import METHODS, REGISTRY, Analysis, cheap_methods, get_method, method_cost
+from ..explain import METHODS, REGISTRY, Analysis, get_method, method_cost, quick_methods
 from ..explain.baselines import BASELINES
 from ..explain.faithfulness import Faithfulness, MethodScore, check_steps, faithfulness, rank_methods
 from ..explain.plots import faithfulness_figure
@@ -98,8 +98,9 @@ def _curve_images(steps: int, maps: int) -> int:
 
 
 def rankable(stage: str, versus: int | None) -> list[str]:
+    """The quick methods the ranking scores at ``stage`` (with ``versus``, the class-specific ones)."""
     out = []
-    for name in cheap_methods():
+    for name in quick_methods():
         entry = REGISTRY[name]
         if (entry.stages is None or stage in entry.stages) and (versus is None or entry.class_specific):
             out.append(name)
@@ -125,9 +126,14 @@ def expected_seconds(
     # size), a forward and the map.
     params = sum(p.numel() for p in analysis.loaded.model.parameters())
     sanity = len(SANITY_STEPS) * (_COPY_S_PER_PARAM * params + 2 * forward_s(analysis) + map_s)
+    ranked = rankable(stage, versus)
+    # The cheap maps come from the analysis's one backward; the others (LRP, CRP, ...) cost their own.
+    maps_s = sum(
+        method_cost(method=m, arch=analysis.arch, stage=map_stage(m, stage)) for m in ranked if not REGISTRY[m].cheap
+    )
     return {
         "faithfulness": _curve_images(steps, 1) * per_image,
-        "ranking": _curve_images(steps, len(rankable(stage, versus))) * per_image,
+        "ranking": _curve_images(steps, len(ranked)) * per_image + maps_s,
         "sanity": sanity,
     }
 
