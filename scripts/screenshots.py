@@ -1,9 +1,12 @@
-"""Screenshots of the Explain tab for the README: the method gallery and the trust panel.
+"""Screenshots for the README: the Explain tab's method gallery, trust panel, metric cards and
+concepts (CRP, DFF), the Transfer tab's backbone and the Audit tab.
 
 Starts the app in this process on a fine-tuned checkpoint, opens it in Debian's Chromium
 (headless, through Playwright), uploads one photo, opens the views and writes
-``docs/screenshot-methods.png`` and ``docs/screenshot-trust.png``, then the Transfer tab's
-backbone diagram (``docs/screenshot-transfer-backbone.png``). Not run by the tests.
+``docs/screenshot-methods.png``, ``docs/screenshot-trust.png``, ``docs/screenshot-metrics.png``,
+``docs/screenshot-concepts.png`` and ``docs/screenshot-dff.png``, then the Transfer tab's backbone
+diagram (``docs/screenshot-transfer-backbone.png``) and the Audit tab on the sample set
+(``docs/screenshot-audit.png``). Not run by the tests.
 
 Offline there are no ImageNet weights; a ResNet-50 fine-tuned on the generated shapes
 shows what the app does with a model that has learned something::
@@ -104,6 +107,48 @@ def shoot(page, *, image: Path, out: Path) -> list[Path]:
     return [methods, trust]
 
 
+def shoot_concepts(page, *, out: Path) -> list[Path]:
+    """On the photo already analysed: the metric cards of the layer3 Grad-CAM (after the trust checks),
+    then CRP's concept tiles at layer3 and DFF's parts at layer4 in colour, with their legend."""
+    page.locator("#cards-run").click()
+    page.locator("#cards-note").get_by_text("Metric cards of").wait_for()
+    page.locator("#cards-plot .js-plotly-plot").first.wait_for()
+    page.wait_for_timeout(1500)
+    cards = out / "screenshot-metrics.png"
+    page.screenshot(path=cards, full_page=True, clip=clip_between(page, "#card-metrics", "#cards-note"))
+
+    page.locator("#concepts").get_by_text("What the network looks for").first.click()
+    page.locator("#concepts-run").click()
+    page.locator("#concept-legend").get_by_text("carry the most relevance").wait_for()
+    page.locator("#concept-tiles img").nth(5).wait_for()
+    page.wait_for_timeout(1000)
+    crp = out / "screenshot-concepts.png"
+    page.screenshot(path=crp, full_page=True, clip=clip_between(page, "#concepts", "#concept-legend"))
+
+    page.locator("#stage").get_by_text("layer4", exact=True).click()
+    page.locator("#caption").get_by_text("layer4").wait_for()
+    page.locator("#concept-kind").get_by_text("Factorisation (DFF)").click()
+    page.locator("#concepts-run").click()
+    page.locator("#concept-legend").get_by_text("factorised into").wait_for()
+    page.wait_for_timeout(1000)
+    dff = out / "screenshot-dff.png"
+    page.screenshot(path=dff, full_page=True, clip=clip_between(page, "#concepts", "#concept-legend"))
+    return [cards, crp, dff]
+
+
+def shoot_audit(page, *, out: Path) -> list[Path]:
+    """The Audit tab on the generated sample set, with the fine-tuned checkpoint the page opened with."""
+    page.get_by_role("tab", name="Audit").click()
+    page.locator("#audit-data").get_by_text("The sample set").click()
+    page.locator("#audit-run").click()
+    page.locator("#audit-summary").get_by_text("image(s)").wait_for()
+    page.locator("#audit-clusters img").first.wait_for()
+    page.wait_for_timeout(1500)
+    path = out / "screenshot-audit.png"
+    page.screenshot(path=path, full_page=True, clip=clip_between(page, "#audit-summary", "#audit-clusters"))
+    return [path]
+
+
 def shoot_transfer(page, *, out: Path) -> list[Path]:
     """The Transfer tab's backbone diagram for DeepLabV3 on ResNet-50: the stages its heads read and its
     dilated stages. It depends on the architecture only, not on weights, so offline it is what it is online."""
@@ -131,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                     page = browser.new_context(viewport=VIEWPORT).new_page()
                     page.set_default_timeout(TIMEOUT_MS)
                     page.goto(demo.local_url)
-                    written = shoot(page, image=args.image, out=args.out) + shoot_transfer(page, out=args.out)
+                    written = shoot(page, image=args.image, out=args.out) + shoot_concepts(page, out=args.out)
+                    written += shoot_transfer(page, out=args.out) + shoot_audit(page, out=args.out)
                 finally:
                     browser.close()
         finally:

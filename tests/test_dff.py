@@ -14,13 +14,12 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import NMF
 
 from resnet_demo.core.errors import UserError
-from resnet_demo.core.model import ResNet
 from resnet_demo.core.weights import LoadedModel
 from resnet_demo.explain import Analysis, analyze, method_cost, prepare
 from resnet_demo.explain.dff import concept_colours, concept_overlay, concepts, factorize
 
 from .conftest import EXAMPLES
-from .test_explain import _frozen, _randomize_bn, _spec
+from .test_explain import small_model
 
 CAT = EXAMPLES / "cat.jpg"
 SIZE = 112  # layer4 is 4x4: 16 positions for 5 concepts
@@ -30,11 +29,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 
 @pytest.fixture(scope="module")
 def small() -> LoadedModel:
-    """One bottleneck per stage, 10 classes, random BN statistics (so folding is not a no-op), 112 px."""
-    torch.manual_seed(0)
-    model = ResNet((1, 1, 1, 1), num_classes=10)
-    _randomize_bn(model, seed=1)
-    return LoadedModel(_frozen(model), _spec("small", classes=10, crop=SIZE))
+    """One bottleneck per stage, 10 classes, random BN statistics, 112 px."""
+    return small_model(crop=SIZE)
 
 
 @pytest.fixture(scope="module")

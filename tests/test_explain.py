@@ -74,13 +74,19 @@ def _frozen(model: ResNet) -> ResNet:
     return model.eval().requires_grad_(False)
 
 
-@pytest.fixture(scope="module")
-def small() -> LoadedModel:
-    """A small ResNet (one bottleneck per stage, 10 classes) with random BN statistics."""
+def small_model(*, crop: int = 64) -> LoadedModel:
+    """A small ResNet (one bottleneck per stage, 10 classes) with random BN statistics (so folding
+    is not a no-op), its crop ``crop`` px: the same network for every crop."""
     torch.manual_seed(0)
     model = ResNet((1, 1, 1, 1), num_classes=10)
     _randomize_bn(model, seed=1)
-    return LoadedModel(_frozen(model), _spec("small", classes=10))
+    return LoadedModel(_frozen(model), _spec("small", classes=10, crop=crop))
+
+
+@pytest.fixture(scope="module")
+def small() -> LoadedModel:
+    """A small ResNet (one bottleneck per stage, 10 classes) with random BN statistics."""
+    return small_model()
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,13 @@ from torch import nn
 
 from resnet_demo.core.cancel import Cancelled, cancel_scope
 from resnet_demo.core.errors import UserError
-from resnet_demo.core.model import ResNet
 from resnet_demo.core.weights import LoadedModel
 from resnet_demo.explain import Analysis, analyze, method_cost, prepare
 from resnet_demo.explain.rise import rise_saliency
 from resnet_demo.explain.smoothgrad import SMOOTHGRAD_BATCH
 
 from .conftest import EXAMPLES
-from .test_explain import _frozen, _randomize_bn, _spec
+from .test_explain import small_model
 
 CAT = EXAMPLES / "cat.jpg"
 SIZE = 64
@@ -29,11 +28,8 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def small() -> LoadedModel:
-    """One bottleneck per stage, 10 classes, random BN statistics (so folding is not a no-op), 64 px."""
-    torch.manual_seed(0)
-    model = ResNet((1, 1, 1, 1), num_classes=10)
-    _randomize_bn(model, seed=1)
-    return LoadedModel(_frozen(model), _spec("small", classes=10, crop=SIZE))
+    """One bottleneck per stage, 10 classes, random BN statistics, 64 px."""
+    return small_model(crop=SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from . import audit_handlers as h
 from .cancellation import cancellable
 from .events import outputs_of
 from .model_choice import ARCH_CHOICES, WEIGHT_CHOICES, checkpoint_visibility
+from .settings import IMAGE_FORMAT
 
 _INTRO = """
 Where does the model look **across a whole data set**? Every image is explained (Grad-CAM at the stage
@@ -27,9 +28,12 @@ def build_audit_tab(*, arch: str, weights: str) -> None:
         with gr.Column():
             # Any value reaches the handler, which answers a wrong one with the app's sentence, not Gradio's.
             data_in = gr.Radio(
-                [("My zip", "zip"), ("The sample set (coloured shapes)", h.SAMPLE)], value="zip", label="Data"
+                [("My zip", "zip"), ("The sample set (coloured shapes)", h.SAMPLE)],
+                value="zip",
+                label="Data",
+                elem_id="audit-data",
             )
-            zip_in = gr.File(label="Zip of images", file_types=[".zip"], type="filepath")
+            zip_in = gr.File(label="Zip of images", file_types=[".zip"], type="filepath", elem_id="audit-zip")
         with gr.Column():
             arch_in = gr.Dropdown(ARCH_CHOICES, value=arch, label="Architecture", allow_custom_value=True)
             weights_in = gr.Dropdown(WEIGHT_CHOICES, value=weights, label="Weights", allow_custom_value=True)
@@ -41,15 +45,27 @@ def build_audit_tab(*, arch: str, weights: str) -> None:
                 run = gr.Button("Audit", variant="primary", elem_id="audit-run")
                 stop = gr.Button("Cancel", elem_id="audit-cancel")
     panels = {
-        "audit_summary": gr.Markdown(),
+        "audit_summary": gr.Markdown(elem_id="audit-summary"),
         "class_table": gr.Dataframe(
             headers=["class", "images", "accuracy", "clusters", "odd cluster's size"],
             label="Per class",
             interactive=False,
+            elem_id="audit-classes",
         ),  # fmt: skip
-        "clusters": gr.Gallery(label="Clusters: mean map, then typical images (the odd cluster first)", columns=5),
-        "misclassified": gr.Gallery(label="Misclassified, with their maps", columns=6),
-        "report": gr.File(label="Report (report.html opens offline) and every file (zip)", file_count="multiple"),
+        "clusters": gr.Gallery(
+            label="Clusters: mean map, then typical images (the odd cluster first)",
+            columns=5,
+            elem_id="audit-clusters",
+            format=IMAGE_FORMAT,
+        ),  # fmt: skip
+        "misclassified": gr.Gallery(
+            label="Misclassified, with their maps", columns=6, elem_id="audit-misclassified", format=IMAGE_FORMAT
+        ),
+        "report": gr.File(
+            label="Report (report.html opens offline) and every file (zip)",
+            file_count="multiple",
+            elem_id="audit-report",
+        ),  # fmt: skip
     }
     weights_in.change(checkpoint_visibility, weights_in, checkpoint_in, api_visibility="private", queue=False)
     event = run.click(
