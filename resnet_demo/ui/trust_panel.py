@@ -180,9 +180,11 @@ def wire_trust_panel(panel: TrustPanel, *, analysis: gr.State, controls: dict[st
     # metric cards' inputs, empty by default so that the answers of existing scripts do not change.
     target_text = gr.Textbox(visible=False, label="target (class index or name; empty: the top class)")
     versus_text = gr.Textbox(visible=False, label="versus (class index or name; empty: none)")
-    metrics_text = gr.Textbox(visible=False, label="metrics (all, or a comma list of names; empty: no metric cards)")
-    box_text = gr.Textbox(visible=False, label="box (x0,y0,x1,y1 in the photo's pixels; empty: none)")
-    object_text = gr.Textbox(visible=False, label="object (a class to segment, e.g. cat; empty: none)")
+    metrics_text = gr.Textbox(
+        "", visible=False, label="metrics (all, or a comma list of names; empty: no metric cards)"
+    )
+    box_text = gr.Textbox("", visible=False, label="box (x0,y0,x1,y1 in the photo's pixels; empty: none)")
+    object_text = gr.Textbox("", visible=False, label="object (a class to segment, e.g. cat; empty: none)")
     gr.Button(visible=False).click(
         cancellable(evaluate),
         [
