@@ -45,3 +45,10 @@ def test_tab_wires_the_audit_endpoint() -> None:
     named = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name and fn.api_visibility != "private"}
     assert set(named) == {"audit"}
     assert named["audit"].concurrency_id == "checks" and len(named["audit"].outputs) == 5
+
+
+def test_tab_starts_on_the_checkpoint_the_app_started_on(finetuned: Path) -> None:
+    with gr.Blocks() as blocks:
+        build_audit_tab(arch="resnet50", weights="upload", checkpoint=str(finetuned))
+    files = [b for b in blocks.blocks.values() if isinstance(b, gr.File) and "checkpoint" in (b.label or "")]
+    assert len(files) == 1 and files[0].visible and files[0].value is not None

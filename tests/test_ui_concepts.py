@@ -50,7 +50,8 @@ def test_crp_tiles_are_the_engines_concepts(analysis: Analysis) -> None:
     assert view.concept_channels == [x.channel for x in found] and view.concept_stage == "layer3"
     assert len(view.concept_tiles) == 4
     for (image, caption), x, i in zip(view.concept_tiles, found, range(4), strict=True):
-        assert caption == f"concept {i + 1} · channel {x.channel}: {x.share:.0%} of the relevance, here"
+        assert caption == f"#{i + 1} · channel {x.channel} · {x.share:.1%}"
+        assert f"#{i + 1} channel {x.channel}: {x.share:.1%}" in view.concept_legend
         expected = overlay(image=analysis.crop, heatmap=x.heatmap, opacity=0.5)
         assert np.array_equal(np.asarray(image), np.asarray(expected))
     # The legend names the class escaped (a class name is data, never markup) and the shares' total.
@@ -58,7 +59,7 @@ def test_crp_tiles_are_the_engines_concepts(analysis: Analysis) -> None:
         "&lt;b&gt;"
         in c.concepts_view(analysis, "crp", "layer3", 0, 4, 0.5, progress=lambda *a, **k: None).concept_legend
     )
-    assert f"{sum(x.share for x in found):.0%} of it" in view.concept_legend
+    assert f"(together {sum(x.share for x in found):.1%})" in view.concept_legend
 
 
 def test_dff_overlay_and_legend(analysis: Analysis) -> None:

@@ -20,8 +20,11 @@ audit the generated sample set.
 """
 
 
-def build_audit_tab(*, arch: str, weights: str) -> None:
-    """Lay out the tab inside an open ``gr.Tab`` and wire its event; nothing in it talks to other tabs."""
+def build_audit_tab(*, arch: str, weights: str, checkpoint: str | None = None) -> None:
+    """Lay out the tab inside an open ``gr.Tab`` and wire its event; nothing in it talks to other tabs.
+
+    ``weights`` and ``checkpoint`` are the pickers' first values, as the Explain tab's (a checkpoint
+    the app started on is shown, as if uploaded)."""
     gr.Markdown(_INTRO)
     gr.Markdown(h.limits_note())
     with gr.Row():
@@ -39,7 +42,7 @@ def build_audit_tab(*, arch: str, weights: str) -> None:
             weights_in = gr.Dropdown(WEIGHT_CHOICES, value=weights, label="Weights", allow_custom_value=True)
             checkpoint_in = gr.File(
                 label="Fine-tuned checkpoint (.pth)", file_types=[".pth", ".safetensors"], type="filepath",
-                visible=False,
+                value=checkpoint, visible=checkpoint is not None,
             )  # fmt: skip
             with gr.Row():
                 run = gr.Button("Audit", variant="primary", elem_id="audit-run")

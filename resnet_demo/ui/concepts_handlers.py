@@ -110,19 +110,25 @@ def _crp_view(analysis: Analysis, *, stage: str, target: int, k: int, opacity: f
     tiles = [
         (
             overlay(image=analysis.crop, heatmap=c.heatmap, opacity=opacity),
-            f"concept {i + 1} · channel {c.channel}: {c.share:.0%} of the relevance, here",
+            f"#{i + 1} · channel {c.channel} · {_share(c.share)}",
         )
         for i, c in enumerate(found)
     ]
     total = sum(c.share for c in found)
+    shares = ", ".join(f"#{i + 1} channel {c.channel}: {_share(c.share)}" for i, c in enumerate(found))
     legend = (
         f"The {len(found)} channels of **{stage}** that carry the most relevance of class "
-        f"**{md_text(analysis.categories[target])}** ({analysis.prob(target):.1%}): together {total:.0%} of it. "
-        "Each tile shows where on the photo its relevance comes from. "
-        "**Click a tile** to see that channel first in the feature maps below."
+        f"**{md_text(analysis.categories[target])}** ({analysis.prob(target):.1%}), of the relevance at the "
+        f"stage: {shares} (together {_share(total)}). Each tile shows where on the photo that channel's "
+        "relevance comes from. **Click a tile** to see that channel first in the feature maps below."
     )
     channels = [c.channel for c in found]
     return ConceptsView(concept_tiles=tiles, concept_legend=legend, concept_channels=channels, concept_stage=stage)
+
+
+def _share(share: float) -> str:
+    # One decimal: a stage has hundreds of channels, so one channel's share is often under 1%.
+    return f"{share:.1%}"
 
 
 def _dff_view(analysis: Analysis, *, stage: str, target: int, k: int, opacity: float) -> ConceptsView:

@@ -78,7 +78,7 @@ def build_demo(
             with gr.Tab("Slim", id="slim"):
                 slimmed = build_slim_tab(trained=finetune.checkpoint)
             with gr.Tab("Audit", id="audit"):
-                build_audit_tab(arch=arch, weights=weights)
+                build_audit_tab(arch=arch, weights=weights, checkpoint=start_checkpoint)
 
         # The diagram shows the model of the last explained photo, coloured by it.
         explain.explained.then(lambda a: a, explain.arch, architecture.arch, api_visibility="private", queue=False)
