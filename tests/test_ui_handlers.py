@@ -14,6 +14,7 @@ import pytest
 from resnet_demo.explain import analyze
 from resnet_demo.ui import architecture_handlers, compare_handlers, model_choice
 from resnet_demo.ui import explain_handlers as h
+from resnet_demo.ui import method_menu as menu
 from resnet_demo.ui.analysis_store import DISPLAY_MAX, AnalysisStore, stored
 from resnet_demo.ui.architecture_handlers import architecture_view
 from resnet_demo.ui.components import SafeImage
@@ -255,7 +256,7 @@ def test_picker_updates() -> None:
     assert model_choice.checkpoint_visibility("imagenet-v2")["visible"] is False
     assert model_choice.start_choice(weights="imagenet-v1") == ("imagenet-v1", None)
     assert model_choice.start_choice(weights="/x/ft.pth") == (model_choice.UPLOAD, "/x/ft.pth")
-    methods = [value for _label, value in h.method_picker("resnet152", "layer3")["choices"]]
+    methods = [value for _label, value in menu.method_picker("resnet152", "layer3")["choices"]]
     assert methods[0] == "gradcam" and len(methods) == len(set(methods))
     blocks, stage_rows = architecture_handlers.arch_changed("resnet101")
     assert blocks["value"] == "layer3.0" and "layer3.22" in [v for _label, v in blocks["choices"]]

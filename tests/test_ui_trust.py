@@ -29,6 +29,7 @@ from resnet_demo.explain.sanity import randomization_check, verdict_step
 from resnet_demo.ui import evaluate_api as ev
 from resnet_demo.ui import explain_handlers as h
 from resnet_demo.ui import method_gallery as g
+from resnet_demo.ui import method_menu as menu
 from resnet_demo.ui import metric_cards_handlers as mc
 from resnet_demo.ui import trust_handlers as t
 from resnet_demo.ui.analysis_store import stored
@@ -143,15 +144,15 @@ def test_strip_follows_a_quick_method_and_falls_back_to_gradcam(analysis: Analys
 def test_unsupported_stage_is_a_sentence_and_the_picker_moves(analysis: Analysis) -> None:
     with pytest.raises(gr.Error, match="layer4"):
         h.rerender(analysis, "layer3", TOP, NONE, "cam", 0.5, "crop")
-    assert h.method_changed("cam", "layer3") == "layer4"
-    assert h.method_changed("cam", "layer4") == gr.skip()  # nothing to change
-    assert h.method_changed("gradcam", "stem") == gr.skip()
+    assert menu.method_changed("cam", "layer3") == "layer4"
+    assert menu.method_changed("cam", "layer4") == gr.skip()  # nothing to change
+    assert menu.method_changed("gradcam", "stem") == gr.skip()
     with pytest.raises(gr.Error, match="Unknown method"):
-        h.method_changed("no-such-method", "layer4")
+        menu.method_changed("no-such-method", "layer4")
 
 
 def test_method_picker_lists_the_registry_with_costs_and_limits() -> None:
-    choices = h.method_choices(arch="resnet152", stage="layer4")
+    choices = menu.method_choices(arch="resnet152", stage="layer4")
     assert sorted(v for _label, v in choices) == sorted(REGISTRY)
     labels = dict((v, label) for label, v in choices)
     # Grouped by the question the map answers, in QUESTIONS' order, each label saying its group.

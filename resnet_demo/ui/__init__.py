@@ -3,10 +3,12 @@
 * :mod:`.demo`: ``build_demo`` (the banner, the tabs, the events across tabs) and the command line;
 * :mod:`.settings`: queue and upload limits, theme and CSS;
 * one ``*_tab`` module per tab (layout and events) with its ``*_handlers`` (plain functions):
-  Explain, Architecture, Compare depths, Transfer, Fine-tune, Slim;
-* :mod:`.method_gallery` (every quick method side by side) and :mod:`.trust_panel` with
-  :mod:`.trust_handlers` (faithfulness curves, the method ranking, the randomisation
-  sanity check, the ``/evaluate`` endpoint): the Explain tab's explanation extras;
+  Explain, Architecture, Compare depths, Transfer, Fine-tune, Slim, Audit;
+* the Explain tab's explanation extras: :mod:`.method_menu` (the methods grouped by the question
+  they answer), :mod:`.method_gallery` (every quick method side by side), :mod:`.concepts_panel`
+  with :mod:`.concepts_handlers` (CRP's and DFF's concepts), and :mod:`.trust_panel` with
+  :mod:`.trust_handlers` (faithfulness curves, the method ranking, the randomisation sanity
+  check), :mod:`.metric_cards_handlers` (the metric cards) and :mod:`.evaluate_api` (``/evaluate``);
 * :mod:`.model_choice`: the model and weights pickers and the weights banner;
 * :mod:`.finetune_job` and :mod:`.session_folders`: the server's one training job (fine-tune or slim), and each
   browser session's work folder and downloadable checkpoint;

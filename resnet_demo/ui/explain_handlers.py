@@ -20,13 +20,10 @@ from ..core.model import STAGES
 from ..core.render import check_opacity, overlay
 from ..explain import (
     METHODS,
-    QUESTIONS,
-    REGISTRY,
     Analysis,
     Attribution,
     analyze,
     get_method,
-    grouped_methods,
     method_cost,
     overlay_on_full,
     prepare,
@@ -115,42 +112,6 @@ class Settings:
     method: str = "gradcam"
     opacity: float = 0.5
     view: str = "crop"
-
-
-def method_choices(*, arch: str, stage: str = "layer4") -> list[tuple[str, str]]:
-    """Method picker entries grouped by the question they answer ("Where · Grad-CAM"), registry order
-    within; the slow ones say their expected time here at ``stage``, the ones tied to some stages say which."""
-    out = []
-    for name in grouped_methods():
-        entry = REGISTRY[name]
-        label = f"{entry.answers.capitalize()} · {entry.label}"
-        supported = entry.space == "input" or entry.stages is None or stage in entry.stages
-        text = label if entry.stages is None or entry.space == "input" else f"{label} ({', '.join(entry.stages)} only)"
-        # Priced where it would run: an unsupported stage is switched to the method's first one.
-        where = stage if supported else entry.stages[0]  # type: ignore[index]
-        cost = method_cost(method=name, arch=arch, stage=where)
-        out.append((text if cost < 1.0 else f"{text} (~{cost:.0f} s here)", name))
-    return out
-
-
-def method_guide() -> str:
-    """One line per group of the method picker: the question its maps answer."""
-    return "\n".join(f"- **{q.capitalize()}**: {text}." for q, text in QUESTIONS.items())
-
-
-def method_picker(arch: str, stage: str = "layer4") -> dict[str, Any]:
-    """The method picker for a newly picked model or stage: the costs differ with both."""
-    return gr.update(choices=method_choices(arch=arch, stage=stage))
-
-
-@user_errors
-def method_changed(method: str, stage: str) -> Any:
-    """A method that has no map at the current stage moves the stage to one it has, and says so."""
-    entry = get_method(method)
-    if entry.space == "input" or entry.stages is None or stage in entry.stages:
-        return gr.skip()
-    gr.Info(f"{entry.label} works at {' and '.join(entry.stages)} only: the stage is now {entry.stages[-1]}.")
-    return entry.stages[-1]
 
 
 def label_dict(analysis: Analysis) -> dict[str, float]:

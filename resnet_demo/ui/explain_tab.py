@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from . import explain_handlers as h
+from . import method_menu as menu
 from .cancellation import cancellable
 from .components import OpenRadio, OpenSlider, SafeImage, example_photos, own_cache, stage_gallery
 from .concepts_panel import ConceptsPanel, build_concepts_panel, wire_concepts_panel
@@ -107,12 +108,12 @@ def build_explain_tab(
                 )
             with gr.Row():
                 method = gr.Dropdown(
-                    h.method_choices(arch=arch), value=first.method, label="Method", elem_id="method",
+                    menu.method_choices(arch=arch), value=first.method, label="Method", elem_id="method",
                     allow_custom_value=True,
                 )  # fmt: skip
                 opacity = OpenSlider(0.0, 1.0, value=first.opacity, step=0.05, label="Heat-map opacity")
             with gr.Accordion("What each kind of method answers", open=False, elem_id="method-guide"):
-                gr.Markdown(h.method_guide(), latex_delimiters=[])
+                gr.Markdown(menu.method_guide(), latex_delimiters=[])
             heatmap, slider, caption, raw = _map_views()
     with gr.Row(equal_height=True):
         strip = stage_gallery(label="Grad-CAM at every stage, same class", elem_id="strip", height=220, scale=5)
@@ -190,7 +191,7 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
         concurrency_limit=1,
     )
     # The methods' expected times depend on the model and the stage.
-    gr.on([tab.arch.change, tab.stage.change], h.method_picker, [tab.arch, tab.stage], tab.method, **_QUIET)
+    gr.on([tab.arch.change, tab.stage.change], menu.method_picker, [tab.arch, tab.stage], tab.method, **_QUIET)
 
     above = {"analysis": analysis, "status": status}  # the user's state and the banner: above the tabs
     inputs = [tab.image, *model_inputs, tab.stage, tab.method, tab.opacity, tab.view]
@@ -222,7 +223,7 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
         [tab.stage.input, tab.target.input, tab.versus.input, tab.opacity.release, tab.view.change],
         cancellable(h.rerender), view_inputs, view_outputs, **_VIEW,
     )  # fmt: skip
-    tab.method.input(h.method_changed, [tab.method, tab.stage], tab.stage, **_QUIET).then(
+    tab.method.input(menu.method_changed, [tab.method, tab.stage], tab.stage, **_QUIET).then(
         cancellable(h.rerender), view_inputs, view_outputs, **_VIEW
     )
     controls = {
