@@ -83,7 +83,7 @@ def shoot(page, *, image: Path, out: Path) -> list[Path]:
     page.locator("#caption").get_by_text("layer3").wait_for()
     page.locator("#show-methods input[type=checkbox]").check()
     page.locator("#methods").get_by_text("not available at layer3").wait_for()
-    page.locator("#methods img").nth(7).wait_for()
+    page.locator("#methods img").nth(11).wait_for()
     page.wait_for_timeout(1500)  # let the gallery's images finish drawing
     methods = out / "screenshot-methods.png"
     # The banner (which model), the photo, the map, the strip and every method.

@@ -63,8 +63,8 @@ class TrustPanel:
 def build_trust_panel() -> TrustPanel:
     """Lay out the gallery and the accordion; ``wire_trust_panel`` connects them."""
     show = gr.Checkbox(value=False, label="Compare every quick method side by side", elem_id="show-methods")
-    gallery = gr.Gallery(  # two rows of four at full width
-        label="Every quick method at this stage, same class", columns=4, height=680, visible=False,
+    gallery = gr.Gallery(  # two rows of six at full width
+        label="Every quick method at this stage, same class", columns=6, height=500, visible=False,
         elem_id="methods", object_fit="contain", format=IMAGE_FORMAT,
     )  # fmt: skip
     with gr.Accordion("How far to trust this map", open=False, elem_id="trust"):
