@@ -54,6 +54,24 @@ def test_hand_made_groups_are_the_clusters_the_odd_one_first() -> None:
     assert np.array_equal(again.labels, found.labels) and again.typical == found.typical
 
 
+def test_a_class_over_the_spectral_cap_is_clustered_on_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The dense graph is n x n: over the cap, a seeded sample is clustered and every map joins the
+    # nearest cluster, so 10,000 maps cost what MAX_SPECTRAL maps cost. A small cap shows it here.
+    from resnet_demo.audit import clusters
+
+    maps, groups = _blobs([(32, 32), (8, 8), (56, 10)], [60, 30, 30])
+    monkeypatch.setattr(clusters, "MAX_SPECTRAL", 60)
+    calls: list[int] = []
+    affinity = clusters._affinity
+    monkeypatch.setattr(clusters, "_affinity", lambda x: calls.append(len(x)) or affinity(x))
+    found = spectral_clusters(downsample(maps))
+    assert calls == [60]  # the graph of the sample only
+    assert found.count == 3 and adjusted_rand_score(groups, found.labels) == 1.0
+    assert list(found.distances) == sorted(found.distances, reverse=True) and found.distances[-1] == 0.0
+    for k in range(3):
+        assert set(found.typical[k]) == set(np.flatnonzero(found.labels == k))
+
+
 def test_one_strategy_is_one_cluster_and_many_are_capped() -> None:
     maps, _ = _blobs([(32, 32)], [30], seed=1)
     assert spectral_clusters(downsample(maps)).count == 1

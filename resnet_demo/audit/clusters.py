@@ -14,6 +14,9 @@ In order, on maps already downsampled to a common grid (:func:`downsample`):
 5. the clusters ranked by how far their mean map lies from the main (largest) cluster's, the
    farthest first: the odd strategy comes first, the main one last.
 
+A class of more than :data:`MAX_SPECTRAL` maps is clustered on a seeded sample of that many, and
+every map then joins the cluster of the nearest mean map: the dense graph stays bounded.
+
 numpy and torch only: no scikit-learn or SciPy at run time.
 """
 
@@ -25,12 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GRID", "MAX_CLUSTERS", "Clustering", "downsample", "spectral_clusters"]
+__all__ = ["GRID", "MAX_CLUSTERS", "MAX_SPECTRAL", "Clustering", "downsample", "spectral_clusters"]
 
 GRID = 16  # every map is compared on a GRID x GRID grid: fine enough for a corner, cheap for 10,000 maps
 MAX_CLUSTERS = 8
 _NEIGHBOURS = 10  # k of the k-nearest-neighbour graph, at most; a small class gets n // 3 (3 at least)
 _RESTARTS = 10
+# The graph and its spectrum are dense, n x n: a larger class is clustered on a seeded sample of this
+# many maps, and every map joins the cluster whose mean map is nearest (memory and time stay bounded).
+MAX_SPECTRAL = 2000
 _ITERATIONS = 100
 
 
@@ -136,6 +142,8 @@ def spectral_clusters(features: np.ndarray, *, max_clusters: int = MAX_CLUSTERS,
     n = len(x)
     if n < 3:
         return Clustering(np.zeros(n, dtype=np.int64), np.zeros(0), np.zeros(1 if n else 0), (tuple(range(n)),))
+    if n > MAX_SPECTRAL:
+        return _sampled_clusters(x, max_clusters=max_clusters, seed=seed)
     values, vectors = _spectrum(_affinity(x), min(max_clusters, n - 1) + 1)
     k = _eigengap(values)
     embedding = vectors[:, :k]
@@ -149,3 +157,21 @@ def spectral_clusters(features: np.ndarray, *, max_clusters: int = MAX_CLUSTERS,
         near = np.argsort(np.linalg.norm(embedding[members] - centre, axis=1), kind="stable")
         typical.append(tuple(int(members[i]) for i in near))
     return Clustering(ranked, values, distances, tuple(typical))
+
+
+def _sampled_clusters(x: np.ndarray, *, max_clusters: int, seed: int) -> Clustering:
+    """:func:`spectral_clusters` of a class over :data:`MAX_SPECTRAL` maps: the clusters of a seeded
+    sample, every map then in the cluster of the nearest mean map; typical members by that distance."""
+    sample = np.sort(np.random.default_rng(seed).choice(len(x), MAX_SPECTRAL, replace=False))
+    found = spectral_clusters(x[sample], max_clusters=max_clusters, seed=seed)
+    means = np.array([x[sample][found.labels == c].mean(0) for c in range(found.count)])  # rank order
+    d = torch.cdist(torch.from_numpy(x), torch.from_numpy(means)).numpy()  # (n, k)
+    labels = d.argmin(axis=1)
+    ranked, distances = _ranked(x, labels)
+    typical = []
+    for c in range(len(distances)):
+        members = np.flatnonzero(ranked == c)
+        centre = x[members].mean(0)
+        near = np.argsort(np.linalg.norm(x[members] - centre, axis=1), kind="stable")
+        typical.append(tuple(int(members[i]) for i in near))
+    return Clustering(ranked, found.eigenvalues, distances, tuple(typical))
