@@ -29,7 +29,7 @@ from .report import TrustRow, time_interleaved
 
 __all__ = ["PERTURBATION_GOALS", "bench_perturbation"]
 
-# Goals, as ratios to each row's reference (the issue's).
+# Goals, as ratios to each row's reference.
 PERTURBATION_GOALS = {"dff": 0.3, "rise": 1.1, "smoothgrad": 1.1}
 UNIT = "unit"
 
@@ -81,7 +81,7 @@ def bench_perturbation(
     """The DFF, RISE and SmoothGrad rows for ``loaded`` on ``image`` (from :func:`~resnet_demo.explain.prepare`).
 
     Every row is timed ``repeats`` times after ``warmup`` untimed rounds, interleaved;
-    ``ratio`` is the median over the median of the row's reference, ``goal`` the issue's.
+    ``ratio`` is the median over the median of the row's reference, ``goal`` its goal.
     """
     analysis = analyze(image=image, model=loaded)
     tv = torchvision_twin(loaded, grad=False)
