@@ -6,12 +6,10 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from resnet_demo.core.model import STAGES, ResNet
+from resnet_demo.core.model import STAGES
 from resnet_demo.core.render import overlay
-from resnet_demo.core.weights import LoadedModel, Preprocessing, WeightsSpec
+from resnet_demo.core.weights import LoadedModel
 from resnet_demo.explain import Analysis, analyze
 from resnet_demo.explain.crp import concepts as crp_concepts
 from resnet_demo.explain.dff import concept_overlay
@@ -19,25 +17,12 @@ from resnet_demo.explain.dff import concepts as dff_concepts
 from resnet_demo.ui import concepts_handlers as c
 
 from .conftest import EXAMPLES
-
-CLASSES = ("<b>disc</b>", "square", "triangle")
+from .test_ui_trust import small  # noqa: F401  (the fixture: hostile class names)
 
 
 @pytest.fixture(scope="module")
-def analysis() -> Analysis:
-    torch.manual_seed(0)
-    model = ResNet((1, 1, 1, 1), num_classes=len(CLASSES))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    spec = WeightsSpec(
-        arch="resnet50", name="small.pth", label="a generated checkpoint", categories=CLASSES,
-        preprocessing=Preprocessing(resize_size=73, crop_size=64), pretrained=True,
-    )  # fmt: skip
-    return analyze(image=EXAMPLES / "cat.jpg", model=LoadedModel(model.eval().requires_grad_(False), spec), topk=3)
+def analysis(small: LoadedModel) -> Analysis:  # noqa: F811
+    return analyze(image=EXAMPLES / "cat.jpg", model=small, topk=3)
 
 
 def _select(index: int) -> gr.SelectData:
@@ -56,7 +41,7 @@ def test_crp_tiles_are_the_engines_concepts(analysis: Analysis) -> None:
         assert np.array_equal(np.asarray(image), np.asarray(expected))
     # The legend names the class escaped (a class name is data, never markup) and the shares' total.
     assert (
-        "&lt;b&gt;"
+        "&lt;img"
         in c.concepts_view(analysis, "crp", "layer3", 0, 4, 0.5, progress=lambda *a, **k: None).concept_legend
     )
     assert f"(together {sum(x.share for x in found):.1%})" in view.concept_legend

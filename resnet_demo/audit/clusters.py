@@ -150,13 +150,18 @@ def spectral_clusters(features: np.ndarray, *, max_clusters: int = MAX_CLUSTERS,
     embedding = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
     labels, centres = _kmeans(embedding, k, seed=seed) if k > 1 else (np.zeros(n, dtype=np.int64), embedding[:1])
     ranked, distances = _ranked(x, labels)
+    return Clustering(ranked, values, distances, _typical(embedding, ranked, len(distances)))
+
+
+def _typical(points: np.ndarray, ranked: np.ndarray, count: int) -> tuple[tuple[int, ...], ...]:
+    """Per cluster, its members by distance from the cluster's centre in ``points``, nearest first."""
     typical = []
-    for c in range(len(distances)):
+    for c in range(count):
         members = np.flatnonzero(ranked == c)
-        centre = embedding[members].mean(0)
-        near = np.argsort(np.linalg.norm(embedding[members] - centre, axis=1), kind="stable")
+        centre = points[members].mean(0)
+        near = np.argsort(np.linalg.norm(points[members] - centre, axis=1), kind="stable")
         typical.append(tuple(int(members[i]) for i in near))
-    return Clustering(ranked, values, distances, tuple(typical))
+    return tuple(typical)
 
 
 def _sampled_clusters(x: np.ndarray, *, max_clusters: int, seed: int) -> Clustering:
@@ -168,10 +173,4 @@ def _sampled_clusters(x: np.ndarray, *, max_clusters: int, seed: int) -> Cluster
     d = torch.cdist(torch.from_numpy(x), torch.from_numpy(means)).numpy()  # (n, k)
     labels = d.argmin(axis=1)
     ranked, distances = _ranked(x, labels)
-    typical = []
-    for c in range(len(distances)):
-        members = np.flatnonzero(ranked == c)
-        centre = x[members].mean(0)
-        near = np.argsort(np.linalg.norm(x[members] - centre, axis=1), kind="stable")
-        typical.append(tuple(int(members[i]) for i in near))
-    return Clustering(ranked, found.eigenvalues, distances, tuple(typical))
+    return Clustering(ranked, found.eigenvalues, distances, _typical(x, ranked, len(distances)))
