@@ -23,7 +23,7 @@ from torch import nn
 from resnet_demo.core.model import STAGES, ResNet
 from resnet_demo.core.render import overlay
 from resnet_demo.core.weights import CHECKPOINT_FORMAT, LoadedModel, Preprocessing, WeightsSpec
-from resnet_demo.explain import QUESTIONS, REGISTRY, Analysis, analyze, quick_methods
+from resnet_demo.explain import QUESTIONS, REGISTRY, Analysis, analyze, cheap_methods, quick_methods
 from resnet_demo.explain.faithfulness import MAX_STEPS
 from resnet_demo.explain.sanity import randomization_check, verdict_step
 from resnet_demo.ui import evaluate_api as ev
@@ -263,6 +263,11 @@ def test_evaluate_handler_and_its_errors(analysis: Analysis, small: LoadedModel,
     with pytest.raises(gr.Error, match="Unknown baseline 'grey'"):
         ev.evaluate(str(CAT), "resnet50", "upload", "small.pth", "layer4", "gradcam", "", "", "grey")
     assert out["ranking"]["methods"] and "eigencam" not in [m["method"] for m in out["ranking"]["methods"]]
+    # The one-shot check ranks the cheap methods, as it always did (and is priced so); the panel, every quick one.
+    assert {m["method"] for m in out["ranking"]["methods"]} <= set(cheap_methods())
+    ranked = t.expected_seconds(analysis, stage="layer3", method="gradcam", versus=None, steps=16)["ranking"]
+    cheap = t.expected_seconds(analysis, stage="layer3", method="gradcam", versus=None, steps=16, quick=False)
+    assert cheap["ranking"] < ranked
     assert [s["randomized"] for s in out["sanity"]["steps"]] == ["fc", "layer4", "layer3", "layer2", "layer1"]
     assert set(out["timings"]) == {"analysis", "faithfulness", "ranking", "sanity", "total"}
     assert json.loads(json.dumps(out)) == out  # JSON-able as it is

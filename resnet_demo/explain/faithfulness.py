@@ -451,9 +451,10 @@ def rank_methods(
     steps: int = 16,
     baseline: str = "blur",
     progress: Progress | None = None,
+    methods: Sequence[str] | None = None,
 ) -> list[MethodScore]:
-    """Every quick method that supports ``stage`` (and ``versus``), ranked by insertion AUC
-    minus deletion AUC on this photo, best first.
+    """Every quick method (or each of ``methods``) that supports ``stage`` (and ``versus``), ranked by
+    insertion AUC minus deletion AUC on this photo, best first.
 
     One ``baseline`` (a key of :data:`BASELINES`) and one random-map curve serve all
     methods; the maps come from the analysis (so from its caches), their curves from one
@@ -462,9 +463,9 @@ def rank_methods(
     """
     stage = check_stage(stage)
     check_baseline(baseline)
-    names = [m for m in quick_methods() if supports(m, stage, versus)]
+    names = [m for m in (quick_methods() if methods is None else methods) if supports(m, stage, versus)]
     if not names:
-        raise UserError(f"No quick method supports {stage}{' with a second class' if versus is not None else ''}.")
+        raise UserError(f"No method to rank supports {stage}{' with a second class' if versus is not None else ''}.")
     atts = []
     for i, name in enumerate(names):
         atts.append(analysis.attribution(stage=stage, target=target, method=name, versus=versus))

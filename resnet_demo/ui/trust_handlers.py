@@ -15,7 +15,7 @@ import gradio as gr
 import PIL.Image
 
 from ..core.render import overlay
-from ..explain import METHODS, REGISTRY, Analysis, get_method, method_cost, quick_methods
+from ..explain import METHODS, REGISTRY, Analysis, cheap_methods, get_method, method_cost, quick_methods
 from ..explain.baselines import BASELINES
 from ..explain.faithfulness import Faithfulness, MethodScore, check_steps, faithfulness, rank_methods
 from ..explain.plots import faithfulness_figure
@@ -97,10 +97,11 @@ def _curve_images(steps: int, maps: int) -> int:
     return 2 + 2 * (steps - 1) * (maps + 1)
 
 
-def rankable(stage: str, versus: int | None) -> list[str]:
-    """The quick methods the ranking scores at ``stage`` (with ``versus``, the class-specific ones)."""
+def rankable(stage: str, versus: int | None, *, quick: bool = True) -> list[str]:
+    """The methods the ranking scores at ``stage`` (with ``versus``, the class-specific ones): the quick
+    ones, or with ``quick`` False the cheap ones only (what ``/evaluate`` ranks)."""
     out = []
-    for name in quick_methods():
+    for name in quick_methods() if quick else cheap_methods():
         entry = REGISTRY[name]
         if (entry.stages is None or stage in entry.stages) and (versus is None or entry.class_specific):
             out.append(name)
@@ -114,9 +115,10 @@ def map_stage(method: str, stage: str) -> str:
 
 
 def expected_seconds(
-    analysis: Analysis, *, stage: str, method: str, versus: int | None, steps: int
+    analysis: Analysis, *, stage: str, method: str, versus: int | None, steps: int, quick: bool = True
 ) -> dict[str, float]:
-    """Seconds each check should take here: "faithfulness", "ranking", "sanity"."""
+    """Seconds each check should take here: "faithfulness", "ranking" (of the quick methods, or with
+    ``quick`` False of the cheap ones), "sanity"."""
     # A curve's image costs about half the analysis's timed forward (measured on the 2-core EPYC, ResNet-50:
     # 0.43 for the ranking, 0.6 for one map's curves): the images go through in batches, and the timed
     # forward of a new photo includes its first call's overheads.
@@ -126,7 +128,7 @@ def expected_seconds(
     # size), a forward and the map.
     params = sum(p.numel() for p in analysis.loaded.model.parameters())
     sanity = len(SANITY_STEPS) * (_COPY_S_PER_PARAM * params + 2 * forward_s(analysis) + map_s)
-    ranked = rankable(stage, versus)
+    ranked = rankable(stage, versus, quick=quick)
     # The cheap maps come from the analysis's one backward; the others (LRP, CRP, ...) cost their own.
     maps_s = sum(
         method_cost(method=m, arch=analysis.arch, stage=map_stage(m, stage)) for m in ranked if not REGISTRY[m].cheap
@@ -140,9 +142,10 @@ def expected_seconds(
 
 def check_time(analysis: Analysis, *, check: str, stage: str, method: str, versus: int | None, steps: int) -> None:
     """A trust check's expected time (``check``: a key of :func:`expected_seconds`, or "all" for
-    the map and every check) against the server's limit, before any of it runs."""
+    the map and every check, as ``/evaluate`` runs them: its ranking of the cheap methods) against the
+    server's limit, before any of it runs."""
     where = map_stage(method, stage)
-    costs = expected_seconds(analysis, stage=stage, method=method, versus=versus, steps=steps)
+    costs = expected_seconds(analysis, stage=stage, method=method, versus=versus, steps=steps, quick=check != "all")
     seconds = sum(costs.values()) if check == "all" else costs[check]
     what = {"faithfulness": "The faithfulness curves", "ranking": "The ranking", "sanity": "The randomisation check"}
     subject = f"{METHODS[method]} at {where}"
