@@ -30,6 +30,24 @@ FIGURE_HEIGHT = 360  # always set: plotly's autosize has rendered at zero height
 _MAP, _RANDOM = "#f97316", "#94a3b8"
 
 
+_GRID = "rgba(148,163,184,0.25)"  # a faint slate that shows on both page themes
+
+
+def _chart_layout(fig: go.Figure, *, theme: Theme, height: int, legend_y: float, top: int) -> None:
+    """What the charts share: height, transparent backgrounds (the app's light or dark page shows
+    through), fonts, hover labels, the legend below, no dragging."""
+    fig.update_layout(
+        height=height,
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        font={"color": theme.text, "size": 12},
+        hoverlabel={"bgcolor": theme.hover_bg, "font": {"color": theme.text}},
+        legend={"orientation": "h", "yanchor": "top", "y": legend_y, "x": 0, "font": {"color": theme.text}},
+        margin={"l": 56, "r": 16, "t": top, "b": 96},
+        dragmode=False,
+    )
+
+
 def _trace(curves: Curves, kind: str, *, name: str, color: str, dash: str) -> go.Scatter:
     y = curves.deletion if kind == "deletion" else curves.insertion
     auc = curves.deletion_auc if kind == "deletion" else curves.insertion_auc
@@ -62,23 +80,15 @@ def faithfulness_figure(result: Faithfulness, *, dark: bool = False, height: int
     for col, kind in ((1, "deletion"), (2, "insertion")):
         fig.add_trace(_trace(result.curves, kind, name=label, color=_MAP, dash="solid"), row=1, col=col)
         fig.add_trace(_trace(result.random, kind, name="random map", color=_RANDOM, dash="dash"), row=1, col=col)
-    grid = "rgba(148,163,184,0.25)"  # a faint slate that shows on both page themes
-    fig.update_xaxes(range=[0, 1], tickformat=".0%", gridcolor=grid, zeroline=False, fixedrange=True, color=theme.muted)
+    fig.update_xaxes(
+        range=[0, 1], tickformat=".0%", gridcolor=_GRID, zeroline=False, fixedrange=True, color=theme.muted
+    )
     fig.update_xaxes(title_text="pixels removed", row=1, col=1)
     fig.update_xaxes(title_text="pixels revealed", row=1, col=2)
-    fig.update_yaxes(range=[0, 1.02], gridcolor=grid, zeroline=False, fixedrange=True, color=theme.muted)
+    fig.update_yaxes(range=[0, 1.02], gridcolor=_GRID, zeroline=False, fixedrange=True, color=theme.muted)
     fig.update_yaxes(title_text=score, row=1, col=1)
     fig.update_annotations(font={"color": theme.text, "size": 12})
-    fig.update_layout(
-        height=height,
-        paper_bgcolor="rgba(0,0,0,0)",  # transparent: the app's light or dark page shows through
-        plot_bgcolor="rgba(0,0,0,0)",
-        font={"color": theme.text, "size": 12},
-        hoverlabel={"bgcolor": theme.hover_bg, "font": {"color": theme.text}},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0, "font": {"color": theme.text}},
-        margin={"l": 56, "r": 16, "t": 40, "b": 96},
-        dragmode=False,
-    )
+    _chart_layout(fig, theme=theme, height=height, legend_y=-0.22, top=40)
     return fig
 
 
@@ -120,19 +130,9 @@ def metric_cards_figure(reports: list[CardReport], *, dark: bool = False, height
                 hovertemplate=f"{html.escape(label)}<br>%{{x}}: %{{customdata}}<extra></extra>",
             )
         )
-    grid = "rgba(148,163,184,0.25)"
-    fig.update_yaxes(range=[0, 1.05], gridcolor=grid, zeroline=False, fixedrange=True, color=theme.muted,
+    fig.update_yaxes(range=[0, 1.05], gridcolor=_GRID, zeroline=False, fixedrange=True, color=theme.muted,
                      title_text="1: best shown, 0: worst")  # fmt: skip
     fig.update_xaxes(color=theme.muted, fixedrange=True)
-    fig.update_layout(
-        height=height,
-        barmode="group",
-        paper_bgcolor="rgba(0,0,0,0)",
-        plot_bgcolor="rgba(0,0,0,0)",
-        font={"color": theme.text, "size": 12},
-        hoverlabel={"bgcolor": theme.hover_bg, "font": {"color": theme.text}},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0, "font": {"color": theme.text}},
-        margin={"l": 56, "r": 16, "t": 24, "b": 96},
-        dragmode=False,
-    )
+    _chart_layout(fig, theme=theme, height=height, legend_y=-0.2, top=24)
+    fig.update_layout(barmode="group")
     return fig

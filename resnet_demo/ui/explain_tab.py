@@ -106,14 +106,7 @@ def build_explain_tab(
                     elem_id="versus",
                     allow_custom_value=True,
                 )
-            with gr.Row():
-                method = gr.Dropdown(
-                    menu.method_choices(arch=arch), value=first.method, label="Method", elem_id="method",
-                    allow_custom_value=True,
-                )  # fmt: skip
-                opacity = OpenSlider(0.0, 1.0, value=first.opacity, step=0.05, label="Heat-map opacity")
-            with gr.Accordion("What each kind of method answers", open=False, elem_id="method-guide"):
-                gr.Markdown(menu.method_guide(), latex_delimiters=[])
+            method, opacity = _method_row(arch=arch, first=first)
             heatmap, slider, caption, raw = _map_views()
     with gr.Row(equal_height=True):
         strip = stage_gallery(label="Grad-CAM at every stage, same class", elem_id="strip", height=220, scale=5)
@@ -137,6 +130,19 @@ def build_explain_tab(
         tab.examples = _examples(tab, first=first, status=status)
     tab.explained = _wire(tab, first=first, status=status, analysis=analysis)
     return tab
+
+
+def _method_row(*, arch: str, first: h.Settings) -> tuple[gr.Dropdown, OpenSlider]:
+    """The method menu (grouped by the question each answers, with its guide below) and the opacity."""
+    with gr.Row():
+        method = gr.Dropdown(
+            menu.method_choices(arch=arch), value=first.method, label="Method", elem_id="method",
+            allow_custom_value=True,
+        )  # fmt: skip
+        opacity = OpenSlider(0.0, 1.0, value=first.opacity, step=0.05, label="Heat-map opacity")
+    with gr.Accordion("What each kind of method answers", open=False, elem_id="method-guide"):
+        gr.Markdown(menu.method_guide(), latex_delimiters=[])
+    return method, opacity
 
 
 def _map_views() -> tuple[gr.Image, gr.ImageSlider, gr.Markdown, gr.File]:
