@@ -4,8 +4,10 @@ request over HTTP that leaves the server idle."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,49 @@ def test_cancellable_waits_for_the_work_to_stop_then_lets_the_cancel_through() -
     stopped_at = events[1][1]
     assert stopped_at - events[0][1] < 1.0  # stopped at the next check, not after 60 s
     assert stopped_at <= cancel_done  # the cancel reached the caller only once the work had stopped
+
+
+def test_cancellable_steps_stream_and_a_cancel_between_steps_stops_and_closes_the_work() -> None:
+    events: list[str] = []
+
+    def steps(n: int) -> Iterator[int]:
+        """A handler in steps, each a computation that checks for a cancel as the model's forward does."""
+        try:
+            for i in range(n):
+                end = time.monotonic() + (0.01 if i == 0 else 60.0)
+                while time.monotonic() < end:
+                    check_cancelled()
+                    time.sleep(0.01)
+                events.append(f"step {i}")
+                yield i
+        finally:
+            events.append("closed")
+
+    wrapped = cancellable(steps)
+    assert wrapped.__wrapped__ is steps and inspect.isasyncgenfunction(wrapped)
+
+    async def scenario() -> tuple[list[int], float]:
+        seen = []
+        stream = wrapped(3)
+        seen.append(await stream.__anext__())  # the first step arrives before the second has run
+        task = asyncio.ensure_future(stream.__anext__())  # the second: 60 s unless it stops
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await stream.aclose()
+        return seen, time.monotonic()
+
+    started = time.monotonic()
+    seen, done = asyncio.run(scenario())
+    assert seen == [0] and events == ["step 0", "closed"]  # the second step never finished; its finally ran
+    assert done - started < 5.0  # stopped at the next check, not after 60 s
+
+    async def whole() -> list[int]:
+        return [v async for v in cancellable(steps)(1)]
+
+    events.clear()
+    assert asyncio.run(whole()) == [0] and events == ["step 0", "closed"]
 
 
 # ----------------------------------------------------------------------------- over HTTP

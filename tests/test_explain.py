@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +45,7 @@ from resnet_demo.explain.sanity import randomization_check
 from .conftest import EXAMPLES, random_state_dict
 
 CAT = EXAMPLES / "cat.jpg"
+analyze_module = importlib.import_module("resnet_demo.explain.analyze")  # the package exports a function of that name
 PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
 
 
@@ -334,6 +336,29 @@ def test_one_pass_and_on_demand_gradcam_agree(r50: LoadedModel) -> None:
     for stage in STAGES:
         assert _close(eager[stage].raw, lazy[stage].raw), stage
     assert eager_analysis.predictions == analyze(image=CAT, model=r50).predictions
+
+
+def test_a_deferred_backward_runs_once_when_first_needed(r50: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[int] = []
+    real = analyze_module.segment_backward
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analyze_module, "segment_backward", counted)
+    eager = analyze(image=CAT, model=r50, gradcam_stages=STAGES).attributions(stages=STAGES)
+    assert len(runs) == 1
+    runs.clear()
+    deferred = analyze(image=CAT, model=r50, gradcam_stages=STAGES, defer_backward=True)
+    deferred.attribution(stage="layer4")  # a closed form: the top-k and layer4's map need no backward
+    assert runs == []
+    with ThreadPoolExecutor(4) as pool:  # asked by several threads at once: the one graph runs once
+        maps = list(pool.map(lambda _: deferred.attributions(stages=STAGES), range(4)))
+    assert len(runs) == 1
+    for got in maps:
+        for stage in STAGES:
+            assert _close(got[stage].raw, eager[stage].raw), stage
 
 
 @pytest.mark.parametrize("gradcam_stages", [(), STAGES], ids=["inference pass", "one pass with Grad-CAM"])

@@ -84,8 +84,8 @@ def test_each_visitor_gets_their_own_analysis_of_an_example(counted: list[str], 
     click(0)
     follow = h.example_followup(first=FIRST)
     settings = (FIRST.arch, FIRST.weights, FIRST.checkpoint, FIRST.stage, FIRST.method, FIRST.opacity, FIRST.view)
-    mine = follow(photo, *settings, gr.Request(session_hash="visitorA"), None)
-    yours = follow(photo, *settings, gr.Request(session_hash="visitorB"), None)
+    mine = h.page_after(follow(photo, *settings, gr.Request(session_hash="visitorA"), None))
+    yours = h.page_after(follow(photo, *settings, gr.Request(session_hash="visitorB"), None))
     assert mine.analysis != yours.analysis and stored(mine.analysis) is not stored(yours.analysis)
     assert {"visitorA", "visitorB"} <= ANALYSES.sessions()
     cached = tab.examples.cached_file.read_text()
@@ -105,11 +105,12 @@ def test_each_visitor_gets_their_own_analysis_of_an_example(counted: list[str], 
 def test_other_settings_than_the_cached_answers_draw_the_page_again(counted: list[str]) -> None:
     photo = example_photos()[0]
     follow = h.example_followup(first=FIRST)
-    page = follow(
-        photo, "resnet50", "random", None, "layer3", "gradcam", 0.5, "full", gr.Request(session_hash="c"), None
+    page = h.page_after(
+        follow(photo, "resnet50", "random", None, "layer3", "gradcam", 0.5, "full", gr.Request(session_hash="c"), None)
     )
-    assert isinstance(page.heatmap, PIL.Image.Image) and "layer3" in page.caption
-    assert page.slider == (stored(page.analysis).image, page.heatmap)  # the whole photo against its map
+    photo_shown, heat = page.slider
+    assert isinstance(heat, PIL.Image.Image) and "layer3" in page.caption
+    assert photo_shown is stored(page.analysis).image and heat.size == photo_shown.size  # the whole photo
     ANALYSES.drop_session("c")
     assert counted == []  # the cached answer is not these settings'
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -69,6 +70,42 @@ def test_rerender_other_class_stage_and_full_view(offline: Path) -> None:
     )
     assert md_text(analysis.predictions[0].label) in caption_top
     assert slider_top[0] is analysis.crop and slider_top[1] is heat_top  # the crop the model saw, then the map
+
+
+def test_a_new_photo_arrives_in_two_steps_the_map_before_the_backward(offline: Path, monkeypatch) -> None:
+    grad_module = importlib.import_module("resnet_demo.explain.analyze")
+    runs: list[int] = []
+    real = grad_module.segment_backward
+    monkeypatch.setattr(grad_module, "segment_backward", lambda *a, **k: runs.append(1) or real(*a, **k))
+    steps = h.explain_ui(CAT, "resnet50", "imagenet-v2", None, *EXPLAIN_DEFAULTS, None, None)
+    first = next(steps)
+    assert runs == []  # the top-5 and layer4's map need no backward
+    shown = {k for k, v in first._asdict().items() if v != gr.skip()}
+    assert shown == {"top5", "status", "target", "caption", "slider"}
+    second = next(steps)
+    assert runs == [1]  # the strip's one backward, in the second step
+    assert {k for k, v in second._asdict().items() if v != gr.skip()} == {
+        "analysis", "strip", "fusion", "features", "raw", "versus"
+    }  # fmt: skip
+    with pytest.raises(StopIteration):
+        next(steps)
+    page = h.page_after([first, second])
+    api = explain()  # /explain: the same analysis in one step
+    assert page.top5 == api.top5 and page.caption.split("computed in")[0] == api.caption.split("computed in")[0]
+    assert np.array_equal(np.asarray(page.slider[1]), np.asarray(api.heatmap))
+    for (tile, label), (api_tile, api_label) in zip(page.strip["value"], api.strip, strict=True):
+        assert label == api_label and np.array_equal(np.asarray(tile), np.asarray(api_tile))
+    assert [c for _i, c in page.features] == [c for _i, c in api.features]
+
+
+def test_another_stage_draws_the_map_alone(offline: Path) -> None:
+    analysis = stored(explain()[0])
+    args = (analysis, "layer3", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.5, "crop")
+    heat, caption, strip, raw, fusion, slider = h.restage(*args)
+    assert strip == gr.skip() and fusion == gr.skip()  # every stage's strip and their fusion stand as they were
+    full = h.rerender(*args)
+    assert np.array_equal(np.asarray(heat), np.asarray(full.heatmap)) and "layer3" in caption
+    assert slider == (analysis.crop, heat) and np.load(raw).shape == (14, 14)
 
 
 def test_pretrained_status(fake_pretrained) -> None:

@@ -307,16 +307,16 @@ def test_evaluate_handler_loads_an_uploaded_checkpoint(tmp_path: Path, torch_hom
     assert str(tmp_path) not in str(e.value.message)
 
 
-def test_new_photo_resets_versus_and_fuses_in_one_step(small: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_photo_resets_versus_and_fuses_in_one_event(small: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(h, "resolve_model", lambda **_kwargs: small)
-    out = h.explain_ui(str(CAT), "resnet50", "upload", "small.pth", "layer4", "layercam", 0.5, "crop", progress=None)
-    key, _top5, _status, _classes, heat, _caption, strip, _features, _raw, picker, fusion, slider = out
+    steps = h.explain_ui(str(CAT), "resnet50", "upload", "small.pth", "layer4", "layercam", 0.5, "crop", progress=None)
+    key, _top5, _status, _classes, _heat, _caption, strip, _features, _raw, picker, fusion, slider = h.page_after(steps)
     assert strip["label"] == "LayerCAM at every stage, same class" and len(strip["value"]) == len(STAGES)
     assert picker["value"] == NONE and picker["choices"][0][1] == NONE
     assert {v for _label, v in picker["choices"][1:]} == set(range(len(CLASSES)))
     assert [c for _img, c in fusion] == ["LayerCAM fused"]
     assert stored(key).loaded is small
-    assert slider == (stored(key).crop, heat)  # the photo against its map
+    assert slider[0] is stored(key).crop and slider[1].size == stored(key).crop.size  # the photo against its map
 
 
 def test_progress_reaches_the_bar_for_expensive_methods(analysis: Analysis) -> None:

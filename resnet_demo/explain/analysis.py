@@ -59,11 +59,12 @@ class Analysis:
         blocks: list[BlockStat],
         topk: int,
         timings: dict[str, float],
-        gradients: dict[str, Tensor] | None = None,
+        gradients: dict[str, Tensor] | Callable[[], dict[str, Tensor]] | None = None,
         gradients_target: int | None = None,
         started: float | None = None,
     ) -> None:
-        """``gradients`` are the stage gradients of class ``gradients_target``'s logit computed with the pass;
+        """``gradients`` are the stage gradients of class ``gradients_target``'s logit computed with the pass
+        (or the backward that computes them, run when first needed);
         ``started`` is the ``time.perf_counter()`` at which the work began: ``timings``
         then gains "total", measured up to the end of this constructor."""
         self._loaded = loaded
@@ -75,7 +76,9 @@ class Analysis:
         self._blocks = blocks
         self._timings = dict(timings)
         self._clear_caches()
-        if gradients and gradients_target is not None:
+        if callable(gradients) and gradients_target is not None:
+            self._grads.seed_later(target=gradients_target, versus=None, backward=gradients)
+        elif gradients and gradients_target is not None:
             self._grads.seed(target=gradients_target, versus=None, gradients=gradients)
         if started is not None:
             self._timings["total"] = time.perf_counter() - started

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from ..core.model import ARCH_DEPTHS, STAGES, ResNet, check_stage
 from ..core.weights import LoadedModel
 from .analysis import Analysis
 from .cost import gmacs, note_forward
-from .gradcam import grad_segment
+from .gradcam import segment_backward, segment_forward
 from .inputs import prepare
 from .network import POSITION, inference_model, inference_pass, input_of
 from .results import BlockStat, Prediction, Prepared, top_predictions
@@ -71,17 +71,21 @@ def block_stats(model: ResNet, names: list[str], numbers: Tensor, acts: dict[str
 
 def _forward_with_gradcam(
     model: ResNet, x: Tensor, grad_stages: list[str], stats: list[Tensor]
-) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], int]:
-    """The pass with the gradients of the top class: inference mode up to the earliest of
-    ``grad_stages``, autograd from there, and one backward serving every later stage."""
+) -> tuple[Tensor, dict[str, Tensor], Callable[[], dict[str, Tensor]], int]:
+    """The pass that records the gradients of the top class: inference mode up to the earliest of
+    ``grad_stages``, autograd from there. Returns the logits, the activations, the ONE backward that
+    serves every later stage (not yet run: the caller runs it now or keeps it for later) and the top class."""
     start = min(grad_stages, key=POSITION.__getitem__)
     with torch.inference_mode():  # nothing before ``start`` needs a gradient
         _, early = model.forward_stages(x, stop=start, stats=stats)
     on_the_way = [s for s in STAGES if POSITION[s] >= POSITION[start]]  # their maps come free
-    logits, late, grads, target = grad_segment(
-        model, early[start], start=start, stages=on_the_way, target=None, stats=stats
-    )
-    return logits, {**early, **late}, grads, target
+    logits, late = segment_forward(model, early[start], start=start, stats=stats)
+    target = int(logits[0].argmax())
+
+    def backward() -> dict[str, Tensor]:
+        return segment_backward(model, logits, late, stages=on_the_way, target=target, versus=None)
+
+    return logits.detach(), {**early, **{k: v.detach() for k, v in late.items()}}, backward, target
 
 
 def analyze(
@@ -90,6 +94,7 @@ def analyze(
     model: LoadedModel,
     topk: int = 5,
     gradcam_stages: Iterable[str] = (),
+    defer_backward: bool = False,
     compile: bool = False,
 ) -> Analysis:
     """Load ``image``, run ``model`` on it once, and return an :class:`Analysis`.
@@ -100,7 +105,10 @@ def analyze(
     of the top-1 class at ``gradcam_stages``, which every gradient method of the CAM
     family weighs, are computed in the same pass: the forward then records autograd
     from the earliest of them and one backward serves all, so asking for every stage
-    up front is cheaper than asking one by one later.
+    up front is cheaper than asking one by one later. With ``defer_backward=True`` that one
+    backward runs when a gradient is first asked, not before ``analyze`` returns: the top-k and
+    the ``layer4`` maps (which need none) are ready a backward sooner, and the pass's autograd
+    graph is held until then.
     ``compile=True`` runs the inference pass through ``torch.compile`` (about 15% faster
     on CPU, after a minute of compiling per model; not used with ``gradcam_stages``).
     Raises :class:`~resnet_demo.core.images.ImageError` or
@@ -114,15 +122,16 @@ def analyze(
     t1 = time.perf_counter()
 
     x = input_of(net, prepared.tensor)
-    grads: dict[str, Tensor] | None = None
+    grads: dict[str, Tensor] | Callable[[], dict[str, Tensor]] | None = None
     target: int | None = None
     names = net.block_names()
     # layer4's gradient is a closed form (see .gradcam): only earlier stages need the autograd pass.
     grad_stages = [s for s in stages if s != "layer4"]
     if grad_stages:
         stats: list[Tensor] = []
-        logits, acts, grads, target = _forward_with_gradcam(net, x, grad_stages, stats)
+        logits, acts, backward, target = _forward_with_gradcam(net, x, grad_stages, stats)
         numbers = torch.stack(stats).detach().view(-1, 3)
+        grads = backward if defer_backward else backward()
     else:
         with torch.inference_mode():
             logits, acts, numbers = inference_pass(net, x, compile=compile)

@@ -25,7 +25,7 @@ positive evidence stays all zeros.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -35,7 +35,10 @@ from ..core.model import STAGES, ResNet
 from .network import POSITION
 from .results import FinishedMap
 
-__all__ = ["GRADIENT_CACHE", "GradientCache", "finish_layer_map", "grad_segment", "layer4_gradient", "score_of"]
+__all__ = [
+    "GRADIENT_CACHE", "GradientCache", "finish_layer_map", "grad_segment", "layer4_gradient", "score_of",
+    "segment_backward", "segment_forward",
+]  # fmt: skip
 
 # (target, versus) pairs whose gradients an analysis keeps: those of every stage from the stem
 # down take 6.4 MB for ResNet-50 at 224 px; the least recently used pair goes first.
@@ -61,6 +64,33 @@ def layer4_gradient(model: ResNet, layer4: Tensor, *, target: int, versus: int |
     return (weight.detach() / (h * w)).to(layer4.dtype).view(1, -1, 1, 1).expand_as(layer4)
 
 
+def segment_forward(
+    model: ResNet, act: Tensor, *, start: str, stats: list[Tensor] | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The network from ``start``'s activation on, recording autograd (float32): the logits and the
+    activations of ``start`` and every later stage, still attached to the graph."""
+    leaf = act.detach().clone().requires_grad_(True)  # a normal tensor even if ``act`` is an inference tensor
+    with torch.enable_grad(), torch.autocast(device_type=leaf.device.type, enabled=False):
+        logits, acts = model.forward_stages(leaf, start=start, stats=stats)
+    assert logits is not None
+    return logits, acts
+
+
+def segment_backward(
+    model: ResNet, logits: Tensor, acts: dict[str, Tensor], *, stages: Sequence[str], target: int, versus: int | None
+) -> dict[str, Tensor]:
+    """ONE backward of :func:`segment_forward`'s graph: the gradients of the score at ``stages``
+    (``layer4``'s in closed form), detached. The graph is freed."""
+    wanted = [s for s in stages if s != "layer4"]
+    with torch.enable_grad():
+        score = score_of(logits, target, versus)[0]
+        grads = torch.autograd.grad(score, [acts[s] for s in wanted]) if wanted else ()
+    found = dict(zip(wanted, grads, strict=True))
+    if "layer4" in stages:  # cheaper than autograd, and the same number (see the module docstring)
+        found["layer4"] = layer4_gradient(model, acts["layer4"].detach(), target=target, versus=versus)
+    return found
+
+
 def grad_segment(
     model: ResNet,
     act: Tensor,
@@ -78,18 +108,10 @@ def grad_segment(
     gradients of the score at ``stages`` (``layer4``'s in closed form), and the target
     (the top-1 class if ``target`` is None). Everything returned is detached.
     """
-    leaf = act.detach().clone().requires_grad_(True)  # a normal tensor even if ``act`` is an inference tensor
-    with torch.enable_grad(), torch.autocast(device_type=leaf.device.type, enabled=False):
-        logits, acts = model.forward_stages(leaf, start=start, stats=stats)
-        assert logits is not None
-        if target is None:
-            target = int(logits[0].argmax())
-        wanted = [s for s in stages if s != "layer4"]
-        score = score_of(logits, target, versus)[0]
-        grads = torch.autograd.grad(score, [acts[s] for s in wanted]) if wanted else ()
-    found = dict(zip(wanted, grads, strict=True))
-    if "layer4" in stages:  # cheaper than autograd, and the same number (see the module docstring)
-        found["layer4"] = layer4_gradient(model, acts["layer4"], target=target, versus=versus)
+    logits, acts = segment_forward(model, act, start=start, stats=stats)
+    if target is None:
+        target = int(logits[0].argmax())
+    found = segment_backward(model, logits, acts, stages=stages, target=target, versus=versus)
     return logits.detach(), {k: v.detach() for k, v in acts.items()}, found, target
 
 
@@ -108,15 +130,30 @@ class GradientCache:
         self._limit = limit
         self._lock = threading.Lock()
         self._held: dict[tuple[int, int | None], dict[str, Tensor]] = {}
+        # A backward whose graph the pass kept (analyze(defer_backward=True)): run once, when first needed.
+        self._later: dict[tuple[int, int | None], Callable[[], dict[str, Tensor]]] = {}
+        self._later_lock = threading.Lock()
 
     def seed(self, *, target: int, versus: int | None, gradients: Mapping[str, Tensor]) -> None:
         """Keep gradients computed elsewhere (:func:`~resnet_demo.explain.analyze`'s one pass)."""
         self._merge((target, versus), {s: g for s, g in gradients.items() if s != "layer4"})
 
+    def seed_later(self, *, target: int, versus: int | None, backward: Callable[[], dict[str, Tensor]]) -> None:
+        """Keep a backward not yet run (its graph is held until then): :meth:`get` runs it once, first."""
+        self._later[(target, versus)] = backward
+
+    def _run_later(self, key: tuple[int, int | None]) -> None:
+        with self._later_lock:  # a second thread waits for the first's backward: a graph runs once
+            backward = self._later.pop(key, None)
+            if backward is not None:
+                self.seed(target=key[0], versus=key[1], gradients=backward())
+
     def get(self, stages: Sequence[str], *, target: int, versus: int | None) -> dict[str, Tensor]:
         """Stage -> d score / d A, (1, C, h, w), for every stage in ``stages``."""
         key = (target, versus)
         deep = [s for s in stages if s != "layer4"]
+        if deep and key in self._later:
+            self._run_later(key)
         with self._lock:
             held = self._held.pop(key, {})
             self._held[key] = held  # most recently used last

@@ -46,9 +46,15 @@ how far each map can be trusted, the feature maps of every stage, and the bottle
 
 
 def build_demo(
-    *, arch: str = "resnet50", weights: str = DEFAULT_WEIGHTS, device: str = "cpu", time_budget_s: float = TIME_BUDGET_S
+    *,
+    arch: str = "resnet50",
+    weights: str = DEFAULT_WEIGHTS,
+    device: str = "auto",
+    time_budget_s: float = TIME_BUDGET_S,
 ) -> gr.Blocks:
     """Build the app. Loads the default model now, so the page opens with its weights status.
+
+    ``device``: ``auto`` (CUDA when there is a GPU, as on a Space with one; the CPU otherwise), ``cpu`` or ``cuda``.
 
     ``time_budget_s`` is the longest a request may be expected to take (0: no limit; see :mod:`.budget`).
     """
@@ -110,7 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--weights", default=DEFAULT_WEIGHTS, help="imagenet-v2 (default), imagenet-v1, random, or a .pth path"
     )
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="where inference runs")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda", "auto"], default="auto",
+        help="where inference runs (default auto: CUDA when there is a GPU, else the CPU)",
+    )  # fmt: skip
     parser.add_argument(
         "--time-budget",
         type=_seconds,

@@ -8,7 +8,7 @@ Each event with several outputs gets a named tuple (:class:`Explained`, :class:`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -256,6 +256,36 @@ def _check_view(view: str) -> None:
         raise UserError(BAD_VIEW)
 
 
+def _map(
+    analysis: Analysis,
+    *,
+    stage: str,
+    target: int | None,
+    method: str,
+    opacity: float,
+    view: str,
+    versus: int | None = None,
+    progress: Any = None,
+) -> tuple[Attribution, PIL.Image.Image, str]:
+    """One map of ``analysis``: the attribution, drawn over the crop or the whole photo, and its caption."""
+    callback = progress_for(progress, f"{METHODS.get(method, method)}…") if progress is not None else None
+    att = analysis.attribution(
+        stage=stage, target=target, method=method, versus=versus_for(method, versus), progress=callback
+    )
+    if view == "full":
+        heat = overlay_on_full(analysis=analysis, attribution=att, opacity=opacity)
+    else:
+        heat = overlay(image=analysis.crop, heatmap=att.heatmap, opacity=opacity)
+    return att, heat, _caption(analysis, att, dropped_versus=versus is not None and att.versus is None)
+
+
+def _raw_file(analysis: Analysis, att: Attribution) -> str:
+    """The map before upsampling, saved as .npy for download."""
+    # The map's own stage ("input" for the pixel methods), not the request's, names the file.
+    against = "" if att.versus is None else f"-vs{att.versus}"
+    return DOWNLOADS.save_npy(att.raw, stem=f"{analysis.arch}-{att.stage}-{att.method}-class{att.target}{against}")
+
+
 def _views(
     analysis: Analysis,
     *,
@@ -268,20 +298,12 @@ def _views(
     progress: Any = None,
 ) -> Views:
     """One map of ``analysis`` drawn: overlay, caption, strip, raw map file."""
-    callback = progress_for(progress, f"{METHODS.get(method, method)}…") if progress is not None else None
-    att = analysis.attribution(
-        stage=stage, target=target, method=method, versus=versus_for(method, versus), progress=callback
-    )
-    if view == "full":
-        heat = overlay_on_full(analysis=analysis, attribution=att, opacity=opacity)
-    else:
-        heat = overlay(image=analysis.crop, heatmap=att.heatmap, opacity=opacity)
-    # The map's own stage ("input" for the pixel methods), not the request's, names the file.
-    against = "" if att.versus is None else f"-vs{att.versus}"
-    raw = DOWNLOADS.save_npy(att.raw, stem=f"{analysis.arch}-{att.stage}-{att.method}-class{att.target}{against}")
-    caption = _caption(analysis, att, dropped_versus=versus is not None and att.versus is None)
+    att, heat, caption = _map(
+        analysis, stage=stage, target=target, method=method, opacity=opacity, view=view, versus=versus,
+        progress=progress,
+    )  # fmt: skip
     strip = _strip(analysis, target=target, versus=versus, method=method, opacity=opacity)
-    return Views(heatmap=heat, caption=caption, strip=strip, raw=raw)
+    return Views(heatmap=heat, caption=caption, strip=strip, raw=_raw_file(analysis, att))
 
 
 def photo_and_map(analysis: Analysis, heatmap: PIL.Image.Image, *, view: str) -> Pair:
@@ -302,9 +324,11 @@ def _label_strip(result: ResultT, method: str) -> ResultT:
 
 def analyze_photo(
     image: str | None, arch: str, weights: str, checkpoint: str | None, stage: str, method: str, opacity: float,
-    view: str,
+    view: str, *, defer_backward: bool = False,
 ) -> Analysis:  # fmt: skip
-    """One forward pass of a new photo (or model), kept nowhere; every setting is checked before any model loads."""
+    """One forward pass of a new photo (or model), kept nowhere; every setting is checked before any model loads.
+
+    ``defer_backward``: the strip's one backward runs when the strip is drawn (see :func:`analyze`)."""
     if image is None:
         raise UserError(NO_PHOTO)
     _check_view(view)
@@ -316,7 +340,7 @@ def analyze_photo(
     prepared = prepare(image=image, preprocessing=loaded.spec.preprocessing, display_max=DISPLAY_MAX)
     # The strip's Grad-CAM at every stage: one backward in the same pass beats one per stage later.
     stages = STAGES if get_method(strip_method(method)).class_specific else ()
-    return analyze(image=prepared, topk=5, model=loaded, gradcam_stages=stages)
+    return analyze(image=prepared, topk=5, model=loaded, gradcam_stages=stages, defer_backward=defer_backward)
 
 
 def _explained(
@@ -380,18 +404,56 @@ def run_explain(
     return explained
 
 
+def _skipped(**values: Any) -> ExplainPage:
+    """A step of the page's event: ``values``, and every other component left as it is."""
+    return ExplainPage(**{**dict.fromkeys(ExplainPage._fields, gr.skip()), **values})
+
+
 @user_errors
 def explain_ui(
     image: str | None, arch: str, weights: str, checkpoint: str | None, stage: str, method: str, opacity: float,
     view: str, request: gr.Request | None = None,
     progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
-) -> ExplainPage:  # fmt: skip
-    """The tab's own event for a new photo or model: ``/explain``'s outputs and what else a new photo
-    resets (the versus picker, the fused map, the strip's label, the slider) in one step, one round trip."""
-    analysis, explained = explain_photo(
-        image, arch, weights, checkpoint, stage, method, opacity, view, session=session_name(request), progress=progress
+) -> Iterator[ExplainPage]:  # fmt: skip
+    """The tab's own event for a new photo or model, in two steps of one event (one round trip).
+
+    First what a visitor looks at: the top-5, the map and its caption, and the class picker, before
+    the backward pass that only the strip needs. Then the rest: the strip, the fused map, the feature
+    maps, the raw map's file, the versus picker and the analysis's key. The page's hidden copy of the
+    map (``/explain``'s output) is left as it is: nobody sees it.
+    """
+    analysis = analyze_photo(image, arch, weights, checkpoint, stage, method, opacity, view, defer_backward=True)
+    att, heat, caption = _map(
+        analysis, stage=stage, target=None, method=method, opacity=opacity, view=view, progress=progress
     )
-    return _page(analysis, explained, method=method, opacity=opacity, view=view)
+    yield _skipped(
+        top5=label_dict(analysis),
+        status=status_markdown(analysis.loaded),
+        target=gr.update(choices=class_choices(analysis), value=TOP_CLASS),
+        caption=caption,
+        slider=photo_and_map(analysis, heat, view=view),
+    )
+    strip = _strip(analysis, target=None, versus=None, method=method, opacity=opacity)  # runs the backward
+    yield _skipped(
+        analysis=ANALYSES.put(analysis, session=session_name(request)),
+        strip=gr.update(value=strip, label=strip_label(method)),
+        fusion=fusion_view(analysis, target=None, versus=None, method=method, opacity=opacity),
+        features=_features(analysis),
+        raw=_raw_file(analysis, att),
+        versus=gr.update(choices=versus_choices(analysis), value=NO_VERSUS),
+    )
+
+
+def page_after(steps: Iterable[ExplainPage]) -> ExplainPage:
+    """The page once every step of an event has arrived: each field's last value that was not a skip."""
+    page = dict.fromkeys(ExplainPage._fields, gr.skip())
+    for step in steps:
+        page.update({k: v for k, v in step._asdict().items() if not _is_skip(v)})
+    return ExplainPage(**page)
+
+
+def _is_skip(value: Any) -> bool:
+    return isinstance(value, dict) and value == gr.skip()
 
 
 @user_errors
@@ -412,7 +474,7 @@ def example_answer(image: str | None, *, first: Settings) -> ExampleAnswer:
     return ExampleAnswer(**{f: getattr(page, f) for f in ExampleAnswer._fields})._replace(strip=explained.strip)
 
 
-def example_followup(*, first: Settings) -> Callable[..., ExplainPage]:
+def example_followup(*, first: Settings) -> Callable[..., Iterator[ExplainPage]]:
     """The page's handler after an example's cached answer (:func:`example_answer` at ``first``)."""
 
     @user_errors
@@ -420,14 +482,15 @@ def example_followup(*, first: Settings) -> Callable[..., ExplainPage]:
         image: str | None, arch: str, weights: str, checkpoint: str | None, stage: str, method: str,
         opacity: float, view: str, request: gr.Request | None = None,
         progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
-    ) -> ExplainPage:  # fmt: skip
+    ) -> Iterator[ExplainPage]:  # fmt: skip
         """This visitor's own analysis of the example photo: its key in their state (a key is never
         cached: the store's analyses are each visitor's), its classes in the class pickers. With settings
         other than ``first``, the cached answer is not theirs: the whole page is drawn again for them."""
         now = Settings(arch=arch, weights=weights, checkpoint=checkpoint, stage=stage, method=method,
                        opacity=opacity, view=view)  # fmt: skip
         if now != first:
-            return explain_ui(image, arch, weights, checkpoint, stage, method, opacity, view, request, progress)
+            yield from explain_ui(image, arch, weights, checkpoint, stage, method, opacity, view, request, progress)
+            return
         analysis = analyze_photo(image, arch, weights, checkpoint, stage, method, opacity, view)
         key = ANALYSES.put(analysis, session=session_name(request))
         own = {
@@ -437,7 +500,7 @@ def example_followup(*, first: Settings) -> Callable[..., ExplainPage]:
             # The strip shows the cached answer's tiles; its label follows the method, as a new photo's does.
             "strip": gr.update(label=strip_label(method)),
         }
-        return ExplainPage(**{**dict.fromkeys(ExplainPage._fields, gr.skip()), **own})
+        yield _skipped(**own)
 
     return after_example
 
@@ -453,21 +516,58 @@ def rerender(
     view: str,
     progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
 ) -> MapViews:
-    """Explain tab, another stage / class / versus class / method / opacity / view of the same photo.
+    """Explain tab, another class / versus class / method / opacity of the same photo.
 
     No new forward pass: the analysis in the user's state serves it.
     """
+    return _rerendered(analysis, stage, target, versus, method, opacity, view, progress, strip=True)
+
+
+@user_errors
+def restage(
+    analysis: Analysis | str | None,
+    stage: str,
+    target: int | None,
+    versus: int | None,
+    method: str,
+    opacity: float,
+    view: str,
+    progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
+) -> MapViews:
+    """Explain tab, another stage or view of the same map: the strip and the fused map show every
+    stage on the crop already, so they stay as they are (skipped: nothing drawn, nothing sent)."""
+    return _rerendered(analysis, stage, target, versus, method, opacity, view, progress, strip=False)
+
+
+def _rerendered(
+    analysis: Analysis | str | None, stage: str, target: int | None, versus: int | None, method: str,
+    opacity: float, view: str, progress: Any, *, strip: bool,
+) -> MapViews:  # fmt: skip
     analysis = stored(analysis)
     _check_view(view)
     _check_cost(arch=analysis.arch, method=method, stage=stage)
     t, v = (class_index(c, categories=analysis.categories) for c in (target, versus))
-    views = _views(
+    att, heat, caption = _map(
         analysis, stage=stage, target=t, method=method, opacity=opacity, view=view, versus=v, progress=progress
     )
+    slider = photo_and_map(analysis, heat, view=view)
+    if not strip:
+        return MapViews(
+            heatmap=heat,
+            caption=caption,
+            strip=gr.skip(),
+            raw=_raw_file(analysis, att),
+            fusion=gr.skip(),
+            slider=slider,
+        )
+    tiles = _strip(analysis, target=t, versus=v, method=method, opacity=opacity)
     return MapViews(
-        **_label_strip(views, method)._asdict(),
+        heatmap=heat,
+        caption=caption,
+        strip=gr.update(value=tiles, label=strip_label(method)),
+        raw=_raw_file(analysis, att),
         fusion=fusion_view(analysis, target=t, versus=v, method=method, opacity=opacity),
-        slider=photo_and_map(analysis, views.heatmap, view=view),
+        slider=slider,
     )
 
 

@@ -20,6 +20,7 @@ from .events import outputs_of
 from .model_choice import ARCH_CHOICES, WEIGHT_CHOICES, checkpoint_visibility, weights_status
 from .settings import IMAGE_FORMAT, INFERENCE_LIMIT
 from .trust_panel import TrustPanel, build_trust_panel, wire_trust_panel
+from .zerogpu import on_gpu
 
 
 @dataclass
@@ -205,7 +206,7 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     # The page's own event: /explain's outputs and the new photo's extras in one step (a chained
     # second event would cost another round trip through the queue before the page is complete).
     page = {
-        "fn": cancellable(h.explain_ui),
+        "fn": cancellable(on_gpu(h.explain_ui)),
         "inputs": inputs,
         "outputs": outputs_of(h.ExplainPage, tab, **above),
         **inference,
@@ -214,23 +215,27 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     # Clicking an example fills the photo (no upload event) and shows its cached answer (computed on the
     # first click, for the settings a page opens with); then this visitor's own analysis goes in their state.
     example = tab.examples.load_input_event.then(
-        **{**page, "fn": cancellable(h.example_followup(first=first))}, api_visibility="private"
+        **{**page, "fn": cancellable(on_gpu(h.example_followup(first=first)))}, api_visibility="private"
     )
     photo_done = [explained, example]
     # /explain for scripts: the same analysis, its outputs as they always were.
     api_outputs = outputs_of(h.Explained, tab, **above)
-    gr.Button(visible=False).click(cancellable(h.run_explain), inputs, api_outputs, api_name="explain", **inference)
+    gr.Button(visible=False).click(
+        cancellable(on_gpu(h.run_explain)), inputs, api_outputs, api_name="explain", **inference
+    )
 
     # Another view of the same photo. A method without a map at the current stage first moves
     # the stage (programmatically: the stage's .input does not fire), then renders once.
     view_inputs = [analysis, tab.stage, tab.target, tab.versus, tab.method, tab.opacity, tab.view]
     view_outputs = outputs_of(h.MapViews, tab)
+    # Another stage or view leaves the strip and the fused map as they are: only the map is drawn and sent.
+    gr.on([tab.stage.input, tab.view.change], cancellable(on_gpu(h.restage)), view_inputs, view_outputs, **_VIEW)
     gr.on(
-        [tab.stage.input, tab.target.input, tab.versus.input, tab.opacity.release, tab.view.change],
-        cancellable(h.rerender), view_inputs, view_outputs, **_VIEW,
+        [tab.target.input, tab.versus.input, tab.opacity.release],
+        cancellable(on_gpu(h.rerender)), view_inputs, view_outputs, **_VIEW,
     )  # fmt: skip
     tab.method.input(menu.method_changed, [tab.method, tab.stage], tab.stage, **_QUIET).then(
-        cancellable(h.rerender), view_inputs, view_outputs, **_VIEW
+        cancellable(on_gpu(h.rerender)), view_inputs, view_outputs, **_VIEW
     )
     controls = {
         "stage": tab.stage, "target": tab.target, "versus": tab.versus, "method": tab.method,
@@ -242,7 +247,7 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     # /predict: top-5 only, for scripts. A hidden trigger gives it real components, so
     # gradio_client sees an image input and a label output in the API schema.
     gr.Button(visible=False).click(
-        cancellable(h.predict),
+        cancellable(on_gpu(h.predict)),
         [tab.image, tab.arch, tab.weights],
         gr.Label(visible=False),
         api_name="predict",
