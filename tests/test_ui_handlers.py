@@ -327,7 +327,7 @@ def test_command_line_defaults_and_spaces_variables(monkeypatch: pytest.MonkeyPa
         7860,
         "resnet50",
         "imagenet-v2",
-        "cpu",
+        "auto",  # CUDA when there is a GPU, as a Space with one expects
     )
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")

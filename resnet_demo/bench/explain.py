@@ -9,8 +9,9 @@ Rows: torchvision's forward (the unit); a naive pipeline (a forward for the
 prediction, another for the feature maps, then captum's ``LayerGradCam`` once per
 stage); pytorch-grad-cam's ``GradCAM`` on ``layer4`` (if installed); and this
 engine's plain prediction, full explain (top-5, layer4 Grad-CAM, feature maps of all
-stages, block statistics) and all-stage Grad-CAM. ``--methods`` adds the slow
-attribution methods, ``--compile`` the engine under ``torch.compile``.
+stages, block statistics) and all-stage Grad-CAM, and both again with the forward in bfloat16
+where the CPU has it natively (see :mod:`resnet_demo.core.precision`). ``--methods`` adds the
+slow attribution methods, ``--compile`` the engine under ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torchvision.models as tvm
 from PIL import Image
 
 from ..core.model import STAGES
+from ..core.precision import native_bfloat16
 from ..core.weights import LoadedModel, shared_model
 from ..explain import Prepared, analyze, predict, prepare
 from .report import cpu_description, markdown, print_json_report, text_table, time_interleaved, write_text
@@ -40,7 +42,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGE = ROOT / "examples" / "cat.jpg"
 
 # Goals, as ratios to the unit (resnet50; the same hold for 101/152).
-GOALS = {"engine: full explain": 0.7, "engine: all-stage Grad-CAM": 1.6, "engine: plain prediction": 0.5}
+GOALS = {
+    "engine: full explain": 0.7,
+    "engine: all-stage Grad-CAM": 1.6,
+    "engine: plain prediction": 0.5,
+    "engine: full explain, bfloat16": 0.8,
+    "engine: all-stage Grad-CAM, bfloat16": 1.6,
+}
 
 _Rows = dict[str, Callable[[], Any]]
 
@@ -127,6 +135,22 @@ def _engine_rows(lm: LoadedModel, prepared: Prepared, *, compile: bool = False) 
     }
 
 
+def _bfloat16_rows(lm: LoadedModel, prepared: Prepared) -> _Rows:
+    """The full explain and the all-stage Grad-CAM with the forward in bfloat16: the maps below
+    layer4 then take a float32 rerun from the stem, as the precision rule has it."""
+
+    def full() -> Any:
+        a = analyze(image=prepared, model=lm, topk=5, precision="bfloat16")
+        a.attribution(stage="layer4")
+        return a.predictions, a.blocks, [a.feature_maps(s) for s in STAGES]
+
+    def all_stages() -> Any:
+        a = analyze(image=prepared, model=lm, topk=5, precision="bfloat16")
+        return a.attributions(stages=STAGES)
+
+    return {"engine: full explain, bfloat16": full, "engine: all-stage Grad-CAM, bfloat16": all_stages}
+
+
 def _method_rows(lm: LoadedModel, prepared: Prepared) -> _Rows:
     """The on-demand methods, each on a fresh copy of one analysis, so that every call computes its map."""
     shared = analyze(image=prepared, model=lm)
@@ -160,6 +184,10 @@ def bench_arch(args: argparse.Namespace, arch: str) -> list[Row]:
         rows.update(_reference_rows(lm, x))
     rows.update(_engine_rows(lm, prepared))
     rows["engine: all-stage Grad-CAM"] = all_stages
+    if native_bfloat16(device=next(lm.model.parameters()).device):
+        rows.update(_bfloat16_rows(lm, prepared))
+    else:  # emulated bfloat16 is slower than float32: nothing to learn from timing it
+        print("bfloat16 rows left out: this CPU has no native bfloat16 (AVX-512 BF16 or AMX).", file=sys.stderr)
     if args.compile:
         t0 = time.perf_counter()
         predict(image=prepared, model=lm, compile=True)  # compiles; timed apart from the rows

@@ -154,7 +154,8 @@ def round_trips(url: str, photo: Path, *, repeats: int, warmup: int) -> dict[str
 def engine_s(*, weights: str, repeats: int) -> float:
     """Median seconds of the engine's full explain of ResNet-50 (``bench``'s row), in a process of its own."""
     cmd = [sys.executable, "-m", "resnet_demo", "bench", "--no-reference", "--json", "--weights", weights]
-    out = subprocess.run([*cmd, "--repeats", str(repeats)], check=True, capture_output=True, text=True).stdout
+    repo = EXAMPLES.parent  # `python -m resnet_demo` from any folder
+    out = subprocess.run([*cmd, "--repeats", str(repeats)], check=True, capture_output=True, text=True, cwd=repo).stdout
     rows = {row["name"]: row for row in json.loads(out)["results"]["resnet50"]}
     return float(rows["engine: full explain"]["median_s"])
 

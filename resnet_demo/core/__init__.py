@@ -12,6 +12,7 @@ No gradio, plotly or captum here, and nothing from the layers above.
 * :mod:`.images`: photos in (any mode, EXIF, bombs) and the weights' exact preprocessing;
 * :mod:`.fold`: the folded, in-place inference copy of a model;
 * :mod:`.devices`: device and CPU-core rules;
+* :mod:`.precision`: the forward's number format (float32, bfloat16, auto) and native-bfloat16 detection;
 * :mod:`.errors`: :class:`UserError`, the one kind of error a user is shown;
 * :mod:`.render`: overlays and grids (numpy + PIL);
 * :mod:`.features`: a stage's strongest channels as a grid;

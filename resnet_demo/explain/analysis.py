@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -62,6 +63,7 @@ class Analysis:
         gradients: dict[str, Tensor] | Callable[[], dict[str, Tensor]] | None = None,
         gradients_target: int | None = None,
         started: float | None = None,
+        precision: str = "float32",
     ) -> None:
         """``gradients`` are the stage gradients of class ``gradients_target``'s logit computed with the pass
         (or the backward that computes them, run when first needed);
@@ -75,6 +77,7 @@ class Analysis:
         self._predictions = top_predictions(self._probs, loaded.spec.categories, topk)
         self._blocks = blocks
         self._timings = dict(timings)
+        self._precision = precision
         self._clear_caches()
         if callable(gradients) and gradients_target is not None:
             self._grads.seed_later(target=gradients_target, versus=None, backward=gradients)
@@ -90,7 +93,9 @@ class Analysis:
         # methods that ignore the class (keyed with target and versus None).
         self._raw: BoundedCache[tuple[Any, ...], Tensor] = BoundedCache(_CACHE_RAW)
         self._block_acts: BoundedCache[str, Tensor] = BoundedCache(8)  # a few recent blocks, not all fifty
-        self._grads = GradientCache(model=self._model, activations=self._acts)  # what the CAM family weighs
+        # What the CAM family weighs: float32 gradients, from the float32 stem when later stages were rounded.
+        rerun_from = None if self._precision == "float32" else "stem"
+        self._grads = GradientCache(model=self._model, activations=self._acts, rerun_from=rerun_from)
 
     def fresh(self) -> Analysis:
         """A copy that shares this analysis's forward pass but none of its computed maps,
@@ -126,6 +131,11 @@ class Analysis:
         """The preprocessed crop as the model takes it: (1, 3, H, W) float, on the model's
         device, ``channels_last``; a fresh tensor on each access."""
         return input_of(self._model, self._prepared.tensor).clone(memory_format=torch.channels_last)
+
+    @property
+    def precision(self) -> str:
+        """The format the forward ran in: "float32", or "bfloat16" (stages rounded; gradients still float32's)."""
+        return self._precision
 
     @property
     def loaded(self) -> LoadedModel:
@@ -338,10 +348,12 @@ class Analysis:
         options: dict[str, int],
         progress: Callable[[float], None] | None,
     ) -> MethodCall:
+        # A rounded (bfloat16) pass: a map weighs float32's activations once its gradients' rerun has made them.
+        acts = self._acts if self._precision == "float32" else ChainMap(self._grads.exact_activations, self._acts)
         return MethodCall(
             self._model,
             self._prepared.tensor,
-            self._acts,
+            acts,
             self.spec.preprocessing,
             stages,
             target,

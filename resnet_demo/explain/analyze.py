@@ -13,12 +13,13 @@ from torch import Tensor
 from ..core.devices import configure_threads
 from ..core.images import ImageSource
 from ..core.model import ARCH_DEPTHS, STAGES, ResNet, check_stage
+from ..core.precision import resolve_precision
 from ..core.weights import LoadedModel
 from .analysis import Analysis
 from .cost import gmacs, note_forward
 from .gradcam import segment_backward, segment_forward
 from .inputs import prepare
-from .network import POSITION, inference_model, inference_pass, input_of
+from .network import POSITION, device_of, inference_model, inference_pass, input_of
 from .results import BlockStat, Prediction, Prepared, top_predictions
 
 __all__ = ["analyze", "block_stats", "predict"]
@@ -30,15 +31,20 @@ def predict(
     model: LoadedModel,
     topk: int = 5,
     compile: bool = False,
+    precision: str = "float32",
 ) -> list[Prediction]:
     """Top-k classes of ``model`` only: the cheapest path (no intermediate outputs kept; see
-    :func:`analyze` for the rest)."""
+    :func:`analyze` for the rest, and for ``precision``)."""
     configure_threads()
     prepared = prepare(image=image, preprocessing=model.spec.preprocessing)
     net = inference_model(model.model)
+    dtype = resolve_precision(name=precision, device=device_of(net)).dtype
     with torch.inference_mode():
-        x = input_of(net, prepared.tensor)
-        logits = inference_pass(net, x, compile=True)[0] if compile else net(x)
+        if dtype != torch.float32:
+            logits = _reduced_pass(model.model, prepared.tensor, dtype=dtype)[0]
+        else:
+            x = input_of(net, prepared.tensor)
+            logits = inference_pass(net, x, compile=True)[0] if compile else net(x)
         probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
     return top_predictions(probs, model.spec.categories, topk)
 
@@ -88,6 +94,24 @@ def _forward_with_gradcam(
     return logits.detach(), {**early, **{k: v.detach() for k, v in late.items()}}, backward, target
 
 
+def _reduced_pass(model: ResNet, tensor: Tensor, *, dtype: torch.dtype) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """The inference pass with the stages in ``dtype`` (bfloat16): logits, stage outputs, block statistics.
+
+    The stage outputs come back in float32 for everything built on them; the head runs in
+    float32 (the probabilities carry only layer4's rounding); the stem's output is float32's
+    own, as every later gradient starts from it (one from a rounded activation moves the
+    earlier stages' maps: see :mod:`resnet_demo.core.precision`).
+    """
+    low, net = inference_model(model, dtype=dtype), inference_model(model)
+    stats: list[Tensor] = []
+    with torch.inference_mode():
+        _, rounded = low.forward_stages(input_of(low, tensor), stop="layer4", stats=stats)
+        acts = {s: a.float() for s, a in rounded.items()}  # (1, C, h, w), channels_last kept
+        acts["stem"] = net.forward_stages(input_of(net, tensor), stop="stem")[1]["stem"]
+        logits = net.forward_head(acts["layer4"])
+    return logits, acts, torch.stack(stats).float().view(-1, 3)
+
+
 def analyze(
     *,
     image: ImageSource | Prepared,
@@ -96,6 +120,7 @@ def analyze(
     gradcam_stages: Iterable[str] = (),
     defer_backward: bool = False,
     compile: bool = False,
+    precision: str = "float32",
 ) -> Analysis:
     """Load ``image``, run ``model`` on it once, and return an :class:`Analysis`.
 
@@ -111,6 +136,10 @@ def analyze(
     graph is held until then.
     ``compile=True`` runs the inference pass through ``torch.compile`` (about 15% faster
     on CPU, after a minute of compiling per model; not used with ``gradcam_stages``).
+    ``precision`` (float32, bfloat16 or auto: see :mod:`resnet_demo.core.precision`) is the
+    format of the forward; a pass that takes gradients up front (``gradcam_stages`` before
+    layer4) runs in float32, and every gradient is float32's. :attr:`Analysis.precision` says
+    which ran.
     Raises :class:`~resnet_demo.core.images.ImageError` or
     :class:`~resnet_demo.core.weights.WeightsError` (both :class:`UserError`) for bad input.
     """
@@ -118,6 +147,7 @@ def analyze(
     configure_threads()
     prepared = prepare(image=image, preprocessing=model.spec.preprocessing)
     net = inference_model(model.model)
+    dtype = resolve_precision(name=precision, device=device_of(net)).dtype
     stages = [check_stage(s) for s in dict.fromkeys(gradcam_stages)]
     t1 = time.perf_counter()
 
@@ -132,6 +162,9 @@ def analyze(
         logits, acts, backward, target = _forward_with_gradcam(net, x, grad_stages, stats)
         numbers = torch.stack(stats).detach().view(-1, 3)
         grads = backward if defer_backward else backward()
+        dtype = torch.float32  # the gradients' pass gave the prediction too
+    elif dtype != torch.float32:
+        logits, acts, numbers = _reduced_pass(model.model, prepared.tensor, dtype=dtype)
     else:
         with torch.inference_mode():
             logits, acts, numbers = inference_pass(net, x, compile=compile)
@@ -144,7 +177,7 @@ def analyze(
         "forward": t2 - t1,
         "block_stats": t3 - t2,
     }
-    if not grad_stages and model.spec.arch in ARCH_DEPTHS:
+    if not grad_stages and dtype == torch.float32 and model.spec.arch in ARCH_DEPTHS:
         note_forward(t2 - t1, gmacs(model.spec.arch, x.shape[-1]))
     return Analysis(
         loaded=model,
@@ -158,4 +191,5 @@ def analyze(
         gradients=grads,
         gradients_target=target,
         started=t0,
+        precision="float32" if dtype == torch.float32 else "bfloat16",
     )

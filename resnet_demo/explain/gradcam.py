@@ -124,8 +124,20 @@ class GradientCache:
     both compute it (the results are equal), the first result is kept.
     """
 
-    def __init__(self, *, model: ResNet, activations: Mapping[str, Tensor], limit: int = GRADIENT_CACHE) -> None:
+    def __init__(
+        self,
+        *,
+        model: ResNet,
+        activations: Mapping[str, Tensor],
+        limit: int = GRADIENT_CACHE,
+        rerun_from: str | None = None,
+    ) -> None:
+        """``rerun_from``: the stage every rerun starts from (None: the earliest one asked); an
+        analysis whose later activations were rounded (bfloat16) reruns from its float32 stem,
+        and the rerun's float32 activations are kept in :attr:`exact_activations` for the maps."""
         self._model = model
+        self._rerun_from = rerun_from
+        self.exact_activations: dict[str, Tensor] = {}
         self._acts = activations  # stage -> (1, C, h, w) from the analysis's pass
         self._limit = limit
         self._lock = threading.Lock()
@@ -159,12 +171,14 @@ class GradientCache:
             self._held[key] = held  # most recently used last
         missing = [s for s in deep if s not in held]
         if missing:
-            start = min(missing, key=POSITION.__getitem__)
+            start = self._rerun_from or min(missing, key=POSITION.__getitem__)
             # The backward passes every later stage on its way down: their gradients are free.
             on_the_way = [s for s in STAGES if POSITION[s] >= POSITION[start] and s != "layer4"]
-            _, _, got, _ = grad_segment(
+            _, acts, got, _ = grad_segment(
                 self._model, self._acts[start], start=start, stages=on_the_way, target=target, versus=versus
             )
+            if self._rerun_from is not None:
+                self.exact_activations.update(acts)  # one dict update: atomic for concurrent readers
             held = self._merge(key, got)
         found = {s: held[s] for s in deep}
         if "layer4" in stages:

@@ -13,6 +13,7 @@ import torch
 
 from ..core.devices import configure_threads, resolve_device
 from ..core.errors import UserError
+from ..core.precision import PRECISIONS, resolve_precision
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS
 from .agent_tools import add_agent_tools, only_agent_tools
 from .architecture_tab import build_architecture_tab
@@ -50,15 +51,18 @@ def build_demo(
     arch: str = "resnet50",
     weights: str = DEFAULT_WEIGHTS,
     device: str = "auto",
+    precision: str = "float32",
     time_budget_s: float = TIME_BUDGET_S,
 ) -> gr.Blocks:
     """Build the app. Loads the default model now, so the page opens with its weights status.
 
     ``device``: ``auto`` (CUDA when there is a GPU, as on a Space with one; the CPU otherwise), ``cpu`` or ``cuda``.
+    ``precision``: the forward's number format for new photos (see :mod:`resnet_demo.core.precision`).
 
     ``time_budget_s`` is the longest a request may be expected to take (0: no limit; see :mod:`.budget`).
     """
     SETTINGS["device"] = str(resolve_device(device))
+    SETTINGS["precision"] = resolve_precision(name=precision, device=torch.device(SETTINGS["device"])).name
     BUDGET.seconds = time_budget_s
     weights, start_checkpoint = start_choice(weights=weights)
     # Not through the gr.Error wrapper: a bad --weights file must stop the start-up with its reason.
@@ -119,6 +123,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--device", choices=["cpu", "cuda", "auto"], default="auto",
         help="where inference runs (default auto: CUDA when there is a GPU, else the CPU)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="float32",
+        help="the forward's number format for new photos (default float32; bfloat16: faster where the CPU or GPU "
+        "has it natively, approximate probabilities; auto: what passes the accuracy guard here)",
     )  # fmt: skip
     parser.add_argument(
         "--time-budget",
@@ -185,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     """Build, queue and launch the app; returns the exit status (2 when it cannot start)."""
     args = parse_args(argv)
     try:
-        demo = build_demo(arch=args.arch, weights=args.weights, device=args.device, time_budget_s=args.time_budget)
+        demo = build_demo(
+            arch=args.arch, weights=args.weights, device=args.device, precision=args.precision,
+            time_budget_s=args.time_budget,
+        )  # fmt: skip
     except UserError as e:  # e.g. --device cuda without a GPU, or a --weights file that does not load
         print(f"error: {e}", file=sys.stderr)
         return 2

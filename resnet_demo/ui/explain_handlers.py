@@ -37,7 +37,7 @@ from .downloads import DOWNLOADS
 from .events import extend
 from .markdown_text import md_text
 from .messages import BAD_VIEW, NO_PHOTO, unknown_pick
-from .model_choice import UNTRAINED_BANNER, resolve_model, status_markdown, untrained_name
+from .model_choice import SETTINGS, UNTRAINED_BANNER, resolve_model, status_markdown, untrained_name
 from .session_folders import session_name
 
 STAGE_CHOICES: list[tuple[str, str]] = [(s, s) for s in STAGES]
@@ -188,6 +188,11 @@ def _caption(analysis: Analysis, att: Attribution, *, dropped_versus: bool = Fal
         )
     if att.method == "lrp":
         parts.append(conservation_line(analysis, att))
+    if analysis.precision != "float32":
+        parts.append(
+            f"Forward in **{analysis.precision}**: approximate probabilities and maps "
+            "(every gradient is float32's; run with --precision float32 for exact ones)."
+        )
     if analysis.untrained:
         parts.insert(0, f"**{UNTRAINED_BANNER}** (random weights): this map explains a meaningless prediction.")
     return "\n\n".join(parts)
@@ -338,9 +343,14 @@ def analyze_photo(
     # Only a display copy of the photo is kept (a phone photo would pin 70 MB per visitor);
     # the model's crop comes from the photo at its loaded size.
     prepared = prepare(image=image, preprocessing=loaded.spec.preprocessing, display_max=DISPLAY_MAX)
-    # The strip's Grad-CAM at every stage: one backward in the same pass beats one per stage later.
-    stages = STAGES if get_method(strip_method(method)).class_specific else ()
-    return analyze(image=prepared, topk=5, model=loaded, gradcam_stages=stages, defer_backward=defer_backward)
+    precision = SETTINGS["precision"]
+    # The strip's Grad-CAM at every stage: one backward in the same pass beats one per stage later. A
+    # bfloat16 forward takes its float32 gradients from a rerun of its own instead (see analyze()).
+    strip_gradients = get_method(strip_method(method)).class_specific and precision == "float32"
+    return analyze(
+        image=prepared, topk=5, model=loaded, gradcam_stages=STAGES if strip_gradients else (),
+        defer_backward=defer_backward, precision=precision,
+    )  # fmt: skip
 
 
 def _explained(

@@ -30,8 +30,9 @@ def untrained_name(*, name: str) -> str:
     return f"{name} ({UNTRAINED_BANNER})"
 
 
-# Where inference runs; set once at start-up by build_demo (--device), read by every request.
-SETTINGS: dict[str, str] = {"device": "cpu"}
+# Where inference runs and the forward's number format; set once at start-up by build_demo (--device,
+# --precision), read by every request.
+SETTINGS: dict[str, str] = {"device": "cpu", "precision": "float32"}
 
 
 def app_message(error: UserError) -> str:
