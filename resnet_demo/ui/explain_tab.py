@@ -203,12 +203,15 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     above = {"analysis": analysis, "status": status}  # the user's state and the banner: above the tabs
     inputs = [tab.image, *model_inputs, tab.stage, tab.method, tab.opacity, tab.view]
     inference = {"concurrency_id": "inference", "concurrency_limit": INFERENCE_LIMIT, "trigger_mode": "always_last"}
-    # The page's own event: /explain's outputs and the new photo's extras in one step (a chained
-    # second event would cost another round trip through the queue before the page is complete).
+    # The page's own event: /explain's outputs and the new photo's extras in one event of two steps (a
+    # chained second event would cost another round trip through the queue before the page is complete).
+    # The progress shows on the map alone: an animated overlay on each of a dozen panels costs the
+    # visitor's browser more than the server's whole answer.
     page = {
         "fn": cancellable(on_gpu(h.explain_ui)),
         "inputs": inputs,
         "outputs": outputs_of(h.ExplainPage, tab, **above),
+        "show_progress_on": tab.slider,
         **inference,
     }
     explained = gr.on([tab.run.click, tab.image.upload], api_visibility="private", **page)
@@ -228,14 +231,15 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     # the stage (programmatically: the stage's .input does not fire), then renders once.
     view_inputs = [analysis, tab.stage, tab.target, tab.versus, tab.method, tab.opacity, tab.view]
     view_outputs = outputs_of(h.MapViews, tab)
+    view = {**_VIEW, "show_progress_on": tab.slider}  # on the map alone, as the page's event
     # Another stage or view leaves the strip and the fused map as they are: only the map is drawn and sent.
-    gr.on([tab.stage.input, tab.view.change], cancellable(on_gpu(h.restage)), view_inputs, view_outputs, **_VIEW)
+    gr.on([tab.stage.input, tab.view.change], cancellable(on_gpu(h.restage)), view_inputs, view_outputs, **view)
     gr.on(
         [tab.target.input, tab.versus.input, tab.opacity.release],
-        cancellable(on_gpu(h.rerender)), view_inputs, view_outputs, **_VIEW,
+        cancellable(on_gpu(h.rerender)), view_inputs, view_outputs, **view,
     )  # fmt: skip
     tab.method.input(menu.method_changed, [tab.method, tab.stage], tab.stage, **_QUIET).then(
-        cancellable(on_gpu(h.rerender)), view_inputs, view_outputs, **_VIEW
+        cancellable(on_gpu(h.rerender)), view_inputs, view_outputs, **view
     )
     controls = {
         "stage": tab.stage, "target": tab.target, "versus": tab.versus, "method": tab.method,
