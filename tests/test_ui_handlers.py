@@ -51,7 +51,10 @@ def test_explain_outputs_offline(offline: Path) -> None:
     assert len(features) == 5 and features[-1][1].startswith("layer4 · 2048×7×7")
     choices = picker["choices"]
     assert choices[0] == ("Top class", h.TOP_CLASS)
-    assert len(choices) == 1 + 1000  # "top class", then every class once
+    assert len(choices) == 1 + h.LISTED_CLASSES  # "top class", then the most probable; any other is typed
+    probs = stored(key).probabilities()
+    assert [probs[v] for _label, v in choices[1:]] == sorted(probs, reverse=True)[: h.LISTED_CLASSES]
+    assert h.class_index("tabby", categories=stored(key).categories) == 281  # an unlisted class, typed
     assert np.load(raw).ndim == 2
 
 

@@ -208,31 +208,33 @@ def browser_s(url: str, photos: list[Path], *, repeats: int) -> dict[str, float]
 STAGE_CLICKS = ("layer3", "layer2")  # the page opens on layer4; each photo then shows another stage
 _PANELS = "#heatmap-slider img, #strip img, #features img, #fusion img"
 # In the page: promises that resolve, to the seconds since they were set up (just before the driver sets
-# the photo or clicks), once the top-5 and the slider's two images are new and decoded, and once every
-# panel's images (the slider's 2 + 5 + 5 + 1) are.
+# the photo or clicks), once the slider's two images are new and decoded (the top-5 comes in the same
+# message: random weights may rank the same five classes for two photos, so its text is no sign), and
+# once every panel's images (the slider's 2 + 5 + 5 + 1) are.
 _WATCH = """(kind) => {
   const srcs = (sel) => [...document.querySelectorAll(sel)].map(i => i.src);
+  const drawn = (imgs, n) => imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0);
   const fresh = (sel, before, n) => {
     const imgs = [...document.querySelectorAll(sel)];
-    return imgs.length >= n && imgs.every(i => !before.includes(i.src) && i.complete && i.naturalWidth > 0);
+    return drawn(imgs, n) && imgs.every(i => !before.includes(i.src));
   };
-  const top = () => (document.querySelector('#top5') || {}).innerText;
-  const slider = srcs('#heatmap-slider img'), all = srcs('PANELS'), top0 = top(), t0 = performance.now();
-  const watch = (done) => new Promise((resolve) => {
-    const check = () => {
-      if (!done()) return;
-      obs.disconnect();
-      document.removeEventListener('load', check, true);
-      resolve((performance.now() - t0) / 1000);
-    };
+  const changed = (sel, before, n) => {  // another map over the same crop: the crop's file stays
+    const imgs = [...document.querySelectorAll(sel)];
+    return drawn(imgs, n) && imgs.some(i => !before.includes(i.src));
+  };
+  const slider = srcs('#heatmap-slider img'), all = srcs('PANELS'), t0 = performance.now();
+  const watch = (done) => new Promise((resolve, reject) => {
+    const stop = () => { obs.disconnect(); document.removeEventListener('load', check, true); };
+    const check = () => { if (done()) { stop(); resolve((performance.now() - t0) / 1000); } };
+    setTimeout(() => { stop(); reject(new Error('not drawn within 60 s')); }, 60000);
     const obs = new MutationObserver(check);
     obs.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
     document.addEventListener('load', check, true);
   });
   window.__drawn = kind === 'photo'
-    ? {map: watch(() => top() !== top0 && fresh('#heatmap-slider img', slider, 2)),
+    ? {map: watch(() => fresh('#heatmap-slider img', slider, 2)),
        all: watch(() => fresh('PANELS', all, 13))}
-    : {stage: watch(() => fresh('#heatmap-slider img', slider, 2))};
+    : {stage: watch(() => changed('#heatmap-slider img', slider, 2))};
 }""".replace("PANELS", _PANELS)
 _WATCH_PHOTO = f"({_WATCH})('photo')"
 _WATCH_STAGE = f"({_WATCH})('stage')"

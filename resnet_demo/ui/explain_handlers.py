@@ -43,6 +43,7 @@ from .session_folders import session_name
 STAGE_CHOICES: list[tuple[str, str]] = [(s, s) for s in STAGES]
 VIEW_CHOICES: list[tuple[str, str]] = [("The crop the model saw", "crop"), ("The whole photo", "full")]
 TOP_CLASS = -1  # the class picker's value for "whatever the model ranks first"
+LISTED_CLASSES = 20  # the most probable classes the class pickers list; any other is typed
 NO_VERSUS = -1  # the versus picker's value for "no second class": the plain class score
 STRIP_FALLBACK = "gradcam"  # the strip and the fusion of methods that have no map at every stage
 
@@ -120,11 +121,14 @@ def label_dict(analysis: Analysis) -> dict[str, float]:
 
 
 def class_choices(analysis: Analysis) -> list[tuple[str, int]]:
-    """The class picker: top class, then the top-k with probabilities, then every class."""
-    top = [(f"#{i + 1} {p.label} ({p.prob:.1%})", p.index) for i, p in enumerate(analysis.predictions)]
-    ranked = {p.index for p in analysis.predictions}
-    rest = [(name, i) for i, name in enumerate(analysis.spec.categories) if i not in ranked]
-    return [("Top class", TOP_CLASS), *top, *rest]
+    """The class picker: top class, then the :data:`LISTED_CLASSES` most probable with their probabilities.
+
+    Any other class is typed (a name, part of one, or an index) and found by the core. Not every
+    class: Gradio's page copies a dropdown's choices on every status change of every event, and
+    1000 of them in two pickers cost a visitor's browser more than the server's whole answer.
+    """
+    ranked = [(f"#{i + 1} {p.label} ({p.prob:.1%})", p.index) for i, p in enumerate(analysis.top(LISTED_CLASSES))]
+    return [("Top class", TOP_CLASS), *ranked]
 
 
 def versus_choices(analysis: Analysis) -> list[tuple[str, int]]:

@@ -96,7 +96,7 @@ def build_explain_tab(
                 target = gr.Dropdown(
                     [("Top class", h.TOP_CLASS)],
                     value=h.TOP_CLASS,
-                    label="Explain class (type to search)",
+                    label=f"Explain class (the {h.LISTED_CLASSES} most probable; type any other's name or index)",
                     elem_id="target",
                     allow_custom_value=True,  # a typed name or index: the core finds it, or names the closest
                 )
