@@ -89,6 +89,15 @@ MapViews = extend(
     {"fusion": Tiles, "slider": Pair},
     doc="Another view of the same photo: the map's views, the fused map and the photo against its map.",
 )
+MapAlone = extend(
+    MapViews,
+    "MapAlone",
+    {},
+    drop=("heatmap", "strip", "fusion"),
+    doc="Another stage or view of the same map: the map alone (the strip and the fused map show every stage "
+    "on the crop already; the hidden copy of the map is /explain's). No component is updated for nothing: "
+    "Gradio rebuilds a component for every update, even an empty one.",
+)
 # Without the analysis key: a cached answer is handed to every visitor, and a key would hand them its
 # analysis. Without the class pickers either: Gradio 6.31 fails to cache a dropdown's update (its
 # choices), and the visitor's own event, which has the photo's analysis, fills them at no cost.
@@ -547,10 +556,10 @@ def restage(
     opacity: float,
     view: str,
     progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
-) -> MapViews:
-    """Explain tab, another stage or view of the same map: the strip and the fused map show every
-    stage on the crop already, so they stay as they are (skipped: nothing drawn, nothing sent)."""
-    return _rerendered(analysis, stage, target, versus, method, opacity, view, progress, strip=False)
+) -> MapAlone:
+    """Explain tab, another stage or view of the same map: the map alone (see :class:`MapAlone`)."""
+    views = _rerendered(analysis, stage, target, versus, method, opacity, view, progress, strip=False)
+    return MapAlone(**{f: getattr(views, f) for f in MapAlone._fields})
 
 
 def _rerendered(

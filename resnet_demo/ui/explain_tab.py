@@ -233,7 +233,13 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     view_outputs = outputs_of(h.MapViews, tab)
     view = {**_VIEW, "show_progress_on": tab.slider}  # on the map alone, as the page's event
     # Another stage or view leaves the strip and the fused map as they are: only the map is drawn and sent.
-    gr.on([tab.stage.input, tab.view.change], cancellable(on_gpu(h.restage)), view_inputs, view_outputs, **view)
+    gr.on(
+        [tab.stage.input, tab.view.change],
+        cancellable(on_gpu(h.restage)),
+        view_inputs,
+        outputs_of(h.MapAlone, tab),
+        **view,
+    )
     gr.on(
         [tab.target.input, tab.versus.input, tab.opacity.release],
         cancellable(on_gpu(h.rerender)), view_inputs, view_outputs, **view,
