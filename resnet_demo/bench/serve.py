@@ -412,7 +412,7 @@ def main(args: argparse.Namespace) -> int:
         [name, "-" if value is None else f"{value:.3f}", _verdict(name, value)]
         for name, value in result["values"].items()
     ]
-    columns = [("serving", 36), ("measured", 9), ("goal", 0)]
+    columns = [("serving", 46), ("measured", 9), ("goal", 0)]
     print("\n".join([f"# {result['machine']}", *text_table(columns, rows), *(f"- {n}" for n in result["notes"])]))
     if args.markdown:
         intro = f"Serving, on {result['machine']}:\n\n" + "\n".join(f"- {n}" for n in result["notes"])

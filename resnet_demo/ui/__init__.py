@@ -2,6 +2,7 @@
 
 * :mod:`.demo`: ``build_demo`` (the banner, the tabs, the events across tabs) and the command line;
 * :mod:`.settings`: queue and upload limits, theme and CSS;
+* :mod:`.zerogpu`: the model handlers under ``spaces.GPU`` on Hugging Face ZeroGPU hardware, unchanged elsewhere;
 * one ``*_tab`` module per tab (layout and events) with its ``*_handlers`` (plain functions):
   Explain, Architecture, Compare depths, Transfer, Fine-tune, Slim, Audit;
 * the Explain tab's explanation extras: :mod:`.method_menu` (the methods grouped by the question
