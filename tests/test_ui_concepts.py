@@ -41,8 +41,7 @@ def test_crp_tiles_are_the_engines_concepts(analysis: Analysis) -> None:
         assert np.array_equal(np.asarray(image), np.asarray(expected))
     # The legend names the class escaped (a class name is data, never markup) and the shares' total.
     assert (
-        "&lt;img"
-        in c.concepts_view(analysis, "crp", "layer3", 0, 4, 0.5, progress=lambda *a, **k: None).concept_legend
+        "&lt;img" in c.concepts_view(analysis, "crp", "layer3", 0, 4, 0.5, progress=lambda *a, **k: None).concept_legend
     )
     assert f"(together {sum(x.share for x in found):.1%})" in view.concept_legend
 
