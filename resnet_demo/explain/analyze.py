@@ -112,6 +112,25 @@ def _reduced_pass(model: ResNet, tensor: Tensor, *, dtype: torch.dtype) -> tuple
     return logits, acts, torch.stack(stats).float().view(-1, 3)
 
 
+_Gradients = dict[str, Tensor] | Callable[[], dict[str, Tensor]] | None
+
+
+def _pass(
+    model: LoadedModel, net: ResNet, x: Tensor, *, grad_stages: list[str], defer_backward: bool,
+    dtype: torch.dtype, compile: bool,
+) -> tuple[Tensor, dict[str, Tensor], Tensor, _Gradients, int | None]:  # fmt: skip
+    """The one pass of :func:`analyze`: logits, stage outputs, block statistics, and the gradients of
+    the top class at ``grad_stages`` (or their backward, not yet run) with that class."""
+    if grad_stages:
+        stats: list[Tensor] = []
+        logits, acts, backward, target = _forward_with_gradcam(net, x, grad_stages, stats)
+        return logits, acts, torch.stack(stats).detach().view(-1, 3), backward if defer_backward else backward(), target
+    if dtype != torch.float32:
+        return (*_reduced_pass(model.model, x, dtype=dtype), None, None)
+    with torch.inference_mode():
+        return (*inference_pass(net, x, compile=compile), None, None)
+
+
 def analyze(
     *,
     image: ImageSource | Prepared,
@@ -152,24 +171,15 @@ def analyze(
     t1 = time.perf_counter()
 
     x = input_of(net, prepared.tensor)
-    grads: dict[str, Tensor] | Callable[[], dict[str, Tensor]] | None = None
-    target: int | None = None
-    names = net.block_names()
     # layer4's gradient is a closed form (see .gradcam): only earlier stages need the autograd pass.
     grad_stages = [s for s in stages if s != "layer4"]
     if grad_stages:
-        stats: list[Tensor] = []
-        logits, acts, backward, target = _forward_with_gradcam(net, x, grad_stages, stats)
-        numbers = torch.stack(stats).detach().view(-1, 3)
-        grads = backward if defer_backward else backward()
-        dtype = torch.float32  # the gradients' pass gave the prediction too
-    elif dtype != torch.float32:
-        logits, acts, numbers = _reduced_pass(model.model, prepared.tensor, dtype=dtype)
-    else:
-        with torch.inference_mode():
-            logits, acts, numbers = inference_pass(net, x, compile=compile)
+        dtype = torch.float32  # the gradients' pass gives the prediction too
+    logits, acts, numbers, grads, target = _pass(
+        model, net, x, grad_stages=grad_stages, defer_backward=defer_backward, dtype=dtype, compile=compile
+    )
     t2 = time.perf_counter()
-    blocks = block_stats(net, names, numbers, acts)
+    blocks = block_stats(net, net.block_names(), numbers, acts)
     t3 = time.perf_counter()
     timings = {
         **prepared.timings,
