@@ -95,14 +95,14 @@ def test_the_button_says_the_expected_time() -> None:
 
 def test_an_lrp_caption_says_where_the_relevance_went(analysis: Analysis) -> None:
     from resnet_demo.explain.lrp import relevance_conservation
-    from resnet_demo.ui.explain_handlers import _caption
+    from resnet_demo.ui.map_captions import map_caption
 
     att = analysis.attribution(method="lrp", target=2)
-    caption = _caption(analysis, att)
+    caption = map_caption(analysis, att)
     points = relevance_conservation(analysis=analysis, target=2).to_json()["points"]
     assert "Relevance conserved" in caption
     assert (
         f"layer3 {points['layer3']['relevance']:.0%}" in caption
         and f"input {points['input']['relevance']:.0%}" in caption
     )
-    assert "Relevance conserved" not in _caption(analysis, analysis.attribution(method="gradcam", target=2))
+    assert "Relevance conserved" not in map_caption(analysis, analysis.attribution(method="gradcam", target=2))

@@ -13,7 +13,7 @@ import pytest
 
 from resnet_demo.ui.agent_tools import AGENT_TOOLS
 from resnet_demo.ui.events import extend, outputs_of
-from resnet_demo.ui.explain_handlers import ExampleAnswer
+from resnet_demo.ui.example_handlers import ExampleAnswer
 
 
 class Pair(NamedTuple):
@@ -63,7 +63,7 @@ def test_every_event_with_several_outputs_returns_its_named_tuple() -> None:
     several = [d for d in demo.fns.values() if len(d.outputs) > 1]
     assert len(several) >= 15  # explain (3), trust (5), architecture (2), compare, transfer (3), fine-tune (3)...
     # Gradio's own event that serves the examples' cached answers: its handler returns what was cached,
-    # the answers of explain_handlers.example_answer, in the order of the outputs the examples got.
+    # the answers of example_handlers.example_answer, in the order of the outputs the examples got.
     served = [d for d in several if d.fn.__qualname__.startswith("Examples.")]
     assert [len(d.outputs) for d in served] == [len(ExampleAnswer._fields)]
     for d in several:

@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 from gradio_client import Client
 
+from resnet_demo.ui import example_handlers as eh
 from resnet_demo.ui import explain_handlers as h
 from resnet_demo.ui.analysis_store import ANALYSES, stored
 from resnet_demo.ui.components import example_photos
@@ -34,13 +35,13 @@ def _tab() -> tuple[gr.Blocks, ExplainTab, gr.State]:
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The photos the examples' answer was computed for, in order (the tab is built after this)."""
     calls: list[str] = []
-    answer = h.example_answer
+    answer = eh.example_answer
 
     def counting(image: str | None, *, first: h.Settings) -> Any:
         calls.append(str(image))
         return answer(image, first=first)
 
-    monkeypatch.setattr(h, "example_answer", counting)
+    monkeypatch.setattr(eh, "example_answer", counting)
     return calls
 
 
@@ -71,7 +72,7 @@ def test_the_second_click_is_served_from_the_cache(counted: list[str], served) -
     again, again_s = click(0)
     assert [Path(p).name for p in counted] == [Path(example_photos()[0]).name]  # computed once
     assert again == first and again_s < first_s
-    fields = dict(zip(h.ExampleAnswer._fields, first, strict=True))
+    fields = dict(zip(eh.ExampleAnswer._fields, first, strict=True))
     assert "UNTRAINED" in fields["status"] and len(fields["strip"]) == 5  # the page's answer, cached
     assert len(fields["slider"]) == 2 and all(Path(image["path"]).is_file() for image in fields["slider"])
     click(1)
@@ -82,7 +83,7 @@ def test_each_visitor_gets_their_own_analysis_of_an_example(counted: list[str], 
     tab, click = served
     photo = example_photos()[0]
     click(0)
-    follow = h.example_followup(first=FIRST)
+    follow = eh.example_followup(first=FIRST)
     settings = (FIRST.arch, FIRST.weights, FIRST.checkpoint, FIRST.stage, FIRST.method, FIRST.opacity, FIRST.view)
     mine = h.page_after(follow(photo, *settings, gr.Request(session_hash="visitorA"), None))
     yours = h.page_after(follow(photo, *settings, gr.Request(session_hash="visitorB"), None))
@@ -104,7 +105,7 @@ def test_each_visitor_gets_their_own_analysis_of_an_example(counted: list[str], 
 
 def test_other_settings_than_the_cached_answers_draw_the_page_again(counted: list[str]) -> None:
     photo = example_photos()[0]
-    follow = h.example_followup(first=FIRST)
+    follow = eh.example_followup(first=FIRST)
     page = h.page_after(
         follow(photo, "resnet50", "random", None, "layer3", "gradcam", 0.5, "full", gr.Request(session_hash="c"), None)
     )

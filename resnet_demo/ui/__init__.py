@@ -5,6 +5,8 @@
 * :mod:`.zerogpu`: the model handlers under ``spaces.GPU`` on Hugging Face ZeroGPU hardware, unchanged elsewhere;
 * one ``*_tab`` module per tab (layout and events) with its ``*_handlers`` (plain functions):
   Explain, Architecture, Compare depths, Transfer, Fine-tune, Slim, Audit;
+* the Explain tab's :mod:`.example_handlers` (the example photos: the cached answer, then each
+  visitor's own analysis) and :mod:`.map_captions` (what a map's caption says);
 * the Explain tab's explanation extras: :mod:`.method_menu` (the methods grouped by the question
   they answer), :mod:`.method_gallery` (every quick method side by side), :mod:`.concepts_panel`
   with :mod:`.concepts_handlers` (CRP's and DFF's concepts), and :mod:`.trust_panel` with

@@ -3,14 +3,15 @@
 Plain functions, so the tests call them directly; the model, stage, method, class and
 opacity are checked by the core (resnet_demo.core, resnet_demo.explain), which says what is wrong.
 Each event with several outputs gets a named tuple (:class:`Explained`, :class:`ExplainPage`,
-:class:`MapViews`, :class:`ExampleAnswer`) whose fields are the Explain tab's component names.
+:class:`MapViews`, :class:`MapAlone`) whose fields are the Explain tab's component names; the
+example photos' handlers are in :mod:`.example_handlers`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import gradio as gr
 import PIL.Image
@@ -29,15 +30,14 @@ from ..explain import (
     prepare,
     resolve_class,
 )
-from ..explain.lrp import relevance_conservation
 from .analysis_store import ANALYSES, DISPLAY_MAX, stored
 from .budget import within_budget
 from .components import user_errors
 from .downloads import DOWNLOADS
 from .events import extend
-from .markdown_text import md_text
+from .map_captions import map_caption
 from .messages import BAD_VIEW, NO_PHOTO, unknown_pick
-from .model_choice import SETTINGS, UNTRAINED_BANNER, resolve_model, status_markdown, untrained_name
+from .model_choice import SETTINGS, resolve_model, status_markdown, untrained_name
 from .session_folders import session_name
 
 STAGE_CHOICES: list[tuple[str, str]] = [(s, s) for s in STAGES]
@@ -50,7 +50,6 @@ STRIP_FALLBACK = "gradcam"  # the strip and the fusion of methods that have no m
 Progress = Callable[[float], None]
 Tiles = list[tuple[PIL.Image.Image, str]]  # a gallery's value: (image, caption) pairs
 Pair = tuple[PIL.Image.Image, PIL.Image.Image]  # an image slider's value: left, right
-ResultT = TypeVar("ResultT", "Views", "Explained")
 
 
 class Views(NamedTuple):
@@ -98,17 +97,6 @@ MapAlone = extend(
     "on the crop already; the hidden copy of the map is /explain's). No component is updated for nothing: "
     "Gradio rebuilds a component for every update, even an empty one.",
 )
-# Without the analysis key: a cached answer is handed to every visitor, and a key would hand them its
-# analysis. Without the class pickers either: Gradio 6.31 fails to cache a dropdown's update (its
-# choices), and the visitor's own event, which has the photo's analysis, fills them at no cost.
-ExampleAnswer = extend(
-    ExplainPage,
-    "ExampleAnswer",
-    {},
-    drop=("analysis", "target", "versus"),
-    doc="An example photo's page at the settings the page opens with, the same for every visitor: "
-    "what the examples' cache keeps.",
-)
 
 
 @dataclass(frozen=True)
@@ -138,6 +126,16 @@ def class_choices(analysis: Analysis) -> list[tuple[str, int]]:
     """
     ranked = [(f"#{i + 1} {p.label} ({p.prob:.1%})", p.index) for i, p in enumerate(analysis.top(LISTED_CLASSES))]
     return [("Top class", TOP_CLASS), *ranked]
+
+
+def class_picker(analysis: Analysis) -> Any:
+    """The class picker's update for a new analysis: its classes, back on the top class."""
+    return gr.update(choices=class_choices(analysis), value=TOP_CLASS)
+
+
+def versus_picker(analysis: Analysis) -> Any:
+    """The versus picker's update for a new analysis: its classes, back on "nothing"."""
+    return gr.update(choices=versus_choices(analysis), value=NO_VERSUS)
 
 
 def versus_choices(analysis: Analysis) -> list[tuple[str, int]]:
@@ -170,61 +168,6 @@ def progress_for(progress: Any, what: str) -> Progress:
 def versus_for(method: str, versus: int | None) -> int | None:
     """``versus`` for a method that has a contrastive version; None for one that ignores the class."""
     return versus if get_method(method).class_specific else None
-
-
-def _ms(seconds: float) -> str:
-    # layer4 Grad-CAM is a closed form (CAM) and takes well under a millisecond.
-    if seconds < 1e-3:
-        return "<1 ms"
-    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.0f} s"
-
-
-def subject(analysis: Analysis, att: Attribution) -> str:
-    """What a map explains, as Markdown: "class **A** (12.0%)" or "**A** versus **B**"; names escaped."""
-    if att.versus is not None:
-        return f"**{md_text(att.target_label)}** versus **{md_text(att.versus_label or str(att.versus))}**"
-    prob = next((p.prob for p in analysis.predictions if p.index == att.target), None)
-    prob_text = f" ({prob:.1%})" if prob is not None else ""
-    return f"class **{md_text(att.target_label)}**{prob_text}"
-
-
-def _caption(analysis: Analysis, att: Attribution, *, dropped_versus: bool = False) -> str:
-    parts = [
-        f"**{METHODS[att.method]}** at **{att.stage}** for {subject(analysis, att)}, computed in {_ms(att.seconds)}."
-    ]
-    if dropped_versus:
-        parts.append(f'{METHODS[att.method]} ignores the class, so there is no "versus" version of it.')
-    if att.all_zero:
-        parts.append(
-            "⚠️ The map is all zero: at this stage nothing in the image counts as positive "
-            "evidence for this class (all of its evidence is negative)."
-        )
-    if att.method == "lrp":
-        parts.append(conservation_line(analysis, att))
-    if analysis.precision != "float32":
-        parts.append(
-            f"Forward in **{analysis.precision}**: approximate probabilities and maps "
-            "(every gradient is float32's; run with --precision float32 for exact ones)."
-        )
-    if analysis.untrained:
-        parts.insert(0, f"**{UNTRAINED_BANNER}** (random weights): this map explains a meaningless prediction.")
-    return "\n\n".join(parts)
-
-
-def _pct(share: float) -> str:
-    return f"{round(share, 3) + 0.0:.1%}"  # + 0.0: never "-0.0%"
-
-
-def conservation_line(analysis: Analysis, att: Attribution) -> str:
-    """Where LRP's relevance went: the share of the explained score arriving at each stage's input
-    and at the pixels, and what the biases and stabilisers took on the way (as Markdown)."""
-    points = relevance_conservation(analysis=analysis, target=att.target, versus=att.versus).to_json()["points"]
-    arrived = " → ".join(f"{name} {share['relevance']:.0%}" for name, share in points.items())
-    taken = points["input"]
-    return (
-        f"Relevance conserved through the residual sums: of the explained score, {arrived} arrive "
-        f"(biases took {_pct(taken['biases'])}, stabilisers {_pct(taken['stabilisers'])} by the pixels)."
-    )
 
 
 def strip_method(method: str) -> str:
@@ -294,7 +237,7 @@ def _map(
         heat = overlay_on_full(analysis=analysis, attribution=att, opacity=opacity)
     else:
         heat = overlay(image=analysis.crop, heatmap=att.heatmap, opacity=opacity)
-    return att, heat, _caption(analysis, att, dropped_versus=versus is not None and att.versus is None)
+    return att, heat, map_caption(analysis, att, dropped_versus=versus is not None and att.versus is None)
 
 
 def _raw_file(analysis: Analysis, att: Attribution) -> str:
@@ -302,26 +245,6 @@ def _raw_file(analysis: Analysis, att: Attribution) -> str:
     # The map's own stage ("input" for the pixel methods), not the request's, names the file.
     against = "" if att.versus is None else f"-vs{att.versus}"
     return DOWNLOADS.save_npy(att.raw, stem=f"{analysis.arch}-{att.stage}-{att.method}-class{att.target}{against}")
-
-
-def _views(
-    analysis: Analysis,
-    *,
-    stage: str,
-    target: int | None,
-    method: str,
-    opacity: float,
-    view: str,
-    versus: int | None = None,
-    progress: Any = None,
-) -> Views:
-    """One map of ``analysis`` drawn: overlay, caption, strip, raw map file."""
-    att, heat, caption = _map(
-        analysis, stage=stage, target=target, method=method, opacity=opacity, view=view, versus=versus,
-        progress=progress,
-    )  # fmt: skip
-    strip = _strip(analysis, target=target, versus=versus, method=method, opacity=opacity)
-    return Views(heatmap=heat, caption=caption, strip=strip, raw=_raw_file(analysis, att))
 
 
 def photo_and_map(analysis: Analysis, heatmap: PIL.Image.Image, *, view: str) -> Pair:
@@ -335,7 +258,7 @@ def strip_label(method: str) -> str:
     return f"{METHODS[strip_method(method)]} at every stage, same class"
 
 
-def _label_strip(result: ResultT, method: str) -> ResultT:
+def _label_strip(result: Explained, method: str) -> Explained:
     """``result`` with its strip as the gallery's update that also says which method it shows."""
     return result._replace(strip=gr.update(value=result.strip, label=strip_label(method)))
 
@@ -366,17 +289,22 @@ def analyze_photo(
     )  # fmt: skip
 
 
-def _explained(
+def explained_of(
     analysis: Analysis, *, key: str, stage: str, method: str, opacity: float, view: str, progress: Any = None
 ) -> Explained:
-    views = _views(analysis, stage=stage, target=None, method=method, opacity=opacity, view=view, progress=progress)
+    att, heat, caption = _map(
+        analysis, stage=stage, target=None, method=method, opacity=opacity, view=view, progress=progress
+    )
     return Explained(
         analysis=key,
         top5=label_dict(analysis),
         status=status_markdown(analysis.loaded),
-        target=gr.update(choices=class_choices(analysis), value=TOP_CLASS),
+        target=class_picker(analysis),
+        heatmap=heat,
+        caption=caption,
+        strip=_strip(analysis, target=None, versus=None, method=method, opacity=opacity),
         features=_features(analysis),
-        **views._asdict(),
+        raw=_raw_file(analysis, att),
     )
 
 
@@ -390,15 +318,16 @@ def explain_photo(
     """
     analysis = analyze_photo(image, arch, weights, checkpoint, stage, method, opacity, view)
     key = ANALYSES.put(analysis, session=session)
-    return analysis, _explained(
+    return analysis, explained_of(
         analysis, key=key, stage=stage, method=method, opacity=opacity, view=view, progress=progress
     )
 
 
-def _page(analysis: Analysis, explained: Explained, *, method: str, opacity: float, view: str) -> ExplainPage:
+def page_of(analysis: Analysis, explained: Explained, *, method: str, opacity: float, view: str) -> ExplainPage:
+    """A new photo's whole page at once: ``explained`` (/explain's outputs) and what else a new photo resets."""
     return ExplainPage(
         **_label_strip(explained, method)._asdict(),
-        versus=gr.update(choices=versus_choices(analysis), value=NO_VERSUS),
+        versus=versus_picker(analysis),
         fusion=fusion_view(analysis, target=None, versus=None, method=method, opacity=opacity),
         slider=photo_and_map(analysis, explained.heatmap, view=view),
     )
@@ -427,7 +356,7 @@ def run_explain(
     return explained
 
 
-def _skipped(**values: Any) -> ExplainPage:
+def page_step(**values: Any) -> ExplainPage:
     """A step of the page's event: ``values``, and every other component left as it is."""
     return ExplainPage(**{**dict.fromkeys(ExplainPage._fields, gr.skip()), **values})
 
@@ -449,21 +378,21 @@ def explain_ui(
     att, heat, caption = _map(
         analysis, stage=stage, target=None, method=method, opacity=opacity, view=view, progress=progress
     )
-    yield _skipped(
+    yield page_step(
         top5=label_dict(analysis),
         status=status_markdown(analysis.loaded),
-        target=gr.update(choices=class_choices(analysis), value=TOP_CLASS),
+        target=class_picker(analysis),
         caption=caption,
         slider=photo_and_map(analysis, heat, view=view),
     )
     strip = _strip(analysis, target=None, versus=None, method=method, opacity=opacity)  # runs the backward
-    yield _skipped(
+    yield page_step(
         analysis=ANALYSES.put(analysis, session=session_name(request)),
         strip=gr.update(value=strip, label=strip_label(method)),
         fusion=fusion_view(analysis, target=None, versus=None, method=method, opacity=opacity),
         features=_features(analysis),
         raw=_raw_file(analysis, att),
-        versus=gr.update(choices=versus_choices(analysis), value=NO_VERSUS),
+        versus=versus_picker(analysis),
     )
 
 
@@ -477,55 +406,6 @@ def page_after(steps: Iterable[ExplainPage]) -> ExplainPage:
 
 def _is_skip(value: Any) -> bool:
     return isinstance(value, dict) and value == gr.skip()
-
-
-@user_errors
-def example_answer(image: str | None, *, first: Settings) -> ExampleAnswer:
-    """An example photo's page at ``first``, the settings the page opens with: the same for every
-    visitor, so the examples' cache computes it on the first click and serves it from then on.
-
-    Its analysis is kept nowhere: each visitor's own follows (:func:`example_followup`).
-    """
-    analysis = analyze_photo(image, first.arch, first.weights, first.checkpoint, first.stage, first.method,
-                             first.opacity, first.view)  # fmt: skip
-    explained = _explained(  # no key: the answer drops it
-        analysis, key="", stage=first.stage, method=first.method, opacity=first.opacity, view=first.view
-    )
-    page = _page(analysis, explained, method=first.method, opacity=first.opacity, view=first.view)
-    # The strip's tiles, not the gallery's update that also sets its label: the cache keeps a copy of the
-    # files of a value, not of an update's (the visitor's own event sets the label).
-    return ExampleAnswer(**{f: getattr(page, f) for f in ExampleAnswer._fields})._replace(strip=explained.strip)
-
-
-def example_followup(*, first: Settings) -> Callable[..., Iterator[ExplainPage]]:
-    """The page's handler after an example's cached answer (:func:`example_answer` at ``first``)."""
-
-    @user_errors
-    def after_example(
-        image: str | None, arch: str, weights: str, checkpoint: str | None, stage: str, method: str,
-        opacity: float, view: str, request: gr.Request | None = None,
-        progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
-    ) -> Iterator[ExplainPage]:  # fmt: skip
-        """This visitor's own analysis of the example photo: its key in their state (a key is never
-        cached: the store's analyses are each visitor's), its classes in the class pickers. With settings
-        other than ``first``, the cached answer is not theirs: the whole page is drawn again for them."""
-        now = Settings(arch=arch, weights=weights, checkpoint=checkpoint, stage=stage, method=method,
-                       opacity=opacity, view=view)  # fmt: skip
-        if now != first:
-            yield from explain_ui(image, arch, weights, checkpoint, stage, method, opacity, view, request, progress)
-            return
-        analysis = analyze_photo(image, arch, weights, checkpoint, stage, method, opacity, view)
-        key = ANALYSES.put(analysis, session=session_name(request))
-        own = {
-            "analysis": key,
-            "target": gr.update(choices=class_choices(analysis), value=TOP_CLASS),
-            "versus": gr.update(choices=versus_choices(analysis), value=NO_VERSUS),
-            # The strip shows the cached answer's tiles; its label follows the method, as a new photo's does.
-            "strip": gr.update(label=strip_label(method)),
-        }
-        yield _skipped(**own)
-
-    return after_example
 
 
 @user_errors
@@ -543,7 +423,16 @@ def rerender(
 
     No new forward pass: the analysis in the user's state serves it.
     """
-    return _rerendered(analysis, stage, target, versus, method, opacity, view, progress, strip=True)
+    redrawn = _redrawn(analysis, stage, target, versus, method, opacity, view, progress)
+    a, t, v = redrawn.analysis, redrawn.target, redrawn.versus
+    return MapViews(
+        heatmap=redrawn.heatmap,
+        caption=redrawn.map.caption,
+        strip=gr.update(value=_strip(a, target=t, versus=v, method=method, opacity=opacity), label=strip_label(method)),
+        raw=redrawn.map.raw,
+        fusion=fusion_view(a, target=t, versus=v, method=method, opacity=opacity),
+        slider=redrawn.map.slider,
+    )
 
 
 @user_errors
@@ -558,14 +447,22 @@ def restage(
     progress: Any = gr.Progress(),  # noqa: B008  (Gradio's marker for a progress bar)
 ) -> MapAlone:
     """Explain tab, another stage or view of the same map: the map alone (see :class:`MapAlone`)."""
-    views = _rerendered(analysis, stage, target, versus, method, opacity, view, progress, strip=False)
-    return MapAlone(**{f: getattr(views, f) for f in MapAlone._fields})
+    return _redrawn(analysis, stage, target, versus, method, opacity, view, progress).map
 
 
-def _rerendered(
+class _Redrawn(NamedTuple):
+    analysis: Analysis
+    target: int | None  # the class pickers' values as class indices
+    versus: int | None
+    heatmap: PIL.Image.Image
+    map: MapAlone
+
+
+def _redrawn(
     analysis: Analysis | str | None, stage: str, target: int | None, versus: int | None, method: str,
-    opacity: float, view: str, progress: Any, *, strip: bool,
-) -> MapViews:  # fmt: skip
+    opacity: float, view: str, progress: Any,
+) -> _Redrawn:  # fmt: skip
+    """One map of the visitor's stored analysis, every setting checked, drawn."""
     analysis = stored(analysis)
     _check_view(view)
     _check_cost(arch=analysis.arch, method=method, stage=stage)
@@ -573,25 +470,8 @@ def _rerendered(
     att, heat, caption = _map(
         analysis, stage=stage, target=t, method=method, opacity=opacity, view=view, versus=v, progress=progress
     )
-    slider = photo_and_map(analysis, heat, view=view)
-    if not strip:
-        return MapViews(
-            heatmap=heat,
-            caption=caption,
-            strip=gr.skip(),
-            raw=_raw_file(analysis, att),
-            fusion=gr.skip(),
-            slider=slider,
-        )
-    tiles = _strip(analysis, target=t, versus=v, method=method, opacity=opacity)
-    return MapViews(
-        heatmap=heat,
-        caption=caption,
-        strip=gr.update(value=tiles, label=strip_label(method)),
-        raw=_raw_file(analysis, att),
-        fusion=fusion_view(analysis, target=t, versus=v, method=method, opacity=opacity),
-        slider=slider,
-    )
+    alone = MapAlone(caption=caption, raw=_raw_file(analysis, att), slider=photo_and_map(analysis, heat, view=view))
+    return _Redrawn(analysis=analysis, target=t, versus=v, heatmap=heat, map=alone)
 
 
 @user_errors

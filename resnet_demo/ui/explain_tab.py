@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from . import example_handlers as eh
 from . import explain_handlers as h
 from . import method_menu as menu
 from .cancellation import cancellable
@@ -166,13 +167,13 @@ def _map_views() -> tuple[gr.Image, gr.ImageSlider, gr.Markdown, gr.File]:
 
 def _examples(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown) -> gr.Examples:
     """The example photos, their answers at the opening settings cached on first click (see
-    :func:`.explain_handlers.example_answer`), in a cache folder of this server's own."""
+    :func:`.example_handlers.example_answer`), in a cache folder of this server's own."""
     return own_cache(
         gr.Examples(
             example_photos(),
             inputs=[tab.image],
-            outputs=outputs_of(h.ExampleAnswer, tab, status=status),
-            fn=functools.partial(h.example_answer, first=first),
+            outputs=outputs_of(eh.ExampleAnswer, tab, status=status),
+            fn=functools.partial(eh.example_answer, first=first),
             cache_examples=True,
             cache_mode="lazy",
             label="Examples (click one)",
@@ -218,7 +219,7 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     # Clicking an example fills the photo (no upload event) and shows its cached answer (computed on the
     # first click, for the settings a page opens with); then this visitor's own analysis goes in their state.
     example = tab.examples.load_input_event.then(
-        **{**page, "fn": cancellable(on_gpu(h.example_followup(first=first)))}, api_visibility="private"
+        **{**page, "fn": cancellable(on_gpu(eh.example_followup(first=first)))}, api_visibility="private"
     )
     photo_done = [explained, example]
     # /explain for scripts: the same analysis, its outputs as they always were.

@@ -23,7 +23,8 @@ from ..explain.sanity import SANITY_STEPS, SanityCheck, randomization_check, ver
 from .analysis_store import stored, stored_or_none
 from .budget import within_budget
 from .components import user_errors
-from .explain_handlers import class_index, progress_for, subject, versus_for
+from .explain_handlers import class_index, progress_for, versus_for
+from .map_captions import subject
 from .markdown_text import md_text
 
 DEFAULT_STEPS = 16  # points per curve: the engine's default, and /evaluate's
