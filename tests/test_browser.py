@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from resnet_demo.bench.serve import CHROMIUM_ARGS
+from resnet_demo.ui.browser_views import STAGE_FROM_STRIP
 
 from .conftest import EXAMPLES, ROOT
 
@@ -196,6 +197,34 @@ def test_examples_are_cached_and_each_visitor_keeps_their_own_analysis(browser, 
     finally:
         first_context.close()
         second_context.close()
+
+
+def test_another_stage_is_drawn_by_the_browser_from_the_strip(explained) -> None:
+    page = explained
+    strip = page.locator("#strip img").evaluate_all("imgs => imgs.map(i => i.src)")  # stem .. layer4
+    assert len(strip) == 5 and page.locator("#heatmap-slider img").nth(1).get_attribute("src") == strip[4]
+    join = "**/gradio_api/queue/join*"
+    page.route(join, lambda route: route.abort())  # the server never hears of the click
+    try:
+        page.locator("#stage").get_by_text("layer2", exact=True).click()
+        page.wait_for_function(
+            "src => document.querySelectorAll('#heatmap-slider img')[1]?.src === src", arg=strip[2], timeout=10_000
+        )
+    finally:
+        page.unroute(join)
+    # The function itself: it swaps only a map that is one of the strip's tiles, and only to a tile it has.
+    file = "p => ({path: p, url: 'u/' + p})"
+    cases = page.evaluate(
+        f"""() => {{
+          const f = {STAGE_FROM_STRIP}, file = {file};
+          const strip = [{{image: file('s0'), caption: 'stem'}}, {{image: file('s3'), caption: 'layer3 (all zero)'}},
+                         {{image: file('s4'), caption: 'layer4'}}];
+          return [f('layer3', strip, [file('crop'), file('s4')]), f('layer3', strip, [file('crop'), file('lrp')]),
+                  f('layer2', strip, [file('crop'), file('s4')]), f('layer3', null, null), f('stem', [], null)];
+        }}"""
+    )
+    paths = [[None if c is None else [f["path"] for f in c] for c in case] for case in cases]
+    assert paths == [[["crop", "s3"]], [["crop", "lrp"]], [["crop", "s4"]], [None], [None]]
 
 
 def test_methods_faithfulness_and_sanity(explained) -> None:

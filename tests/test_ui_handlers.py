@@ -110,6 +110,21 @@ def test_another_stage_draws_the_map_alone(offline: Path) -> None:
     assert slider[0] is analysis.crop and np.load(raw).shape == (14, 14)
 
 
+def test_the_map_at_each_stage_is_the_strips_tile(offline: Path) -> None:
+    # The browser draws another stage from the strip's tile before the server answers (browser_views):
+    # the server's map must be that tile, pixel for pixel, for any class and opacity the strip shows.
+    analysis = stored(explain()[0])
+    second = analysis.predictions[1].index
+    strip = h.rerender(analysis, "layer4", second, h.NO_VERSUS, "gradcam", 0.35, "crop").strip["value"]
+    tiles = {caption.split(" ")[0]: np.asarray(tile) for tile, caption in strip}
+    for stage in ("stem", "layer1", "layer2", "layer3", "layer4"):
+        _caption, _raw, (crop, heat) = h.restage(analysis, stage, second, h.NO_VERSUS, "gradcam", 0.35, "crop")
+        assert crop is analysis.crop and np.array_equal(np.asarray(heat), tiles[stage]), stage
+    # The whole photo's map is not a tile: there the browser leaves the map to the server.
+    *_, (_photo, whole) = h.restage(analysis, "layer3", second, h.NO_VERSUS, "gradcam", 0.35, "full")
+    assert whole.size != PIL.Image.fromarray(tiles["layer3"]).size
+
+
 def test_pretrained_status(fake_pretrained) -> None:
     fake_pretrained("resnet50", "imagenet-v2")
     status = model_choice.weights_status("resnet50", "imagenet-v2", None)

@@ -14,6 +14,7 @@ import gradio as gr
 from . import example_handlers as eh
 from . import explain_handlers as h
 from . import method_menu as menu
+from .browser_views import STAGE_FROM_STRIP
 from .cancellation import cancellable
 from .components import OpenRadio, OpenSlider, SafeImage, example_photos, own_cache, stage_gallery
 from .concepts_panel import ConceptsPanel, build_concepts_panel, wire_concepts_panel
@@ -234,6 +235,8 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     view_outputs = outputs_of(h.MapViews, tab)
     view = {**_VIEW, "show_progress_on": tab.slider}  # on the map alone, as the page's event
     # Another stage or view leaves the strip and the fused map as they are: only the map is drawn and sent.
+    # A stage the strip shows is drawn first by the browser itself, from the strip's tile (see browser_views).
+    tab.stage.input(None, [tab.stage, tab.strip, tab.slider], tab.slider, js=STAGE_FROM_STRIP, **_QUIET)
     gr.on(
         [tab.stage.input, tab.view.change],
         cancellable(on_gpu(h.restage)),
