@@ -84,11 +84,11 @@ def test_a_new_photo_arrives_in_two_steps_the_map_before_the_backward(offline: P
     first = next(steps)
     assert runs == []  # the top-5 and layer4's map need no backward
     shown = {k for k, v in first._asdict().items() if v != gr.skip()}
-    assert shown == {"top5", "status", "target", "caption", "slider"}
+    assert shown == {"top5", "status", "caption", "slider"}
     second = next(steps)
     assert runs == [1]  # the strip's one backward, in the second step
     assert {k for k, v in second._asdict().items() if v != gr.skip()} == {
-        "analysis", "strip", "fusion", "features", "raw", "versus"
+        "analysis", "target", "strip", "fusion", "features", "raw", "versus"
     }  # fmt: skip
     with pytest.raises(StopIteration):
         next(steps)

@@ -369,9 +369,10 @@ def explain_ui(
 ) -> Iterator[ExplainPage]:  # fmt: skip
     """The tab's own event for a new photo or model, in two steps of one event (one round trip).
 
-    First what a visitor looks at: the top-5, the map and its caption, and the class picker, before
-    the backward pass that only the strip needs. Then the rest: the strip, the fused map, the feature
-    maps, the raw map's file, the versus picker and the analysis's key. The page's hidden copy of the
+    First what a visitor looks at: the top-5, the map and its caption, before the backward pass that
+    only the strip needs (and with no component rebuilt: Gradio rebuilds one for every ``gr.update``).
+    Then the rest: the strip, the fused map, the feature maps, the raw map's file, the class and
+    versus pickers (a click on a class needs the analysis's key, which comes with them). The page's hidden copy of the
     map (``/explain``'s output) is left as it is: nobody sees it.
     """
     analysis = analyze_photo(image, arch, weights, checkpoint, stage, method, opacity, view, defer_backward=True)
@@ -381,13 +382,13 @@ def explain_ui(
     yield page_step(
         top5=label_dict(analysis),
         status=status_markdown(analysis.loaded),
-        target=class_picker(analysis),
         caption=caption,
         slider=photo_and_map(analysis, heat, view=view),
     )
     strip = _strip(analysis, target=None, versus=None, method=method, opacity=opacity)  # runs the backward
     yield page_step(
         analysis=ANALYSES.put(analysis, session=session_name(request)),
+        target=class_picker(analysis),
         strip=gr.update(value=strip, label=strip_label(method)),
         fusion=fusion_view(analysis, target=None, versus=None, method=method, opacity=opacity),
         features=_features(analysis),
