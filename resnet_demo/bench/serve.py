@@ -16,8 +16,9 @@ benchmark never imports the app), driven over HTTP like a visitor or a script wo
   times the engine's full explain), and as the share of the server's time spent in
   ``/explain``'s handler (requests/s times the handler's own time: ``/explain`` also computes
   the strip);
-* cancel to idle: ``/evaluate`` cancelled 2 s in, until the server's process uses under a tenth
-  of a core again (the work stops at its next check, and only then frees its slot);
+* cancel to idle: ``/evaluate`` cancelled 2 s in, until the server's process uses no more than a
+  tenth of a core above its own idle level (the work stops at its next check, and only then
+  frees its slot);
 * the heavy queue's wait: a ``/transfer`` sent while ``/evaluate`` holds the queue, until it
   starts (the time limit bounds the longest); and how long the refusal of one over the limit takes.
 """
@@ -360,7 +361,7 @@ def _share(pid: int, seconds: float) -> float:
 def cancel_to_idle(url: str, pid: int, photo: Path, *, above_idle: float = 0.1, window_s: float = 0.25) -> float:
     """``/evaluate`` cancelled 2 s after it started: seconds from the cancel until the server's process
     uses, over ``window_s``, less than ``above_idle`` of a core more than it did idle before the request
-    (Gradio's queue wakes every millisecond when free: 4-8% of a core here, of 2 cores the work used)."""
+    (an idle server uses 4-8% of a core here; the work used two cores)."""
     idle = _share(pid, 1.0)
     client = _client(url)
     job = _evaluate(client, photo, "gradcam")

@@ -9,7 +9,9 @@ map is the same file again, so the browser neither fetches nor redraws it.
 The check is the files themselves, not the settings: only when the slider's map is one of the
 strip's tiles is the strip known to show this photo, class, method and opacity over the crop (a
 method the strip does not show, the whole-photo view, or a strip of the last photo still on its
-way fail it); otherwise the slider stays as it is and the server's answer draws the map.
+way fail it); otherwise the slider stays as it is and the server's answer draws the map. A map
+that equals a tile by chance (two all-zero maps of different methods) shows the tile until the
+server's answer replaces it.
 """
 
 from __future__ import annotations

@@ -370,10 +370,10 @@ def explain_ui(
     """The tab's own event for a new photo or model, in two steps of one event (one round trip).
 
     First what a visitor looks at: the top-5, the map and its caption, before the backward pass that
-    only the strip needs (and with no component rebuilt: Gradio rebuilds one for every ``gr.update``).
-    Then the rest: the strip, the fused map, the feature maps, the raw map's file, the class and
-    versus pickers (a click on a class needs the analysis's key, which comes with them). The page's hidden copy of the
-    map (``/explain``'s output) is left as it is: nobody sees it.
+    only the strip needs, and with no component rebuilt (Gradio rebuilds one for every
+    ``gr.update``). Then the rest: the strip, the fused map, the feature maps, the raw map's file,
+    the class and versus pickers with this photo's classes, and the analysis's key. The page's
+    hidden copy of the map (``/explain``'s output) is left as it is: nobody sees it.
     """
     analysis = analyze_photo(image, arch, weights, checkpoint, stage, method, opacity, view, defer_backward=True)
     att, heat, caption = _map(
