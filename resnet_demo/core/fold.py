@@ -48,20 +48,16 @@ def fold_batchnorm(model: ResNet) -> ResNet:
     return folded
 
 
-def inference_copy(model: ResNet, *, channels_last: bool = True, dtype: torch.dtype = torch.float32) -> ResNet:
+def inference_copy(model: ResNet, *, channels_last: bool = True) -> ResNet:
     """A folded, frozen, in-place copy of ``model`` for inference and attribution (never for training).
 
     Parameters do not require gradients; attribution takes gradients with respect to
-    activations only, so weight gradients would be wasted work. ``dtype`` other than
-    float32 (bfloat16) casts the weights once, after folding in float32, so that each call
-    runs in that format without recasting them as autocast would; its input must be cast too.
+    activations only, so weight gradients would be wasted work.
     """
     # In place: inference keeps no activation for later, and each block saves two tensors.
     folded = fold_batchnorm(model).set_inplace(True)
     if channels_last:
         folded = folded.to(memory_format=torch.channels_last)
-    if dtype != torch.float32:
-        folded = folded.to(dtype=dtype)
     for p in folded.parameters():
         p.requires_grad_(False)
     return folded

@@ -12,7 +12,8 @@ Measured against float32 with that rule, on the example photos and the generated
 every map (each stage's Grad-CAM and their fusion) correlates r >= 0.996; but the top-5
 probabilities of a 1000-class random-weights model moved by up to 0.019 (0.005 for a
 fine-tuned 3-class one), over the 0.01 that a result shown as the same may move, and the
-full explain was 0.86-0.93x of a float32 forward, not the 0.8x that would make it worth it.
+full explain was 0.81-0.93x of a float32 forward over several runs: at best the edge of the
+0.8x that would make it worth it.
 So ``auto`` keeps float32 (:data:`AUTO_BFLOAT16`), and bfloat16 is an opt-in whose
 probabilities and maps are close to, not equal to, float32's.
 """

@@ -58,16 +58,13 @@ def inference_model(model: ResNet, *, dtype: torch.dtype = torch.float32) -> Res
             hit = (fingerprint, {})
             _FAST[model] = hit
         copies = hit[1]
+        if torch.float32 not in copies:
+            copies[torch.float32] = inference_copy(model)
         if dtype not in copies:
-            # The bfloat16 copy is cast from the float32 one: folding happens once, in float32.
-            source = copies.get(torch.float32)
-            copies[dtype] = inference_copy(model, dtype=dtype) if source is None else _cast_copy(source, dtype=dtype)
+            # Folding happens once, in float32: the bfloat16 copy is that copy cast (a bfloat16 pass
+            # needs the float32 copy too, for its stem and head).
+            copies[dtype] = copy.deepcopy(copies[torch.float32]).to(dtype=dtype)
         return copies[dtype]
-
-
-def _cast_copy(net: ResNet, *, dtype: torch.dtype) -> ResNet:
-    """A copy of the inference copy ``net`` with its weights cast to ``dtype`` (its layout kept)."""
-    return copy.deepcopy(net).to(dtype=dtype)
 
 
 def device_of(model: nn.Module) -> torch.device:
