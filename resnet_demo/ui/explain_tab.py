@@ -210,7 +210,7 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     # The progress shows on the map alone: an animated overlay on each of a dozen panels costs the
     # visitor's browser more than the server's whole answer.
     page = {
-        "fn": cancellable(on_gpu(h.explain_ui)),
+        "fn": _model_handler(h.explain_ui),
         "inputs": inputs,
         "outputs": outputs_of(h.ExplainPage, tab, **above),
         "show_progress_on": tab.slider,
@@ -220,37 +220,14 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     # Clicking an example fills the photo (no upload event) and shows its cached answer (computed on the
     # first click, for the settings a page opens with); then this visitor's own analysis goes in their state.
     example = tab.examples.load_input_event.then(
-        **{**page, "fn": cancellable(on_gpu(eh.example_followup(first=first)))}, api_visibility="private"
+        **{**page, "fn": _model_handler(eh.example_followup(first=first))}, api_visibility="private"
     )
     photo_done = [explained, example]
     # /explain for scripts: the same analysis, its outputs as they always were.
     api_outputs = outputs_of(h.Explained, tab, **above)
-    gr.Button(visible=False).click(
-        cancellable(on_gpu(h.run_explain)), inputs, api_outputs, api_name="explain", **inference
-    )
+    gr.Button(visible=False).click(_model_handler(h.run_explain), inputs, api_outputs, api_name="explain", **inference)
 
-    # Another view of the same photo. A method without a map at the current stage first moves
-    # the stage (programmatically: the stage's .input does not fire), then renders once.
-    view_inputs = [analysis, tab.stage, tab.target, tab.versus, tab.method, tab.opacity, tab.view]
-    view_outputs = outputs_of(h.MapViews, tab)
-    view = {**_VIEW, "show_progress_on": tab.slider}  # on the map alone, as the page's event
-    # Another stage or view leaves the strip and the fused map as they are: only the map is drawn and sent.
-    # A stage the strip shows is drawn first by the browser itself, from the strip's tile (see browser_views).
-    tab.stage.input(None, [tab.stage, tab.strip, tab.slider], tab.slider, js=STAGE_FROM_STRIP, **_QUIET)
-    gr.on(
-        [tab.stage.input, tab.view.change],
-        cancellable(on_gpu(h.restage)),
-        view_inputs,
-        outputs_of(h.MapAlone, tab),
-        **view,
-    )
-    gr.on(
-        [tab.target.input, tab.versus.input, tab.opacity.release],
-        cancellable(on_gpu(h.rerender)), view_inputs, view_outputs, **view,
-    )  # fmt: skip
-    tab.method.input(menu.method_changed, [tab.method, tab.stage], tab.stage, **_QUIET).then(
-        cancellable(on_gpu(h.rerender)), view_inputs, view_outputs, **view
-    )
+    _wire_views(tab, analysis=analysis)
     controls = {
         "stage": tab.stage, "target": tab.target, "versus": tab.versus, "method": tab.method,
         "opacity": tab.opacity, "image": tab.image, "arch": tab.arch, "weights": tab.weights,
@@ -261,10 +238,34 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     # /predict: top-5 only, for scripts. A hidden trigger gives it real components, so
     # gradio_client sees an image input and a label output in the API schema.
     gr.Button(visible=False).click(
-        cancellable(on_gpu(h.predict)),
+        _model_handler(h.predict),
         [tab.image, tab.arch, tab.weights],
         gr.Label(visible=False),
         api_name="predict",
         concurrency_id="inference",
     )
     return explained
+
+
+def _model_handler(fn: Any) -> Any:
+    """A handler that runs a model: cancel stops its work, and on ZeroGPU hardware it holds the GPU."""
+    return cancellable(on_gpu(fn))
+
+
+def _wire_views(tab: ExplainTab, *, analysis: gr.State) -> None:
+    """Another view of the same photo: another stage or view (the map alone), class, versus class,
+    opacity or method. A method without a map at the current stage first moves the stage
+    (programmatically: the stage's .input does not fire), then renders once."""
+    view_inputs = [analysis, tab.stage, tab.target, tab.versus, tab.method, tab.opacity, tab.view]
+    view_outputs = outputs_of(h.MapViews, tab)
+    view = {**_VIEW, "show_progress_on": tab.slider}  # on the map alone, as the page's event
+    # Another stage or view leaves the strip and the fused map as they are: only the map is drawn and sent.
+    # A stage the strip shows is drawn first by the browser itself, from the strip's tile (see browser_views).
+    tab.stage.input(None, [tab.stage, tab.strip, tab.slider], tab.slider, js=STAGE_FROM_STRIP, **_QUIET)
+    alone = outputs_of(h.MapAlone, tab)
+    gr.on([tab.stage.input, tab.view.change], _model_handler(h.restage), view_inputs, alone, **view)
+    rerender = _model_handler(h.rerender)
+    gr.on([tab.target.input, tab.versus.input, tab.opacity.release], rerender, view_inputs, view_outputs, **view)
+    tab.method.input(menu.method_changed, [tab.method, tab.stage], tab.stage, **_QUIET).then(
+        rerender, view_inputs, view_outputs, **view
+    )
