@@ -284,11 +284,8 @@ _WATCH_STAGE = f"({_WATCH})('stage')"
 def _settle(pid: int, *, idle_share: float = 0.1, window_s: float = 0.2, timeout_s: float = 30.0) -> None:
     """Wait until the server's process uses under ``idle_share`` of a core over ``window_s``."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        before = _cpu_s(pid)
-        time.sleep(window_s)
-        if _cpu_s(pid) - before < idle_share * window_s:
-            return
+    while time.monotonic() < deadline and _share(pid, window_s) >= idle_share:
+        pass
 
 
 def throughput(url: str, photos: list[Path], *, clients: int, per_client: int) -> dict[str, Any]:
