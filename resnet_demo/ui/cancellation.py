@@ -24,15 +24,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ..core.cancel import cancel_scope
+from ..core.devices import release_openmp_threads
 from .analysis_store import give_back_memory
 
 __all__ = ["cancellable"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Enough for every request that may run at once (Gradio's own pool has 40 threads); the heavy
-# queues' concurrency limits keep the busy ones few.
 TRIM_AFTER_S = 1.0  # work longer than this gives its freed memory back (gc and malloc_trim: ~50 ms)
+# Enough for every request that may run at once (Gradio's own pool has 40 threads); the heavy
+# queues' concurrency limits keep the busy ones few. Its threads live on, and each that ran a model
+# would keep OpenMP threads of its own, which slow every later pass (see release_openmp_threads):
+# each piece of work ends its thread's OpenMP threads.
 _POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="resnet-demo-request")
 
 
@@ -54,6 +57,7 @@ def cancellable(fn: F) -> F:
                 with cancel_scope(stop):
                     return fn(*args, **kwargs)
             finally:
+                release_openmp_threads()  # see _POOL
                 _trim_after(started)
 
         # The caller's context goes with the work (Gradio keeps the request's state in context variables).
@@ -77,13 +81,17 @@ def _cancellable_steps(fn: Callable[..., Iterator[Any]]) -> Callable[..., AsyncI
         work = fn(*args, **kwargs)  # makes the generator; runs nothing yet
 
         def step() -> Any:
-            with cancel_scope(stop):
-                return next(work, _DONE)
+            try:
+                with cancel_scope(stop):
+                    return next(work, _DONE)
+            finally:
+                release_openmp_threads()  # the next step may run on another of the pool's threads
 
         def finish() -> None:
             try:
                 work.close()  # its own finally blocks, if it stopped early
             finally:
+                release_openmp_threads()
                 _trim_after(started)
 
         try:

@@ -12,7 +12,7 @@ import sys
 import gradio as gr
 import torch
 
-from ..core.devices import configure_threads, resolve_device
+from ..core.devices import configure_threads, release_openmp_threads, resolve_device
 from ..core.errors import UserError
 from ..core.precision import PRECISIONS, resolve_precision
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS
@@ -193,6 +193,9 @@ def ready_to_launch(demo: gr.Blocks, args: argparse.Namespace) -> dict[str, obje
     # hand-back after long work and every automatic full collection in a request paid.
     gc.collect()
     gc.freeze()
+    # The models' startup work ran on this thread, which then only serves: its OpenMP threads would
+    # slow every request's pass on the request threads (see release_openmp_threads).
+    release_openmp_threads()
     return launch_kwargs(args)
 
 
