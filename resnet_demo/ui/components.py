@@ -20,6 +20,7 @@ import PIL.Image
 
 from ..core.errors import UserError
 from ..core.model import STAGES
+from . import outputs
 from .messages import NOT_AN_IMAGE, OUT_OF_MEMORY, TOO_MANY_PIXELS, UPLOAD_GONE, server_bug
 from .settings import IMAGE_FORMAT
 
@@ -136,4 +137,6 @@ class OpenSlider(gr.Slider):
 
 def stage_gallery(*, label: str, elem_id: str, height: int, **kwargs: Any) -> gr.Gallery:
     """A row of one tile per stage (stem, layer1..layer4): the strips of maps and the feature maps."""
-    return gr.Gallery(label=label, columns=len(STAGES), height=height, elem_id=elem_id, format=IMAGE_FORMAT, **kwargs)
+    return outputs.Gallery(
+        label=label, columns=len(STAGES), height=height, elem_id=elem_id, format=IMAGE_FORMAT, **kwargs
+    )

@@ -14,6 +14,7 @@ import gradio as gr
 from . import example_handlers as eh
 from . import explain_handlers as h
 from . import method_menu as menu
+from . import outputs as out
 from .browser_views import STAGE_FROM_STRIP
 from .cancellation import cancellable
 from .components import OpenRadio, OpenSlider, SafeImage, example_photos, own_cache, stage_gallery
@@ -90,7 +91,7 @@ def build_explain_tab(
             )
             run = gr.Button("Explain", variant="primary", elem_id="run")
         with gr.Column(scale=3, min_width=400):
-            top5 = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="top5")
+            top5 = out.Label(num_top_classes=5, label="Top-5 predictions", elem_id="top5")
             with gr.Row():
                 stage = OpenRadio(h.STAGE_CHOICES, value=first.stage, label="Stage", elem_id="stage")
                 view = OpenRadio(h.VIEW_CHOICES, value=first.view, label="Show on")
@@ -114,7 +115,7 @@ def build_explain_tab(
     with gr.Row(equal_height=True):
         strip = stage_gallery(label="Grad-CAM at every stage, same class", elem_id="strip", height=220, scale=5)
         # A one-tile gallery, so the fused map looks and scales like the strip's tiles.
-        fusion = gr.Gallery(
+        fusion = out.Gallery(
             label="Fused (max)", columns=1, height=220, elem_id="fusion", scale=1, min_width=220, format=IMAGE_FORMAT
         )
     concepts = build_concepts_panel()
@@ -151,10 +152,10 @@ def _method_row(*, arch: str, first: h.Settings) -> tuple[gr.Dropdown, OpenSlide
 def _map_views() -> tuple[gr.Image, gr.ImageSlider, gr.Markdown, gr.File]:
     """The map's views: /explain's heat map (hidden: the page shows the slider), the photo against
     its map, the caption and the raw map's file."""
-    heatmap = gr.Image(
+    heatmap = out.Image(
         label="Heat map", elem_id="heatmap", format=IMAGE_FORMAT, height=360, interactive=False, visible=False
     )
-    slider = gr.ImageSlider(
+    slider = out.ImageSlider(
         label="Photo | heat map (drag the handle to compare)",
         elem_id="heatmap-slider",
         format=IMAGE_FORMAT,
@@ -162,7 +163,7 @@ def _map_views() -> tuple[gr.Image, gr.ImageSlider, gr.Markdown, gr.File]:
         interactive=False,
     )
     caption = gr.Markdown(elem_id="caption", latex_delimiters=[])
-    raw = gr.File(label="Raw map (.npy, before upsampling)", interactive=False)
+    raw = out.File(label="Raw map (.npy, before upsampling)", interactive=False)
     return heatmap, slider, caption, raw
 
 
