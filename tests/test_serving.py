@@ -7,11 +7,13 @@ the process's resident set (/proc/self/status), read after collecting garbage.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -20,6 +22,7 @@ from PIL import Image
 
 from resnet_demo.core.weights import KEEP_FILE_MODELS, NAMED_WEIGHTS, shared_models
 from resnet_demo.ui import explain_handlers as h
+from resnet_demo.ui import housekeeping
 from resnet_demo.ui.analysis_store import ANALYSES, DISPLAY_MAX, give_back_memory
 from resnet_demo.ui.housekeeping import tidy, visitor_left
 from resnet_demo.ui.temp_files import Limits, disk_usage, tracked_files
@@ -152,6 +155,35 @@ def test_visitors_state_goes_when_they_leave_or_idle(app: Any, monkeypatch: pyte
         h.rerender("expired-key", "layer4", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.5, "crop")
     for client in staying:
         client.close()
+
+
+def _called_over_http(http: httpx.Client, url: str, photo: Path) -> Any:
+    """``/predict`` as a script on Gradio's plain HTTP API calls it (upload, call, read the stream)."""
+    with photo.open("rb") as f:
+        path = http.post(f"{url}gradio_api/upload", files={"files": (photo.name, f, "image/jpeg")}).json()[0]
+    data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, "resnet50", "random"]
+    event = http.post(f"{url}gradio_api/call/predict", json={"data": data}).json()["event_id"]
+    with http.stream("GET", f"{url}gradio_api/call/predict/{event}") as stream:
+        lines = list(stream.iter_lines())
+    return json.loads(lines[lines.index("event: complete") + 1].removeprefix("data:"))
+
+
+def test_scripts_on_the_plain_http_api_leave_no_sessions_behind(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sessions, calls = app.state_holder.session_data, 12
+    page = _client(app.local_url)  # a visitor with an analysis on the server: kept while it is
+    _explain(page, EXAMPLES / "cat.jpg")
+    before = set(sessions)
+    with httpx.Client(timeout=120) as http:
+        answers = [_called_over_http(http, app.local_url, EXAMPLES / "cat.jpg") for _ in range(calls)]
+    assert all(answer[0]["confidences"] for answer in answers)
+    made = set(sessions) - before
+    assert len(made) == calls  # Gradio's record of each call: about half a MB each, until 10,000 have come
+    monkeypatch.setattr(housekeeping, "SESSION_IDLE_S", 0.5)
+    time.sleep(0.6)
+    tidy(app)
+    assert not made & set(sessions), "the scripts' idle sessions are still kept"
+    assert page.session_hash in sessions  # its analysis is still here: so is its session
+    page.close()
 
 
 def test_uploaded_checkpoints_are_a_bounded_cache(app: Any, tmp_path: Path) -> None:

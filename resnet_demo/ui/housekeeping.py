@@ -1,10 +1,11 @@
 """What the server tidies, on a timer, when a visitor leaves and when it stops: the analyses kept
-per user, the fine-tune folders and checkpoints of sessions, the raw maps, and the app's files in
-Gradio's cache."""
+per user, the fine-tune folders and checkpoints of sessions, Gradio's record of sessions, the raw
+maps, and the app's files in Gradio's cache."""
 
 from __future__ import annotations
 
 import atexit
+import datetime
 import signal
 import threading
 from types import FrameType
@@ -15,10 +16,13 @@ import gradio as gr
 from . import finetune_job as jobs
 from .analysis_store import ANALYSES, give_back_memory
 from .downloads import DOWNLOADS
-from .session_folders import forget, forget_all, offered_files, prune, session_name
+from .session_folders import forget, forget_all, name_of, offered_files, prune, session_name, working_sessions
 from .temp_files import Limits, remove_all, sweep
 
 TIDY_EVERY_S = 10.0
+# A Gradio session that holds nothing here goes after this long idle: twice the default time limit, so that
+# no request still running (none runs longer, but a fine-tune, whose owner is kept) loses its session.
+SESSION_IDLE_S = 120.0
 JOB_STOP_WAIT_S = 10.0  # a training job stops at its next step; one step takes seconds on a CPU
 
 
@@ -28,9 +32,38 @@ def tidy(blocks: Any, *, limits: Limits = Limits()) -> int:  # noqa: B008 - a fr
     job = jobs.current()
     prune(keep=job.owner if job is not None else None)
     dropped = ANALYSES.sweep()
-    if dropped:  # analyses gone or reduced to their photo: hand their memory back
+    holding = ANALYSES.sessions() | working_sessions() | ({job.owner} if job is not None else set())
+    dropped += drop_idle_gradio_sessions(blocks, keep=holding, idle_s=SESSION_IDLE_S)
+    if dropped:  # analyses gone or reduced to their photo, sessions gone: hand their memory back
         give_back_memory()
     return dropped + sweep(blocks, limits=limits, keep=offered_files())
+
+
+def drop_idle_gradio_sessions(blocks: Any, *, keep: set[str], idle_s: float) -> int:
+    """Forget Gradio's record of each session idle for ``idle_s`` that holds nothing on this server
+    (``keep``: the :func:`session_name` of those with an analysis, a work folder or the running job);
+    returns how many went.
+
+    Gradio keeps a session for every client that sent an event (a copy of every component's settings:
+    about 0.45 MB for this app) until 10,000 have come. A page's or a ``gradio_client``'s goes when it
+    closes (:func:`visitor_left`), but a script on the plain HTTP API (``/call/...``, curl) makes a new
+    one per call and never closes it. A page that comes back after its session went starts a new one,
+    as it would once its analysis has gone.
+    """
+    holder = getattr(blocks, "state_holder", None)
+    if holder is None:
+        return 0
+    now = datetime.datetime.now()
+    with holder.lock:
+        idle = [
+            session_hash
+            for session_hash, used in list(holder.time_last_used.items())
+            if (now - used).total_seconds() > idle_s and name_of(session_hash) not in keep
+        ]
+        for session_hash in idle:
+            holder.session_data.pop(session_hash, None)
+            holder.time_last_used.pop(session_hash, None)
+    return len(idle)
 
 
 def start_tidying(blocks: Any, *, every_s: float = TIDY_EVERY_S) -> threading.Event:

@@ -35,8 +35,12 @@ _MADE: set[str] = set()
 
 def session_name(request: gr.Request | None) -> str:
     """The browser session's id, reduced to characters that are safe in a folder name."""
-    session = getattr(request, "session_hash", None)
-    return "".join(c for c in str(session or "local") if c.isalnum())[:64] or "local"
+    return name_of(getattr(request, "session_hash", None))
+
+
+def name_of(session_hash: str | None) -> str:
+    """:func:`session_name` of a Gradio session's id."""
+    return "".join(c for c in str(session_hash or "local") if c.isalnum())[:64] or "local"
 
 
 def session_dir(session: str) -> Path:
@@ -84,6 +88,13 @@ def offered_files() -> set[str]:
     """Every checkpoint offered to a session still here: the cache sweeper spares them."""
     with _OFFERED_LOCK:
         return {str(p) for kinds in _OFFERED.values() for p in kinds.values()}
+
+
+def working_sessions() -> set[str]:
+    """The sessions with a work folder or an offered checkpoint here."""
+    with _OFFERED_LOCK:
+        made, offered = set(_MADE), set(_OFFERED)
+    return {s for s in made if (WORK_ROOT / s).exists()} | offered
 
 
 def forget(session: str) -> None:
