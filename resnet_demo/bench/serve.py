@@ -7,7 +7,9 @@ benchmark never imports the app), driven over HTTP like a visitor or a script wo
   (and, reported beside it, until every returned file is fetched as well: the client
   fetches the dozen files one by one, a new connection each);
 * the handler's own time, in a separate process, called as a plain function;
-* the engine's full explain (``bench``'s row), in a separate process: the unit of the ratios;
+* the engine's full explain (``bench``'s row), in a separate process, before the server starts and
+  after it stops: the mean of the two is the unit of the ratios (this kind of machine changes speed
+  by a third within minutes; measured at one end only, the unit drifts from the rows it divides);
 * the browser, in Debian's Chromium via Playwright: photo upload to the top-5 and the map drawn,
   and to every panel drawn; a click on another stage to its map drawn;
 * throughput: 16 clients at once (light ones: Gradio's plain HTTP API), 5 photos each, each
@@ -427,7 +429,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     photos = sorted(EXAMPLES.glob("*.jpg"))
     photo = Path(args.image)
     notes: list[str] = []
-    engine = engine_s(weights=args.weights, repeats=args.repeats)
+    engine_before = engine_s(weights=args.weights, repeats=args.repeats)
     with serving(weights=args.weights) as (url, pid):
         trips = round_trips(url, photo, repeats=args.repeats, warmup=args.warmup)
         browser = browser_s(url, photos, repeats=max(3, args.repeats // 2), pid=pid)
@@ -437,6 +439,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         idle = cancel_to_idle(url, pid, photo)
         queue = heavy_queue_wait(url, photo)
     handler = handler_s(photo, weights=args.weights, repeats=args.repeats)
+    engine_after = engine_s(weights=args.weights, repeats=args.repeats)
+    engine = (engine_before + engine_after) / 2
+    notes.append(f"engine's full explain: {engine_before:.3f} s before the server started, {engine_after:.3f} s after")
     notes.append(f"round trip with every returned file fetched as well: {trips['with files']:.3f} s")
     notes.append(
         f"{args.clients} clients x 5 photos: median latency {load['median_latency_s']:.2f} s; "
