@@ -30,7 +30,8 @@ def _schema_once(self: Component) -> dict[str, Any]:
 
 
 # ``is_template``: render with the parent's front end, as gr.Text does with gr.Textbox's. Gradio names the
-# front end after the first base class, so each is a direct subclass of its Gradio component.
+# front end after the first base class, so each is a direct subclass of its Gradio component; and its
+# metaclass reads each component class's source, so they are written out, not made by a function.
 
 
 class Gallery(gr.Gallery):
