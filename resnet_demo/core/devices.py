@@ -9,6 +9,7 @@ import ctypes
 import functools
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -78,25 +79,35 @@ def configure_threads() -> int:
 _OMP_PAUSE_SOFT = 1  # OpenMP 5's omp_pause_soft: the threads end, the library stays initialised
 
 
+def _openmp_pauses() -> list[Callable[[int], int]]:
+    """``omp_pause_resource_all`` of every GNU OpenMP runtime loaded: torch's, and the copies other
+    wheels bring (scikit-learn's, for one), each with threads of its own. Found again after an import
+    (what loads a library; reading the process's map of them takes 2 ms, too long for every call)."""
+    imported = len(sys.modules)
+    if _PAUSES[0] != imported:
+        torch.get_num_threads()  # loads torch's OpenMP runtime, if it has one
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if "libgomp" in line}
+        except OSError:  # not Linux
+            paths = set()
+        _PAUSES[:] = [imported, [pause for path in sorted(paths) if (pause := _pause_of(path)) is not None]]
+    return _PAUSES[1]
+
+
+_PAUSES: list = [-1, []]  # [len(sys.modules) when last found, the pauses]
+
+
 @functools.cache
-def _openmp_pause() -> Callable[[int], int] | None:
-    """GNU OpenMP's ``omp_pause_resource_all``, from the copy torch loaded; None under another runtime."""
-    torch.get_num_threads()  # loads torch's OpenMP runtime, if it has one
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "libgomp" in line}
-    except OSError:  # not Linux
-        return None
-    for path in sorted(paths):
-        pause = getattr(ctypes.CDLL(path), "omp_pause_resource_all", None)  # the loaded copy's own handle
-        if pause is not None:
-            pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
-            return pause
-    return None
+def _pause_of(path: str) -> Callable[[int], int] | None:
+    pause = getattr(ctypes.CDLL(path), "omp_pause_resource_all", None)  # the loaded copy's own handle
+    if pause is not None:
+        pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
+    return pause
 
 
 def release_openmp_threads() -> bool:
-    """End the OpenMP worker threads that the calling thread's parallel torch work started; they start
+    """End the OpenMP worker threads that the calling thread's parallel work started; they start
     again, in microseconds, at its next parallel operation. Returns whether any runtime took the call.
 
     Each Python thread that runs a parallel torch operation keeps a team of OpenMP threads of its
@@ -105,6 +116,6 @@ def release_openmp_threads() -> bool:
     regions of a forward pass waits on the kernel to wake its threads: a server whose requests run
     on several threads measured its ResNet-50 pass 25-30% slower than the same pass alone. A thread
     that ends its piece of model work with this call leaves one team in the process: the one at work.
+    Every GNU OpenMP runtime loaded is asked (a library may bring its own copy beside torch's).
     """
-    pause = _openmp_pause()
-    return pause is not None and pause(_OMP_PAUSE_SOFT) == 0
+    return any([pause(_OMP_PAUSE_SOFT) == 0 for pause in _openmp_pauses()])  # a list: every one is called
