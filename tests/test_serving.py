@@ -7,7 +7,6 @@ the process's resident set (/proc/self/status), read after collecting garbage.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from resnet_demo.bench.serve import call_over_http
 from resnet_demo.core.weights import KEEP_FILE_MODELS, NAMED_WEIGHTS, shared_models
 from resnet_demo.ui import explain_handlers as h
 from resnet_demo.ui import housekeeping
@@ -157,24 +157,16 @@ def test_visitors_state_goes_when_they_leave_or_idle(app: Any, monkeypatch: pyte
         client.close()
 
 
-def _called_over_http(http: httpx.Client, url: str, photo: Path) -> Any:
-    """``/predict`` as a script on Gradio's plain HTTP API calls it (upload, call, read the stream)."""
-    with photo.open("rb") as f:
-        path = http.post(f"{url}gradio_api/upload", files={"files": (photo.name, f, "image/jpeg")}).json()[0]
-    data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, "resnet50", "random"]
-    event = http.post(f"{url}gradio_api/call/predict", json={"data": data}).json()["event_id"]
-    with http.stream("GET", f"{url}gradio_api/call/predict/{event}") as stream:
-        lines = list(stream.iter_lines())
-    return json.loads(lines[lines.index("event: complete") + 1].removeprefix("data:"))
-
-
 def test_scripts_on_the_plain_http_api_leave_no_sessions_behind(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     sessions, calls = app.state_holder.session_data, 12
     page = _client(app.local_url)  # a visitor with an analysis on the server: kept while it is
     _explain(page, EXAMPLES / "cat.jpg")
     before = set(sessions)
     with httpx.Client(timeout=120) as http:
-        answers = [_called_over_http(http, app.local_url, EXAMPLES / "cat.jpg") for _ in range(calls)]
+        answers = [  # /predict as a script with no Gradio client calls it
+            call_over_http(http, app.local_url, "predict", EXAMPLES / "cat.jpg", "resnet50", "random")
+            for _ in range(calls)
+        ]
     assert all(answer[0]["confidences"] for answer in answers)
     made = set(sessions) - before
     assert len(made) == calls  # Gradio's record of each call: about half a MB each, until 10,000 have come

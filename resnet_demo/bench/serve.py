@@ -131,23 +131,30 @@ def _explain(client: Any, photo: Path) -> tuple[Any, ...]:
 
 
 def _posted(http: Any, url: str, photo: Path) -> list[Any]:
-    """``/explain`` over Gradio's plain HTTP API (upload, call, read the event stream): what a light
-    client sends and receives. A ``gradio_client`` costs about 100 ms of CPU per request of its own,
-    which 16 of them would take from the server on a 2-core machine; this costs about 4."""
+    """``/explain`` over Gradio's plain HTTP API: what a light client sends and receives. A
+    ``gradio_client`` costs about 100 ms of CPU per request of its own, which 16 of them would take
+    from the server on a 2-core machine; this costs about 4."""
+    args = ["resnet50", "imagenet-v2", None, "layer4", "gradcam", 0.5, "crop"]
+    return call_over_http(http, url, "explain", photo, *args)
+
+
+def call_over_http(http: Any, url: str, api: str, photo: Path, *args: Any) -> list[Any]:
+    """``/{api}`` called with ``photo`` and then ``args`` over Gradio's plain HTTP API (upload, call, read
+    the event stream), as a script with no Gradio client does; returns the outputs."""
     with photo.open("rb") as f:
         path = http.post(f"{url}gradio_api/upload", files={"files": (photo.name, f, "image/jpeg")}).json()[0]
-    data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, "resnet50", "imagenet-v2", None, "layer4", "gradcam"]
-    event = http.post(f"{url}gradio_api/call/explain", json={"data": [*data, 0.5, "crop"]}).json()["event_id"]
+    data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, *args]
+    event = http.post(f"{url}gradio_api/call/{api}", json={"data": data}).json()["event_id"]
     kind = None
-    with http.stream("GET", f"{url}gradio_api/call/explain/{event}") as stream:
+    with http.stream("GET", f"{url}gradio_api/call/{api}/{event}") as stream:
         for line in stream.iter_lines():
             if line.startswith("event:"):
                 kind = line.removeprefix("event:").strip()
             elif line.startswith("data:") and kind in ("complete", "error"):
                 if kind == "error":
-                    raise RuntimeError(f"/explain failed: {line}")
+                    raise RuntimeError(f"/{api} failed: {line}")
                 return list(json.loads(line.removeprefix("data:")))
-    raise RuntimeError("/explain's event stream ended without an answer")
+    raise RuntimeError(f"/{api}'s event stream ended without an answer")
 
 
 def _client(url: str, *, files: bool | str = False) -> Any:

@@ -79,23 +79,22 @@ def configure_threads() -> int:
 _OMP_PAUSE_SOFT = 1  # OpenMP 5's omp_pause_soft: the threads end, the library stays initialised
 
 
-def _openmp_pauses() -> list[Callable[[int], int]]:
+def _openmp_pauses() -> tuple[Callable[[int], int], ...]:
     """``omp_pause_resource_all`` of every GNU OpenMP runtime loaded: torch's, and the copies other
     wheels bring (scikit-learn's, for one), each with threads of its own. Found again after an import
     (what loads a library; reading the process's map of them takes 2 ms, too long for every call)."""
-    imported = len(sys.modules)
-    if _PAUSES[0] != imported:
-        torch.get_num_threads()  # loads torch's OpenMP runtime, if it has one
-        try:
-            with open("/proc/self/maps") as maps:
-                paths = {line.split()[-1] for line in maps if "libgomp" in line}
-        except OSError:  # not Linux
-            paths = set()
-        _PAUSES[:] = [imported, [pause for path in sorted(paths) if (pause := _pause_of(path)) is not None]]
-    return _PAUSES[1]
+    return _pauses_found(len(sys.modules))
 
 
-_PAUSES: list = [-1, []]  # [len(sys.modules) when last found, the pauses]
+@functools.lru_cache(maxsize=1)
+def _pauses_found(_imported: int) -> tuple[Callable[[int], int], ...]:
+    torch.get_num_threads()  # loads torch's OpenMP runtime, if it has one
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "libgomp" in line}
+    except OSError:  # not Linux
+        return ()
+    return tuple(pause for path in sorted(paths) if (pause := _pause_of(path)) is not None)
 
 
 @functools.cache

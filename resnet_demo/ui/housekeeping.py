@@ -54,15 +54,13 @@ def drop_idle_gradio_sessions(blocks: Any, *, keep: set[str], idle_s: float) -> 
     if holder is None:
         return 0
     now = datetime.datetime.now()
-    with holder.lock:
-        idle = [
-            session_hash
-            for session_hash, used in list(holder.time_last_used.items())
-            if (now - used).total_seconds() > idle_s and name_of(session_hash) not in keep
-        ]
-        for session_hash in idle:
-            holder.session_data.pop(session_hash, None)
-            holder.time_last_used.pop(session_hash, None)
+    idle = [
+        session_hash
+        for session_hash, used in list(holder.time_last_used.items())
+        if (now - used).total_seconds() > idle_s and name_of(session_hash) not in keep
+    ]
+    for session_hash in idle:
+        _drop_gradio_session(blocks, session_hash)
     return len(idle)
 
 
