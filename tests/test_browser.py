@@ -148,6 +148,17 @@ def test_upload_explain_and_architecture(page) -> None:
     assert box is not None and box["height"] > 200, "the diagram rendered at (almost) zero height"
     page.locator("#diagram .colorbar").first.wait_for()  # coloured by the cat's block statistics
     page.screenshot(path=ARTIFACTS / "03-architecture.png", full_page=True)
+    # The diagram follows the model of the last explained photo.
+    shown = page.locator("#architecture-arch input:checked")
+    page.locator("#architecture-arch").get_by_text("ResNet-101").click()
+    sync_api.expect(shown).to_have_value("resnet101")
+    sync_api.expect(page.locator("#diagram .colorbar")).to_have_count(0)  # no photo of ResNet-101 yet
+    page.get_by_role("tab", name="Explain").click()
+    page.locator("#run").click()
+    wait_for_answer(page)
+    sync_api.expect(shown).to_have_value("resnet50")
+    page.get_by_role("tab", name="Architecture").click()
+    page.locator("#diagram .colorbar").first.wait_for()
 
     page.get_by_role("tab", name="Compare depths").click()
     page.locator("#compare-run").wait_for()
@@ -235,6 +246,14 @@ def test_methods_faithfulness_and_sanity(explained) -> None:
     page.locator("#methods").get_by_text("LayerCAM").first.wait_for()
     page.locator("#methods").scroll_into_view_if_needed()
     page.screenshot(path=ARTIFACTS / "05-methods.png", full_page=False)
+    # While it shows, a new photo's methods replace the last one's.
+    before = tiles.evaluate_all("imgs => imgs.map(i => i.src)")
+    explain_photo(page, EXAMPLES / "coffee.jpg")
+    page.wait_for_function(
+        "old => { const s = [...document.querySelectorAll('#methods img')].map(i => i.src);"
+        " return s.length >= 8 && s.every(x => !old.includes(x)); }",
+        arg=before,
+    )
 
     page.locator("#trust").get_by_text("How far to trust this map").first.click()
     steps = page.locator("#steps input[type=number]")

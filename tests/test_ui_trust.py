@@ -246,6 +246,40 @@ def test_trust_buttons_say_the_time_before_a_check(analysis: Analysis) -> None:
     assert cost4["faithfulness"] < cost16["faithfulness"] < cost16["ranking"]
 
 
+def test_a_new_photo_updates_the_panel_in_one_request(analysis: Analysis) -> None:
+    from resnet_demo.ui.trust_panel import PhotoFollowup, photo_followup
+
+    key = "a-key"
+    hidden = photo_followup(analysis, "layer4", "gradcam", NONE, 16, ["road"], False, False)
+    assert isinstance(hidden, PhotoFollowup)
+    buttons = t.trust_buttons(analysis, "layer4", "gradcam", NONE, 16)
+    assert [hidden.faith_button, hidden.rank_button, hidden.sanity_button] == list(buttons)
+    assert hidden.cards_button == mc.cards_button(analysis, "layer4", "gradcam", 16, ["road"], False)
+    assert hidden.cards_button["value"].startswith(mc.CARDS_LABEL + " (")  # the time for this photo
+    assert t.TrustResults(*(getattr(hidden, f) for f in t.TrustResults._fields)) == t.TrustResults()
+    assert hidden.gallery_due == gr.skip()  # a hidden gallery is not computed for a new photo
+    assert photo_followup(key, "layer4", "gradcam", NONE, 16, [], False, True).gallery_due == key
+
+
+def test_a_new_photo_fires_one_follow_up_request_and_the_gallery_only_while_shown() -> None:
+    from resnet_demo.ui import build_demo
+    from resnet_demo.ui.method_gallery import method_gallery
+    from resnet_demo.ui.trust_panel import photo_followup
+
+    demo = build_demo(weights="random")
+    fns = list(demo.fns.values())
+    photo = [f for f in fns if getattr(f.fn, "__name__", "") in ("explain_ui", "after_example")]
+    assert len(photo) == 2, "the page's events for a new photo: an upload, an example"
+    for event in photo:
+        after = [f for f in fns if f.trigger_after == event._id]
+        on_server = [f for f in after if f.fn is not None]
+        assert [f.fn for f in on_server] == [photo_followup]
+    gallery = [f for f in fns if getattr(f.fn, "__wrapped__", f.fn) is method_gallery]
+    assert len(gallery) == 1
+    due = [t_ for t_ in gallery[0].targets if t_[1] == "change" and demo.blocks[t_[0]].stateful]
+    assert len(due) == 1, "the gallery is computed when a new photo's key is due while it shows"
+
+
 def test_evaluate_handler_and_its_errors(analysis: Analysis, small: LoadedModel, monkeypatch) -> None:
     monkeypatch.setattr(ev, "resolve_model", lambda **kw: small)
     monkeypatch.setattr(ev, "DEFAULT_STEPS", 4)

@@ -39,7 +39,7 @@ def build_architecture_tab(*, arch: str, tab: gr.Tab, analysis: gr.State) -> Arc
     """Lay out the tab inside the open ``tab`` and wire its events; ``analysis`` is the user's last photo."""
     gr.Markdown(ABOUT)
     with gr.Row():
-        arch_view = gr.Radio(ARCH_CHOICES, value=arch, label="Model")
+        arch_view = gr.Radio(ARCH_CHOICES, value=arch, label="Model", elem_id="architecture-arch")
         color_by = gr.Radio(h.COLOR_CHOICES, value="residual_ratio", label="Colour blocks by")
         block = gr.Dropdown(h.block_choices(arch=arch), value=h.FIRST_BLOCK, label="Block", elem_id="block")
     caption = gr.Markdown()

@@ -22,8 +22,9 @@ __all__ = ["STAGE_FROM_STRIP"]
 # the slider's pair of FileData in; the slider's new value out (in a list: one output).
 STAGE_FROM_STRIP = """(stage, strip, pair) => {
   const tiles = Array.isArray(strip) ? strip : [];
-  const shown = Array.isArray(pair) && pair[1] ? pair[1].path : null;
-  const inStrip = shown !== null && tiles.some(t => t && t.image && t.image.path === shown);
+  const name = (f) => f.path.split('/').slice(-2).join('/');  // "<hash of its bytes>/image.<format>"
+  const shown = Array.isArray(pair) && pair[1] && pair[1].path ? name(pair[1]) : null;
+  const inStrip = shown !== null && tiles.some(t => t && t.image && t.image.path && name(t.image) === shown);
   const next = tiles.find(t => t && t.image && typeof t.caption === 'string' && t.caption.split(' ')[0] === stage);
   return [inStrip && next ? [pair[0], next.image] : pair];
 }"""

@@ -91,8 +91,9 @@ def build_demo(
             with gr.Tab("Audit", id="audit"):
                 build_audit_tab(arch=arch, weights=weights, checkpoint=start_checkpoint)
 
-        # The diagram shows the model of the last explained photo, coloured by it.
-        explain.explained.then(lambda a: a, explain.arch, architecture.arch, api_visibility="private", queue=False)
+        # The diagram shows the model of the last explained photo, coloured by it. Copied by the page itself:
+        # a round trip to the server would compete with the new photo's images for the page's connections.
+        explain.explained.then(None, explain.arch, architecture.arch, js="(arch) => arch", api_visibility="private")
         use_model = outputs_of(UseCheckpoint, explain, tabs=tabs)  # "use this model", from either tab
         finetune.use_button.click(
             use_checkpoint, [finetune.checkpoint, finetune.arch], use_model, api_visibility="private"

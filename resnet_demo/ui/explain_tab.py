@@ -20,6 +20,7 @@ from .cancellation import cancellable
 from .components import OpenRadio, OpenSlider, SafeImage, example_photos, own_cache, stage_gallery
 from .concepts_panel import ConceptsPanel, build_concepts_panel, wire_concepts_panel
 from .events import outputs_of
+from .inline_images import inline_images
 from .model_choice import ARCH_CHOICES, WEIGHT_CHOICES, checkpoint_visibility, weights_status
 from .settings import IMAGE_FORMAT, INFERENCE_LIMIT
 from .trust_panel import TrustPanel, build_trust_panel, wire_trust_panel
@@ -211,7 +212,7 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     # The progress shows on the map alone: an animated overlay on each of a dozen panels costs the
     # visitor's browser more than the server's whole answer.
     page = {
-        "fn": _model_handler(h.explain_ui),
+        "fn": _page_handler(h.explain_ui),
         "inputs": inputs,
         "outputs": outputs_of(h.ExplainPage, tab, **above),
         "show_progress_on": tab.slider,
@@ -221,7 +222,7 @@ def _wire(tab: ExplainTab, *, first: h.Settings, status: gr.Markdown, analysis: 
     # Clicking an example fills the photo (no upload event) and shows its cached answer (computed on the
     # first click, for the settings a page opens with); then this visitor's own analysis goes in their state.
     example = tab.examples.load_input_event.then(
-        **{**page, "fn": _model_handler(eh.example_followup(first=first))}, api_visibility="private"
+        **{**page, "fn": _page_handler(eh.example_followup(first=first))}, api_visibility="private"
     )
     photo_done = [explained, example]
     # /explain for scripts: the same analysis, its outputs as they always were.
@@ -253,6 +254,11 @@ def _model_handler(fn: Any) -> Any:
     return cancellable(on_gpu(fn))
 
 
+def _page_handler(fn: Any) -> Any:
+    """A model handler of the page's own events: its images travel inside its messages (see inline_images)."""
+    return _model_handler(inline_images(fn))
+
+
 def _wire_views(tab: ExplainTab, *, analysis: gr.State) -> None:
     """Another view of the same photo: another stage or view (the map alone), class, versus class,
     opacity or method. A method without a map at the current stage first moves the stage
@@ -264,8 +270,8 @@ def _wire_views(tab: ExplainTab, *, analysis: gr.State) -> None:
     # A stage the strip shows is drawn first by the browser itself, from the strip's tile (see browser_views).
     tab.stage.input(None, [tab.stage, tab.strip, tab.slider], tab.slider, js=STAGE_FROM_STRIP, **_QUIET)
     alone = outputs_of(h.MapAlone, tab)
-    gr.on([tab.stage.input, tab.view.change], _model_handler(h.restage), view_inputs, alone, **view)
-    rerender = _model_handler(h.rerender)
+    gr.on([tab.stage.input, tab.view.change], _page_handler(h.restage), view_inputs, alone, **view)
+    rerender = _page_handler(h.rerender)
     gr.on([tab.target.input, tab.versus.input, tab.opacity.release], rerender, view_inputs, view_outputs, **view)
     tab.method.input(menu.method_changed, [tab.method, tab.stage], tab.stage, **_QUIET).then(
         rerender, view_inputs, view_outputs, **view

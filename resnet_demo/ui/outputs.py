@@ -7,6 +7,9 @@ outputs as they are, so its two steps paid about 15 ms of the server's time for 
 change: the base ``Component.api_info`` is its data model's JSON schema and nothing else. These
 components keep that schema for every instance of the same data model (a file output's model
 depends on its ``file_count``); each renders with its parent's front end.
+
+The image components also take :class:`~.inline_images.InlineImage` values (the page's own events
+send them): those travel inside the message instead of as files (see :mod:`.inline_images`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+from gradio import image_utils
 from gradio.components.base import Component
+from gradio.components.gallery import GalleryData, GalleryImage
+from gradio.components.imageslider import SliderData
+from gradio.data_classes import ImageData
+
+from .inline_images import InlineImage, image_data
 
 __all__ = ["File", "Gallery", "Image", "ImageSlider", "Label"]
 
@@ -34,11 +43,26 @@ def _schema_once(self: Component) -> dict[str, Any]:
 # metaclass reads each component class's source, so they are written out, not made by a function.
 
 
+def _image(value: Any, *, format: str, cache: str) -> ImageData | None:
+    """One image's data: inside the message for an :class:`InlineImage`, else Gradio's file."""
+    if isinstance(value, InlineImage):
+        return image_data(value.image, format=format)
+    return image_utils.postprocess_image(value, cache_dir=cache, format=format)
+
+
 class Gallery(gr.Gallery):
     """``gr.Gallery`` (see the module)."""
 
     is_template = True
     api_info = _schema_once
+
+    def postprocess(self, value: Any) -> GalleryData:
+        items = [item if isinstance(item, (tuple, list)) else (item, None) for item in value or []]
+        if not items or not all(isinstance(image, InlineImage) for image, _caption in items):
+            return super().postprocess(value)
+        return GalleryData(
+            root=[GalleryImage(image=image_data(image.image, format=self.format), caption=c) for image, c in items]
+        )
 
 
 class Image(gr.Image):
@@ -47,12 +71,22 @@ class Image(gr.Image):
     is_template = True
     api_info = _schema_once
 
+    def postprocess(self, value: Any) -> ImageData | None:
+        if isinstance(value, InlineImage):
+            return image_data(value.image, format=self.format)
+        return super().postprocess(value)
+
 
 class ImageSlider(gr.ImageSlider):
     """``gr.ImageSlider`` (see the module)."""
 
     is_template = True
     api_info = _schema_once
+
+    def postprocess(self, value: Any) -> SliderData | None:
+        if value is None or not any(isinstance(v, InlineImage) for v in value):
+            return super().postprocess(value)
+        return SliderData(root=tuple(_image(v, format=self.format, cache=self.GRADIO_CACHE) for v in value))
 
 
 class File(gr.File):

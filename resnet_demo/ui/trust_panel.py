@@ -14,7 +14,7 @@ from . import trust_handlers as t
 from .cancellation import cancellable
 from .components import OpenRadio, OpenSlider
 from .evaluate_api import evaluate
-from .events import outputs_of
+from .events import extend, outputs_of
 from .method_gallery import method_gallery
 from .settings import IMAGE_FORMAT
 
@@ -130,19 +130,41 @@ def clear_results() -> t.TrustResults:
     return t.TrustResults()
 
 
+PhotoFollowup = extend(
+    t.TrustButtons,
+    "PhotoFollowup",
+    {"cards_button": Any, **t.TrustResults.__annotations__, "gallery_due": Any},
+    doc="What a new photo changes in the panel, in one request: the checks' labels with this photo's expected "
+    "times, the last photo's results cleared, and the method gallery's key when the gallery shows.",
+)
+
+
+def photo_followup(
+    analysis: str | None, stage: str, method: str, versus: int | None, steps: int, metrics: Any, compare: bool,
+    show_gallery: bool,
+) -> PhotoFollowup:  # fmt: skip
+    """The panel after a new photo (``analysis``: its key). One request rather than one per part: each is
+    a round trip that the page fires as the new photo's images are fetched, on the same few connections.
+    The method gallery is only due while it shows (``gallery_due`` then changes, and its event computes
+    it); hidden, a new photo costs it nothing."""
+    return PhotoFollowup(
+        *t.trust_buttons(analysis, stage, method, versus, steps),
+        mc.cards_button(analysis, stage, method, steps, metrics, compare),
+        *clear_results(),
+        gallery_due=analysis if show_gallery else gr.skip(),
+    )
+
+
 def wire_trust_panel(panel: TrustPanel, *, analysis: gr.State, controls: dict[str, Any], photo_done: list[Any]) -> None:
     """Connect the panel. ``controls`` are the tab's stage, target, versus, method, opacity, image, arch, weights
     and checkpoint components; ``photo_done`` the events after which a new analysis is in the state."""
     c = controls
-    buttons, results = outputs_of(t.TrustButtons, panel), outputs_of(t.TrustResults, panel)
+    buttons = outputs_of(t.TrustButtons, panel)
     heavy = {"concurrency_id": "inference", "api_visibility": "private"}
     # Checks take seconds: a queue of their own, so that new photos are not held up behind them.
     checks = {"concurrency_id": "checks", "api_visibility": "private"}
     gallery_inputs = [analysis, panel.show_gallery, c["stage"], c["target"], c["versus"], c["opacity"]]
     gallery_triggers = [panel.show_gallery.change, c["stage"].change, c["target"].input, c["versus"].input]
-    gr.on(
-        [*gallery_triggers, c["opacity"].release], cancellable(method_gallery), gallery_inputs, panel.gallery, **heavy
-    )
     label_inputs = [analysis, c["stage"], c["method"], c["versus"], panel.steps]
     label_triggers = [c["stage"].change, c["method"].change, c["versus"].change, panel.steps.change]
     gr.on(label_triggers, t.trust_buttons, label_inputs, buttons, api_visibility="private", queue=False)
@@ -150,11 +172,15 @@ def wire_trust_panel(panel: TrustPanel, *, analysis: gr.State, controls: dict[st
     card_triggers = [c["stage"].change, c["method"].change, panel.steps.change, panel.metrics.change,
                      panel.compare.change]  # fmt: skip
     gr.on(card_triggers, mc.cards_button, card_label_inputs, panel.cards_button, api_visibility="private", queue=False)
+    due = gr.State()  # the key of the analysis the shown gallery is due for
+    gr.on([*gallery_triggers, c["opacity"].release, due.change], cancellable(method_gallery), gallery_inputs,
+          panel.gallery, **heavy)  # fmt: skip
+    followup_inputs = [analysis, c["stage"], c["method"], c["versus"], panel.steps, panel.metrics, panel.compare,
+                       panel.show_gallery]  # fmt: skip
+    # Queued, though quick: Gradio's page hears of a changed state (``due``) only over the queue's stream.
     for event in photo_done:
-        event.then(cancellable(method_gallery), gallery_inputs, panel.gallery, **heavy)
-        event.then(t.trust_buttons, label_inputs, buttons, api_visibility="private", queue=False)
-        event.then(mc.cards_button, card_label_inputs, panel.cards_button, api_visibility="private", queue=False)
-        event.then(clear_results, None, results, api_visibility="private", queue=False)
+        event.then(photo_followup, followup_inputs, outputs_of(PhotoFollowup, panel, gallery_due=due),
+                   api_visibility="private", concurrency_id="labels", concurrency_limit=None)  # fmt: skip
     panel.faith_button.click(
         cancellable(t.faithfulness_panel),
         [analysis, c["stage"], c["target"], c["versus"], c["method"], panel.steps, panel.baseline],
