@@ -122,8 +122,15 @@ def test_upload_explain_and_architecture(page) -> None:
     summary.click()  # closed again for the screenshots below
     sync_api.expect(reason).to_be_hidden()
 
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if "/file=" in r.url else None)
     explain_photo(page, EXAMPLES / "cat.jpg")
     assert "UNTRAINED" in page.locator("#caption").inner_text()
+    # The page's images came inside its messages: none fetched as a file afterwards.
+    shown = page.locator("#heatmap-slider img, #strip img, #fusion img, #features img")
+    sync_api.expect(shown).to_have_count(13)
+    assert all(src.startswith("data:image/jpeg;base64,") for src in shown.evaluate_all("i => i.map(x => x.src)"))
+    assert not [url for url in fetched if url.endswith(".jpeg")], fetched
     # The photo against its map: the crop the model saw and the map over it, one size; /explain's image hidden.
     crop = slider_images(page)
     assert [size for _src, size in crop] == [[224, 224], [224, 224]], crop
