@@ -2,11 +2,12 @@
 
 A click on another stage of a map that the strip already shows needs no computing: the strip's
 tile at that stage *is* the map the server would draw (the same method, class, opacity and crop,
-saved to the same file: Gradio names a file by its content). Drawn in the browser at once, the new
-map shows while the server's answer (the caption and the raw map) is on its way, and that answer's
-map is the same file again, so the browser neither fetches nor redraws it.
+the same bytes and so the same name: ``<hash of its bytes>/image.jpeg``, whether it came as Gradio's
+file or inside the message, see :mod:`.inline_images`). Drawn in the browser at once, the new map
+shows while the server's answer (the caption and the raw map) is on its way, and that answer's map
+is the same picture again, so the browser does not redraw it.
 
-The check is the files themselves, not the settings: only when the slider's map is one of the
+The check is the pictures themselves, not the settings: only when the slider's map is one of the
 strip's tiles is the strip known to show this photo, class, method and opacity over the crop (a
 method the strip does not show, the whole-photo view, or a strip of the last photo still on its
 way fail it); otherwise the slider stays as it is and the server's answer draws the map. A map
