@@ -109,18 +109,30 @@ def architecture_figure(
     if note:
         _add_note(fig, note, theme)
     coloured = colouring is not None
-    meta: dict[str, object] = {"arch": arch, "stat": stat if coloured else None, "selected": selected}
+    meta = _figure_meta(
+        arch=arch, stat=stat if coloured else None, selected=selected, dilation=dilation, taps=tapped, note=note,
+        num_classes=num_classes, image_size=image_size,
+    )  # fmt: skip
+    _finish_layout(fig, g, theme, height=height, coloured=coloured, meta=meta)
+    return fig
+
+
+def _figure_meta(
+    *, arch: str, stat: str | None, selected: str | None, dilation: Dilation | None, taps: dict[str, str],
+    note: str | None, num_classes: int, image_size: int,
+) -> dict[str, object]:  # fmt: skip
+    """What the figure's ``layout.meta`` says it draws (the tests and the app read it back)."""
+    meta: dict[str, object] = {"arch": arch, "stat": stat, "selected": selected}
     # Only what was given, so that a figure drawn without them is the same as before they existed.
     if dilation:
         meta["replace_stride_with_dilation"] = list(dilation)
-    if tapped:
-        meta["taps"] = dict(tapped)
+    if taps:
+        meta["taps"] = dict(taps)
     if note:
         meta["note"] = note
     if (num_classes, image_size) != (NUM_CLASSES, IMAGE_SIZE):
         meta.update(num_classes=num_classes, image_size=image_size)
-    _finish_layout(fig, g, theme, height=height, coloured=coloured, meta=meta)
-    return fig
+    return meta
 
 
 def _checked_taps(taps: Mapping[str, str] | None) -> dict[str, str]:

@@ -36,21 +36,18 @@ per analysis); :func:`rank_methods` scores every quick method (:func:`~.methods.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.cache import BoundedCache
 from ..core.errors import InvalidValue, UserError
 from ..core.model import check_stage
 from .analysis import Analysis
+from .analysis_cache import AnalysisCache
 from .baselines import BASELINES, check_baseline, make_baseline
 from .methods import get_method, quick_methods
 from .results import Attribution
@@ -133,30 +130,6 @@ class MethodScore:
     deletion_auc: float
     all_zero: bool
     seconds: float  # computing the map (not its curves)
-
-
-class AnalysisCache:
-    """Results kept per analysis, forgotten with it: a bounded dict per live :class:`Analysis`.
-
-    Keyed weakly by the analysis (which hashes by identity), so nothing outlives the
-    analysis a user holds; at most ``limit`` entries per analysis, the oldest go first.
-    """
-
-    def __init__(self, *, limit: int) -> None:
-        self._limit = limit
-        self._lock = threading.Lock()  # guards the weak dictionary; each analysis's cache has its own
-        self._data: weakref.WeakKeyDictionary[Analysis, BoundedCache[Any, Any]] = weakref.WeakKeyDictionary()
-
-    def get(self, analysis: Analysis, key: Any) -> Any:
-        with self._lock:
-            entries = self._data.get(analysis)
-        return None if entries is None else entries.get(key)
-
-    def put(self, analysis: Analysis, key: Any, value: Any) -> Any:
-        """Store ``value`` unless another thread stored one first; returns the one kept."""
-        with self._lock:
-            entries = self._data.setdefault(analysis, BoundedCache(self._limit))
-        return entries.put(key, value)
 
 
 _CACHE = AnalysisCache(limit=64)

@@ -36,8 +36,8 @@ from torch import nn
 
 from ..core.errors import UserError
 from .analysis import Analysis
+from .analysis_cache import AnalysisCache
 from .analyze import analyze
-from .faithfulness import AnalysisCache
 from .results import Attribution
 
 __all__ = ["SANITY_STEPS", "THRESHOLD", "SanityCheck", "SanityStep", "randomization_check", "spearman", "verdict_step"]

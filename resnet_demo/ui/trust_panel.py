@@ -143,8 +143,8 @@ def photo_followup(
     analysis: str | None, stage: str, method: str, versus: int | None, steps: int, metrics: Any, compare: bool,
     show_gallery: bool,
 ) -> PhotoFollowup:  # fmt: skip
-    """The panel after a new photo (``analysis``: its key). One request rather than one per part: each is
-    a round trip that the page fires as the new photo's images are fetched, on the same few connections.
+    """The panel after a new photo (``analysis``: its key). One request rather than one per part: the page
+    fires each at once when the photo's answer is in, on the same few connections as the page's own.
     The method gallery is only due while it shows (``gallery_due`` then changes, and its event computes
     it); hidden, a new photo costs it nothing."""
     return PhotoFollowup(
