@@ -61,18 +61,16 @@ def test_explain_outputs_offline(offline: Path) -> None:
 def test_rerender_other_class_stage_and_full_view(offline: Path) -> None:
     analysis = stored(explain()[0])
     second = analysis.predictions[1]
-    heat, caption, strip, raw, fusion, slider = h.rerender(
+    caption, strip, raw, fusion, slider = h.rerender(
         analysis, "layer3", second.index, h.NO_VERSUS, "gradcam", 0.3, "full"
     )
-    assert heat.size == analysis.image.size  # mapped back onto the whole photo
-    assert slider[0] is analysis.image and slider[1] is heat  # the slider: the whole photo against the map on it
+    photo, heat = slider  # the slider: the whole photo against the map on it
+    assert photo is analysis.image and heat.size == analysis.image.size  # mapped back onto the whole photo
     assert md_text(second.label) in caption and "layer3" in caption  # labels such as "curly-coated" are escaped
     assert np.load(raw).shape == (14, 14)  # layer3's map before upsampling, at 224
-    heat_top, caption_top, *_, slider_top = h.rerender(
-        analysis, "layer3", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.3, "crop"
-    )
+    caption_top, *_, slider_top = h.rerender(analysis, "layer3", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.3, "crop")
     assert md_text(analysis.predictions[0].label) in caption_top
-    assert slider_top[0] is analysis.crop and slider_top[1] is heat_top  # the crop the model saw, then the map
+    assert slider_top[0] is analysis.crop and slider_top[1].size == analysis.crop.size  # the crop, then the map
 
 
 def test_a_new_photo_arrives_in_two_steps_the_map_before_the_backward(offline: Path, monkeypatch) -> None:
@@ -106,7 +104,7 @@ def test_another_stage_draws_the_map_alone(offline: Path) -> None:
     args = (analysis, "layer3", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.5, "crop")
     caption, raw, slider = h.restage(*args)  # the strip and the fused map stand as they were: not outputs
     full = h.rerender(*args)
-    assert np.array_equal(np.asarray(slider[1]), np.asarray(full.heatmap)) and "layer3" in caption
+    assert np.array_equal(np.asarray(slider[1]), np.asarray(full.slider[1])) and "layer3" in caption
     assert slider[0] is analysis.crop and np.load(raw).shape == (14, 14)
 
 
@@ -191,7 +189,7 @@ def test_big_photo_keeps_a_display_copy_and_the_same_answer(offline: Path, tmp_p
     assert [p.index for p in analysis.predictions] == [p.index for p in full.predictions]
     box, scale = analysis.crop_box, DISPLAY_MAX / 2400
     assert (box.left, box.width) == pytest.approx((full.crop_box.left * scale, full.crop_box.width * scale))
-    heat = h.rerender(analysis, "layer4", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.5, "full")[0]
+    heat = h.rerender(analysis, "layer4", h.TOP_CLASS, h.NO_VERSUS, "gradcam", 0.5, "full").slider[1]
     assert heat.size == analysis.image.size  # the whole-photo view, on the display copy
 
 

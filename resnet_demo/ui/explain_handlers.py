@@ -86,13 +86,15 @@ MapViews = extend(
     Views,
     "MapViews",
     {"fusion": Tiles, "slider": Pair},
-    doc="Another view of the same photo: the map's views, the fused map and the photo against its map.",
+    drop=("heatmap",),
+    doc="Another view of the same photo: the map's views, the fused map and the photo against its map (the "
+    "slider's map: the page's hidden copy of the map is /explain's, left as it is, as a new photo leaves it).",
 )
 MapAlone = extend(
     MapViews,
     "MapAlone",
     {},
-    drop=("heatmap", "strip", "fusion"),
+    drop=("strip", "fusion"),
     doc="Another stage or view of the same map: the map alone (the strip and the fused map show every stage "
     "on the crop already; the hidden copy of the map is /explain's). No component is updated for nothing: "
     "Gradio rebuilds a component for every update, even an empty one.",
@@ -427,7 +429,6 @@ def rerender(
     redrawn = _redrawn(analysis, stage, target, versus, method, opacity, view, progress)
     a, t, v = redrawn.analysis, redrawn.target, redrawn.versus
     return MapViews(
-        heatmap=redrawn.heatmap,
         caption=redrawn.map.caption,
         strip=gr.update(value=_strip(a, target=t, versus=v, method=method, opacity=opacity), label=strip_label(method)),
         raw=redrawn.map.raw,
@@ -455,7 +456,6 @@ class _Redrawn(NamedTuple):
     analysis: Analysis
     target: int | None  # the class pickers' values as class indices
     versus: int | None
-    heatmap: PIL.Image.Image
     map: MapAlone
 
 
@@ -472,7 +472,7 @@ def _redrawn(
         analysis, stage=stage, target=t, method=method, opacity=opacity, view=view, versus=v, progress=progress
     )
     alone = MapAlone(caption=caption, raw=_raw_file(analysis, att), slider=photo_and_map(analysis, heat, view=view))
-    return _Redrawn(analysis=analysis, target=t, versus=v, heatmap=heat, map=alone)
+    return _Redrawn(analysis=analysis, target=t, versus=v, map=alone)
 
 
 @user_errors
