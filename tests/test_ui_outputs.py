@@ -16,7 +16,7 @@ import pytest
 from gradio import processing_utils
 
 from resnet_demo.ui import outputs
-from resnet_demo.ui.inline_images import InlineImage, inline_images
+from resnet_demo.ui.inline_images import INLINE_MAX_BYTES, InlineImage, inline_images
 
 CASES: list[tuple[type, type, dict[str, Any]]] = [
     (outputs.Gallery, gr.Gallery, {"columns": 5}),
@@ -81,6 +81,20 @@ def test_an_inline_image_is_gradios_file_inside_the_message() -> None:
                                                 postprocess=True)  # fmt: skip
     assert [_inline_bytes(d) for d in pair] == [_inline_bytes(t["image"]) for t in sent]
     assert slider.postprocess((a, b)).root[0].url is None  # plain images: files, Gradio's own way
+
+
+def test_a_large_image_stays_a_file_the_browser_keeps() -> None:
+    big = PIL.Image.fromarray(np.random.default_rng(2).integers(0, 255, (400, 400, 3), dtype=np.uint8))
+    assert len(processing_utils.encode_pil_to_bytes(big, "jpeg")) > INLINE_MAX_BYTES
+    slider = outputs.ImageSlider(render=False, format="jpeg")
+    photo, heat = processing_utils.move_files_to_cache(
+        slider.postprocess((InlineImage(big), InlineImage(_photo(0)))), slider, postprocess=True
+    )
+    assert photo["url"].startswith("/gradio_api/file=")  # fetched once, then the browser's own copy
+    assert heat["url"].startswith("data:image/jpeg;base64,")
+    plain = processing_utils.move_files_to_cache(slider.postprocess((big, big)), slider, postprocess=True)[0]
+    assert photo["path"] == plain["path"]  # the same bytes in the same file as Gradio's own
+    assert Path(photo["path"]).read_bytes() == processing_utils.encode_pil_to_bytes(big, "jpeg")
 
 
 def test_the_page_handlers_mark_their_images_and_close_with_a_step_that_changes_nothing() -> None:

@@ -10,7 +10,10 @@ arrived, and the server's file route answers each in turn. Sent inside the messa
 Only the page's own events send them so (see :func:`inline_images`); ``/explain`` and the other
 API endpoints return files, as scripts expect. An inline image is named as Gradio names the file of
 the same image, ``<hash of its bytes>/image.<format>``, so the page can tell the same picture by its
-name whichever way it came (see :mod:`.browser_views`).
+name whichever way it came (see :mod:`.browser_views`). Only small images travel inline (all of a
+new photo's, at most 30 KB each): a larger one, the whole photo and its map in the whole-photo
+view, stays a file, which the browser fetches once and keeps, rather than travel again with every
+other class or opacity.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ import PIL.Image
 from gradio import processing_utils
 from gradio.data_classes import ImageData
 
-__all__ = ["INLINE", "InlineImage", "image_data", "inline_images", "marked"]
+__all__ = ["INLINE", "INLINE_MAX_BYTES", "InlineImage", "image_data", "inline_images", "marked"]
 
 INLINE = "resnet_demo.inline"  # the data's meta type: not Gradio's file type, so Gradio leaves it as it is
+INLINE_MAX_BYTES = 64 * 1024  # a larger image stays a file
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -40,10 +44,13 @@ class InlineImage:
     image: PIL.Image.Image
 
 
-def image_data(image: PIL.Image.Image, *, format: str) -> ImageData:
+def image_data(image: PIL.Image.Image, *, format: str, cache: str) -> ImageData:
     """``image`` as an image component's data with its bytes in the URL: the bytes Gradio would save
-    (its own encoder), named after them as Gradio names their file."""
+    (its own encoder), named after them as Gradio names their file. Over :data:`INLINE_MAX_BYTES`,
+    those bytes saved as Gradio's file in ``cache`` instead (the component's cache folder)."""
     data = processing_utils.encode_pil_to_bytes(image, format)
+    if len(data) > INLINE_MAX_BYTES:
+        return ImageData(path=processing_utils.save_bytes_to_cache(data, f"image.{format}", cache))
     return ImageData(
         path=f"{processing_utils.hash_bytes(data)}/image.{format}",
         url=f"data:image/{format};base64,{base64.b64encode(data).decode('ascii')}",

@@ -46,7 +46,7 @@ def _schema_once(self: Component) -> dict[str, Any]:
 def _image(value: Any, *, format: str, cache: str) -> ImageData | None:
     """One image's data: inside the message for an :class:`InlineImage`, else Gradio's file."""
     if isinstance(value, InlineImage):
-        return image_data(value.image, format=format)
+        return image_data(value.image, format=format, cache=cache)
     return image_utils.postprocess_image(value, cache_dir=cache, format=format)
 
 
@@ -60,9 +60,9 @@ class Gallery(gr.Gallery):
         items = [item if isinstance(item, (tuple, list)) else (item, None) for item in value or []]
         if not items or not all(isinstance(image, InlineImage) for image, _caption in items):
             return super().postprocess(value)
-        return GalleryData(
-            root=[GalleryImage(image=image_data(image.image, format=self.format), caption=c) for image, c in items]
-        )
+        cache = self.GRADIO_CACHE
+        return GalleryData(root=[GalleryImage(image=_image(image, format=self.format, cache=cache), caption=c)
+                                 for image, c in items])  # fmt: skip
 
 
 class Image(gr.Image):
@@ -73,7 +73,7 @@ class Image(gr.Image):
 
     def postprocess(self, value: Any) -> ImageData | None:
         if isinstance(value, InlineImage):
-            return image_data(value.image, format=self.format)
+            return _image(value, format=self.format, cache=self.GRADIO_CACHE)
         return super().postprocess(value)
 
 
