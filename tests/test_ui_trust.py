@@ -93,7 +93,7 @@ def test_md_text_renders_literally() -> None:
 def test_hostile_class_names_show_as_text_in_every_caption(analysis: Analysis) -> None:
     hostile = CLASSES.index(HOSTILE)
     other = next(i for i in range(len(CLASSES)) if i != hostile)
-    _heat, caption, *_ = h.rerender(analysis, "layer4", hostile, other, "gradcam", 0.5, "crop")
+    caption, *_ = h.rerender(analysis, "layer4", hostile, other, "gradcam", 0.5, "crop")
     assert "&lt;img src\\=x onerror\\=alert\\(1\\)&gt;" in caption
     rendered = _html(caption)
     assert "<img" not in rendered and "<a href" not in rendered
@@ -105,7 +105,7 @@ def test_hostile_class_names_show_as_text_in_every_caption(analysis: Analysis) -
 
 def test_versus_caption_and_map(analysis: Analysis) -> None:
     first, second = _classes(analysis)
-    heat, caption, strip, raw, fusion, _slider = h.rerender(analysis, "layer3", first, second, "gradcam", 0.5, "crop")
+    caption, strip, raw, fusion, (_crop, heat) = h.rerender(analysis, "layer3", first, second, "gradcam", 0.5, "crop")
     assert f"**{md_text(CLASSES[first])}** versus **{md_text(CLASSES[second])}**" in caption
     contrastive = analysis.attribution(stage="layer3", target=first, method="gradcam", versus=second)
     plain = analysis.attribution(stage="layer3", target=first, method="gradcam")
@@ -118,7 +118,7 @@ def test_versus_caption_and_map(analysis: Analysis) -> None:
 
 def test_class_agnostic_method_drops_versus_and_says_so(analysis: Analysis) -> None:
     first, second = _classes(analysis)
-    _heat, caption, *_ = h.rerender(analysis, "layer4", first, second, "eigencam", 0.5, "crop")
+    caption, *_ = h.rerender(analysis, "layer4", first, second, "eigencam", 0.5, "crop")
     assert "Eigen-CAM" in caption and "ignores the class" in caption and "versus **" not in caption
 
 
@@ -135,9 +135,9 @@ def test_fusion_is_the_max_of_the_strip_maps(analysis: Analysis) -> None:
 
 
 def test_strip_follows_a_quick_method_and_falls_back_to_gradcam(analysis: Analysis) -> None:
-    _heat, _caption, strip, _raw, fusion, _slider = h.rerender(analysis, "layer4", TOP, NONE, "gradcam++", 0.5, "crop")
+    _caption, strip, _raw, fusion, _slider = h.rerender(analysis, "layer4", TOP, NONE, "gradcam++", 0.5, "crop")
     assert strip["label"].startswith("Grad-CAM++") and [c for _i, c in strip["value"]][0].startswith("stem")
-    _heat, _caption, strip, _raw, fusion, _slider = h.rerender(analysis, "layer4", TOP, NONE, "cam", 0.5, "crop")
+    _caption, strip, _raw, fusion, _slider = h.rerender(analysis, "layer4", TOP, NONE, "cam", 0.5, "crop")
     assert strip["label"].startswith("Grad-CAM at") and fusion[0][1] == "Grad-CAM fused"  # CAM: layer4 only
 
 
