@@ -17,7 +17,9 @@
   browser session's work folder and downloadable checkpoint;
 * :mod:`.analysis_store`: each visitor's analyses, kept on the server (``gr.State`` holds a key),
   bounded, dropped when idle or when the visitor leaves; :mod:`.temp_files`: the app's files in
-  Gradio's cache, bounded; :mod:`.housekeeping`: the timer and the ``unload`` event that tidy both;
+  Gradio's cache, bounded; :mod:`.housekeeping`: the timer and the ``unload`` event that tidy both,
+  and Gradio's record of idle sessions; :mod:`.light_sessions`: that record made without a copy of
+  every block's settings;
 * :mod:`.downloads`: the bounded folder of raw maps; :mod:`.components`: small shared pieces;
   :mod:`.markdown_text`: user text (class names) shown literally in Markdown;
 * :mod:`.agent_tools`: the tools for AI agents that ``python app.py --mcp`` serves over MCP

@@ -16,6 +16,7 @@ from ..core.devices import configure_threads, release_openmp_threads, resolve_de
 from ..core.errors import UserError
 from ..core.precision import PRECISIONS, resolve_precision
 from ..core.weights import ARCHES, DEFAULT_WEIGHTS
+from . import light_sessions
 from .agent_tools import add_agent_tools, only_agent_tools
 from .architecture_tab import build_architecture_tab
 from .audit_tab import build_audit_tab
@@ -189,6 +190,7 @@ def ready_to_launch(demo: gr.Blocks, args: argparse.Namespace) -> dict[str, obje
     # The cores shared out among the requests that run at once: oversubscribed threads wait on each other.
     torch.set_num_threads(max(1, configure_threads() // INFERENCE_LIMIT))
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=INFERENCE_LIMIT)
+    light_sessions.install()  # a session per script call: made without a copy of all 242 blocks' settings
     # The app's startup objects (Gradio's, torch's, plotly's: millions) live as long as the server: out
     # of every later collection. A full gc.collect() over them took 0.35-0.45 s, which the memory
     # hand-back after long work and every automatic full collection in a request paid.

@@ -44,10 +44,10 @@ def drop_idle_gradio_sessions(blocks: Any, *, keep: set[str], idle_s: float) -> 
     (``keep``: the :func:`session_name` of those with an analysis, a work folder or the running job);
     returns how many went.
 
-    Gradio keeps a session for every client that sent an event (a copy of every component's settings:
-    about 0.45 MB for this app) until 10,000 have come. A page's or a ``gradio_client``'s goes when it
-    closes (:func:`visitor_left`), but a script on the plain HTTP API (``/call/...``, curl) makes a new
-    one per call and never closes it. A page that comes back after its session went starts a new one,
+    Gradio keeps a session for every client that sent an event until 10,000 have come (about 11 kB
+    each here, see :mod:`.light_sessions`). A page's or a ``gradio_client``'s goes when it closes
+    (:func:`visitor_left`), but a script on the plain HTTP API (``/call/...``, curl) makes a new one
+    per call and never closes it. A page that comes back after its session went starts a new one,
     as it would once its analysis has gone.
     """
     holder = getattr(blocks, "state_holder", None)
@@ -121,8 +121,8 @@ def visitor_left(request: gr.Request, *, blocks: Any = None) -> None:
 
 
 def _drop_gradio_session(blocks: Any, session_hash: str | None) -> None:
-    """Gradio keeps every closed page's session (a copy of each component's settings, half a MB)
-    until 10,000 sessions have come, and clears only its state values after an hour."""
+    """Gradio keeps every closed page's session (the settings of the components it changed, the
+    state's values) until 10,000 sessions have come, and clears only its state values after an hour."""
     holder = getattr(blocks, "state_holder", None)
     if holder is None or session_hash is None:
         return
