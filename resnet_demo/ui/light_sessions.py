@@ -5,8 +5,8 @@ call of the plain HTTP API (``/call/...``, curl), which gets a session of its ow
 constructor copies the configuration of every block of the app up front (``config_values``),
 which Gradio reads only to save a deep link (``/gradio_api/deep_link``) and otherwise fills
 entry by entry as a component's value or settings change. For this app's 242 blocks the copy
-took 14 ms of the server's event loop per session (two thirds of it ``inspect.signature`` of
-each block's class) and kept about 0.45 MB per session. Under 16 script clients that was a
+took 14 ms of the server's event loop per session (half of it ``inspect.signature`` of each
+block's class) and kept about 0.4 MB per session. Under 16 script clients that was a
 third of the event loop's work per ``/explain`` call, and the loop shares the cores with the
 model.
 
