@@ -258,3 +258,17 @@ def test_bench_transfer_models_are_checked(capsys) -> None:
             parse_models(bad)
     assert main(["bench", "--transfer", "--transfer-models", "unet"]) == 2
     assert "unet" in capsys.readouterr().err
+
+
+def test_serve_verdicts_judge_goals_and_leave_other_rows_alone() -> None:
+    from resnet_demo.bench.serve import GOALS, _verdict
+
+    share = "16 clients: share of the time in /explain's handler"
+    assert _verdict(share, 0.61).endswith(": met")
+    assert _verdict(share, 0.59).endswith(": NOT met")
+    assert _verdict("browser: upload to every panel (x engine)", 5.2).endswith(": NOT met")
+    assert _verdict(share, None).endswith(": skipped")
+    informational = [row for row, (goal, _b, _l) in GOALS.items() if goal.startswith("(")]
+    assert "16 clients: share of the ideal throughput" in informational
+    for row in informational:  # nothing to meet: the text alone, whatever the value
+        assert _verdict(row, 0.0) == _verdict(row, 1e9) == GOALS[row][0]

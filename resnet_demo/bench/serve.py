@@ -430,6 +430,8 @@ def _verdict(row: str, value: float | None) -> str:
     goal, bound, lower = GOALS[row]
     if value is None:
         return f"{goal}: skipped"
+    if goal.startswith("("):  # a row shown beside the goals, with no goal of its own
+        return goal
     met = value <= bound if lower else value >= bound
     return f"{goal}: {'met' if met else 'NOT met'}"
 
