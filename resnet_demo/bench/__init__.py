@@ -4,7 +4,8 @@
 - ``train.py``: the fine-tune step against the PyTorch ImageNet example (``--train``);
 - ``trust.py``: the faithfulness curves and the cost of every cheap map (``--trust``);
 - ``slim.py``: a pruned and a distilled model against the original (``--slim``);
-- ``serve.py``: the app as its visitors see it (``--serve``);
+- ``serve.py``: the app as its visitors see it (``--serve``), with ``serve_page.py`` (the page in
+  Chromium) and ``process_cpu.py`` (a process's CPU use, to tell when the server is quiet);
 - ``transfer.py``: the segmentation and detection models and their Grad-CAM, against the
   classifier's forward (``--transfer``);
 - ``audit.py``: the audit's batched Grad-CAM at every stage against torchvision's forward, and
